@@ -1,0 +1,309 @@
+"""The immutable ``Event`` and the one function that builds it from a PDU: ``parse_event``.
+
+``parse_event`` enforces the event format rules of the room version (spec: "Event format",
+"Size limits", identifier grammars). Anything that does not fit raises ``InvalidEvent`` whose
+message starts with the offending field. Hashes and signatures are checked elsewhere
+(``roomserver.core.signatures``); authorization in ``roomserver.core.auth``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from roomserver.core.canonical_json import canonical_json
+from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
+from roomserver.core.hashes import event_id_for, room_id_from_create_event_id
+from roomserver.core.identifiers import (
+    MAX_ID_BYTES,
+    is_valid_event_id,
+    is_valid_room_id,
+    is_valid_user_id,
+)
+from roomserver.core.room_versions import RoomVersion, room_version
+
+MAX_PDU_BYTES = 65_536
+MAX_PREV_EVENTS = 20
+MAX_AUTH_EVENTS = 10
+_INT64_MAX = 2**63 - 1
+
+StateKey = tuple[str, str]
+
+
+class Event:
+    """One room event, immutable once built. Build it with ``parse_event``.
+
+    ``pdu`` is the event's JSON in federation format; treat it as read-only.
+    """
+
+    __slots__ = (
+        "auth_event_ids",
+        "content",
+        "depth",
+        "event_id",
+        "origin_server_ts",
+        "pdu",
+        "prev_event_ids",
+        "redacts",
+        "room_id",
+        "room_version",
+        "rules",
+        "sender",
+        "state_key",
+        "type",
+    )
+
+    event_id: str
+    room_id: str
+    type: str
+    state_key: str | None
+    sender: str
+    content: Mapping[str, Any]
+    prev_event_ids: tuple[str, ...]
+    auth_event_ids: tuple[str, ...]
+    depth: int
+    origin_server_ts: int
+    room_version: str
+    rules: RoomVersion
+    redacts: str | None
+    pdu: Mapping[str, Any]
+
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        room_id: str,
+        type: str,
+        state_key: str | None,
+        sender: str,
+        content: Mapping[str, Any],
+        prev_event_ids: tuple[str, ...],
+        auth_event_ids: tuple[str, ...],
+        depth: int,
+        origin_server_ts: int,
+        rules: RoomVersion,
+        redacts: str | None,
+        pdu: Mapping[str, Any],
+    ) -> None:
+        sa = object.__setattr__
+        sa(self, "event_id", event_id)
+        sa(self, "room_id", room_id)
+        sa(self, "type", type)
+        sa(self, "state_key", state_key)
+        sa(self, "sender", sender)
+        sa(self, "content", content)
+        sa(self, "prev_event_ids", prev_event_ids)
+        sa(self, "auth_event_ids", auth_event_ids)
+        sa(self, "depth", depth)
+        sa(self, "origin_server_ts", origin_server_ts)
+        sa(self, "room_version", rules.identifier)
+        sa(self, "rules", rules)
+        sa(self, "redacts", redacts)
+        sa(self, "pdu", pdu)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Event is immutable (tried to set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Event is immutable (tried to delete {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self.event_id == other.event_id
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    def __repr__(self) -> str:
+        sk = "" if self.state_key is None else f", state_key={self.state_key!r}"
+        return f"Event({self.event_id!r}, type={self.type!r}{sk}, sender={self.sender!r})"
+
+    def is_state(self) -> bool:
+        return self.state_key is not None
+
+    @property
+    def state_tuple(self) -> StateKey:
+        """``(type, state_key)``; only meaningful for state events."""
+        return (self.type, self.state_key if self.state_key is not None else "")
+
+    @property
+    def membership(self) -> str | None:
+        """``content.membership`` of an ``m.room.member`` event when it is a string."""
+        value = self.content.get("membership")
+        return value if isinstance(value, str) else None
+
+
+def _fail(field: str, problem: str) -> InvalidEvent:
+    return InvalidEvent(f"{field}: {problem}", field=field)
+
+
+def _require_str(pdu: Mapping[str, Any], key: str) -> str:
+    value = pdu.get(key)
+    if value is None and key not in pdu:
+        raise _fail(key, "missing")
+    if not isinstance(value, str):
+        raise _fail(key, "must be a string")
+    return value
+
+
+def _require_int(pdu: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    if key not in pdu:
+        raise _fail(key, "missing")
+    value = pdu[key]
+    if type(value) is not int:
+        raise _fail(key, "must be an integer")
+    if not low <= value <= high:
+        raise _fail(key, f"{value} is out of range [{low}, {high}]")
+    return value
+
+
+def _check_bytes(field: str, value: str) -> None:
+    # Fast path: a string of at most 63 characters cannot exceed 255 UTF-8 bytes.
+    if len(value) > MAX_ID_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > (
+        MAX_ID_BYTES
+    ):
+        raise _fail(field, f"longer than {MAX_ID_BYTES} bytes")
+
+
+def _edge_ids(pdu: Mapping[str, Any], key: str, rules: RoomVersion, limit: int | None) -> tuple[
+    str, ...
+]:
+    if key not in pdu:
+        raise _fail(key, "missing")
+    raw = pdu[key]
+    if not isinstance(raw, list):
+        raise _fail(key, "must be a list")
+    if limit is not None and len(raw) > limit:
+        raise _fail(key, f"has {len(raw)} entries, at most {limit} are allowed")
+    fmt = rules.event_id_format.value
+    ids: list[str] = []
+    for i, entry in enumerate(raw):
+        if rules.prev_auth_events_with_hashes:
+            if (
+                not isinstance(entry, list)
+                or len(entry) != 2
+                or not isinstance(entry[1], Mapping)
+            ):
+                raise _fail(f"{key}[{i}]", "must be an [event_id, {hashes}] pair")
+            entry = entry[0]
+        if not is_valid_event_id(entry, format_name=fmt):
+            raise _fail(f"{key}[{i}]", f"not a valid event ID for room version {rules.identifier}")
+        ids.append(entry)
+    if len(set(ids)) != len(ids):
+        raise _fail(key, "lists an event more than once")
+    return tuple(ids)
+
+
+def parse_event(
+    pdu: Mapping[str, Any],
+    room_version_id: str,
+    *,
+    event_id: str | None = None,
+    check_edge_counts: bool = True,
+) -> Event:
+    """Build an ``Event`` from a PDU, enforcing the format rules of ``room_version_id``.
+
+    A given ``event_id`` is trusted (events from our own storage, or from a trusted caller) and the
+    reference hash is not recomputed. ``check_edge_counts=False`` skips the prev/auth event count
+    limits, which the spec says must not be applied to backfilled events.
+    Raises ``InvalidEvent`` (or ``UnknownRoomVersion``) and nothing else.
+    """
+    try:
+        rules = room_version(room_version_id)
+    except UnknownRoomVersion:
+        raise
+    if not isinstance(pdu, Mapping):
+        raise InvalidEvent("event: must be a JSON object", field="event")
+    if not rules.prev_auth_events_with_hashes and "event_id" in pdu:
+        # v3+ PDUs carry no event ID; a stray one would change the reference hash. Ignore it.
+        pdu = {k: v for k, v in pdu.items() if k != "event_id"}
+    elif not isinstance(pdu, dict):
+        pdu = dict(pdu)
+
+    size = len(canonical_json(pdu, strict=rules.strict_canonical_json))
+    if size > MAX_PDU_BYTES:
+        raise _fail("event", f"is {size} bytes as canonical JSON, the limit is {MAX_PDU_BYTES}")
+
+    event_type = _require_str(pdu, "type")
+    _check_bytes("type", event_type)
+    sender = _require_str(pdu, "sender")
+    if not is_valid_user_id(sender):
+        raise _fail("sender", f"{sender!r} is not a valid user ID")
+
+    state_key: str | None = None
+    if "state_key" in pdu:
+        state_key = _require_str(pdu, "state_key")
+        _check_bytes("state_key", state_key)
+
+    content = pdu.get("content")
+    if "content" not in pdu:
+        raise _fail("content", "missing")
+    if not isinstance(content, Mapping):
+        raise _fail("content", "must be an object")
+
+    ts_low, ts_high = (-(2**53 - 1), 2**53 - 1) if rules.strict_canonical_json else (
+        -_INT64_MAX - 1,
+        _INT64_MAX,
+    )
+    origin_server_ts = _require_int(pdu, "origin_server_ts", ts_low, ts_high)
+    depth = _require_int(pdu, "depth", 0, rules.max_depth - 1)
+
+    hashes = pdu.get("hashes")
+    if not isinstance(hashes, Mapping):
+        raise _fail("hashes", "missing or not an object")
+    signatures = pdu.get("signatures")
+    if not isinstance(signatures, Mapping):
+        raise _fail("signatures", "missing or not an object")
+    for server, sigs in signatures.items():
+        if not isinstance(sigs, Mapping) or not all(isinstance(s, str) for s in sigs.values()):
+            raise _fail(f"signatures.{server}", "must map key IDs to strings")
+    if "unsigned" in pdu and not isinstance(pdu["unsigned"], Mapping):
+        raise _fail("unsigned", "must be an object")
+
+    limit_prev = MAX_PREV_EVENTS if check_edge_counts else None
+    limit_auth = MAX_AUTH_EVENTS if check_edge_counts else None
+    prev_event_ids = _edge_ids(pdu, "prev_events", rules, limit_prev)
+    auth_event_ids = _edge_ids(pdu, "auth_events", rules, limit_auth)
+
+    is_v12_create = (
+        rules.room_id_from_create_event and event_type == "m.room.create" and state_key == ""
+    )
+    if event_id is None:
+        event_id = event_id_for(pdu, rules)
+    if not is_valid_event_id(event_id, format_name=rules.event_id_format.value):
+        raise _fail("event_id", f"{event_id!r} is not valid for room version {rules.identifier}")
+
+    if is_v12_create:
+        if "room_id" in pdu:
+            raise _fail("room_id", "must not be present on a room version 12 create event")
+        room_id = room_id_from_create_event_id(event_id)
+    else:
+        room_id = _require_str(pdu, "room_id")
+        if not is_valid_room_id(room_id, hashed=rules.room_id_from_create_event):
+            raise _fail("room_id", f"{room_id!r} is not valid for room version {rules.identifier}")
+
+    redacts: str | None = None
+    if event_type == "m.room.redaction":
+        raw_redacts = content.get("redacts") if rules.redacts_in_content else pdu.get("redacts")
+        if raw_redacts is not None:
+            field = "content.redacts" if rules.redacts_in_content else "redacts"
+            if not is_valid_event_id(raw_redacts, format_name=rules.event_id_format.value):
+                raise _fail(field, "not a valid event ID")
+            redacts = raw_redacts
+
+    return Event(
+        event_id=event_id,
+        room_id=room_id,
+        type=event_type,
+        state_key=state_key,
+        sender=sender,
+        content=content,
+        prev_event_ids=prev_event_ids,
+        auth_event_ids=auth_event_ids,
+        depth=depth,
+        origin_server_ts=origin_server_ts,
+        rules=rules,
+        redacts=redacts,
+        pdu=pdu,
+    )
