@@ -1,0 +1,276 @@
+"""The async Protocols through which ``input`` meets storage, the bus and federation.
+
+``input``, ``storage``, ``bus`` and ``federation`` never import each other; ``app.py`` wires the
+concrete adapters to these Protocols. Constructors take the smallest Protocol they use.
+
+State snapshots are opaque integers (``SnapshotId``) issued by storage. A snapshot is written as
+a ``StateDelta`` against a base snapshot, so storing an event's state costs O(entries changed).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NewType, Protocol
+
+from roomserver.api import StoredEvent
+from roomserver.core.pdu import Event
+
+StateKey = tuple[str, str]
+SnapshotId = NewType("SnapshotId", int)
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage errors
+
+
+class StorageError(Exception):
+    """Base of storage failures. Transient subclasses may be retried; others may not."""
+
+    transient: bool = False
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or timed out (transient)."""
+
+    transient = True
+
+
+class ConcurrentUpdate(StorageError):
+    """Another writer changed the room since it was read (optimistic concurrency check failed).
+
+    Transient: re-read the room and process the event again.
+    """
+
+    transient = True
+
+
+class CorruptData(StorageError):
+    """A stored row cannot be decoded (truncated JSON, impossible values)."""
+
+
+class SchemaTooNew(StorageError):
+    """The database was written by a newer schema than this program knows."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage value types
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    room_id: str
+    room_version: str
+    forward_extremities: tuple[str, ...]
+    current_state: SnapshotId | None
+    last_sent_event_id: str | None
+    version: int  # bumped by every RoomUpdate; used for optimistic concurrency
+
+
+@dataclass(frozen=True, slots=True)
+class StateDelta:
+    """A snapshot written as ``base`` plus ``changes`` (``None`` value = key removed)."""
+
+    base: SnapshotId | None
+    changes: Mapping[StateKey, str | None] = field(default_factory=dict)
+
+
+class EventStatus(enum.Enum):
+    OUTLIER = "outlier"  # no state known
+    STATEFUL = "stateful"  # in the contiguous DAG, with a state-before snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """A change in the room's current membership for one user (from the current-state delta)."""
+
+    user_id: str
+    membership: str  # join, invite, leave, ban, knock
+    event_id: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An output message committed with the event, published after commit (outbox pattern)."""
+
+    msg_id: str  # unique and stable: the bus deduplicates on it
+    output_type: str
+    payload: bytes
+    sequence: int = 0  # assigned by storage
+
+
+@dataclass(frozen=True, slots=True)
+class RoomUpdate:
+    """The change to a room's forward extremities and current state, checked against
+    ``expected_version`` (``None``: the room must not exist yet; it is created)."""
+
+    expected_version: int | None
+    room_version: str
+    forward_extremities: tuple[str, ...]
+    current_state: StateDelta
+    last_sent_event_id: str | None
+    membership_changes: Sequence[MembershipChange] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionRecord:
+    redaction_id: str
+    target_id: str
+    validated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventWrite:
+    """Everything persisting one event changes, applied in ONE transaction.
+
+    Idempotent: writing an event that is already stored never changes its JSON; it may give an
+    outlier a state snapshot, clear a rejection (never set one on an accepted event), and apply
+    the room update and outbox entries if the room's version still matches.
+    """
+
+    event: Event
+    status: EventStatus
+    rejection_reason: str | None = None
+    soft_failed: bool = False
+    state_before: StateDelta | None = None  # required for STATEFUL
+    room_update: RoomUpdate | None = None
+    outbox: Sequence[OutboxEntry] = ()
+    # Redaction bookkeeping: a redaction event records its target (pending until validated);
+    # applying one replaces the target's stored JSON with its redacted form.
+    redaction_target: str | None = None
+    apply_redaction: AppliedRedaction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedRedaction:
+    target_id: str
+    redaction_id: str
+    redacted_pdu: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PersistResult:
+    state_before: SnapshotId | None
+    current_state: SnapshotId | None
+    stream_position: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage protocols
+
+
+class EventStore(Protocol):
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        """The stored events among ``event_ids`` (missing ones are simply absent)."""
+        ...
+
+    async def room(self, room_id: str) -> RoomInfo | None: ...
+
+    async def persist(self, write: EventWrite) -> PersistResult:
+        """Apply ``write`` atomically. Raises ``ConcurrentUpdate`` if the room moved on."""
+        ...
+
+    async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
+        """Redactions targeting ``event_id`` and, for a redaction, the record it created."""
+        ...
+
+    async def pending_outbox(self, room_id: str) -> list[OutboxEntry]: ...
+
+    async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None: ...
+
+
+class StateStore(Protocol):
+    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, str]:
+        """The whole state of a snapshot (``None``: the empty state)."""
+        ...
+
+    async def state_entries(
+        self, snapshot: SnapshotId | None, keys: Iterable[StateKey]
+    ) -> dict[StateKey, str]:
+        """Only the given keys of a snapshot; cheap, never loads the whole state."""
+        ...
+
+    async def state_diff(
+        self, old: SnapshotId | None, new: SnapshotId | None
+    ) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
+        """``(added_or_changed, removed_or_replaced)`` going from ``old`` to ``new``; cheap when
+        the snapshots share most entries."""
+        ...
+
+
+class AuthChainIndex(Protocol):
+    async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
+        """Every event reachable through auth_events from ``event_ids`` (excluding them)."""
+        ...
+
+    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
+        """Union of the sets' full auth chains minus their intersection (spec: state res v2)."""
+        ...
+
+
+class MembershipStore(Protocol):
+    async def membership(self, room_id: str, user_id: str) -> str | None: ...
+
+    async def joined_servers(self, room_id: str) -> list[str]: ...
+
+    async def joined_users(self, room_id: str) -> list[str]: ...
+
+
+class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
+    """Everything the roomserver remembers, behind one object (both backends implement it)."""
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Federation and keys (implemented by roomserver.federation)
+
+
+class KeyRing(Protocol):
+    async def verify_event(self, pdu: Mapping[str, Any], room_version: str) -> None:
+        """Check the event's signatures, fetching keys as needed; raise ``InvalidSignature``."""
+        ...
+
+
+class MissingEventFetcher(Protocol):
+    async def fetch_event(
+        self, room_id: str, room_version: str, event_id: str, servers: Sequence[str]
+    ) -> Event: ...
+
+    async def fetch_auth_chain(
+        self, room_id: str, room_version: str, event_id: str, servers: Sequence[str]
+    ) -> list[Event]: ...
+
+    async def get_missing_events(
+        self,
+        room_id: str,
+        room_version: str,
+        earliest: Sequence[str],
+        latest: Sequence[str],
+        *,
+        limit: int,
+        min_depth: int,
+        servers: Sequence[str],
+    ) -> list[Event]: ...
+
+    async def state_ids(
+        self, room_id: str, event_id: str, servers: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """``(state event IDs, auth chain event IDs)`` at ``event_id`` (state before it)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+class OutputPublisher(Protocol):
+    async def publish_output(
+        self, room_id: str, output_type: str, payload: bytes, *, msg_id: str
+    ) -> None: ...
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
