@@ -1,1 +1,5 @@
-"""query layer."""
+"""The read side: current state, state after events, forward extremities, stored events."""
+
+from roomserver.query.queries import Queries, UnknownRoom
+
+__all__ = ["Queries", "UnknownRoom"]

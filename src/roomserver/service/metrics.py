@@ -35,7 +35,7 @@ class Metrics:
         )
         self.redeliveries = Counter(
             "roomserver_input_redeliveries",
-            "Input messages delivered more than once (retries after transient failures or crashes).",
+            "Input messages delivered more than once (retries after failures or crashes).",
             registry=self.registry,
         )
 
