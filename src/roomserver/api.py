@@ -1,8 +1,9 @@
 """Public request, response and output types of the roomserver, and their JSON wire format.
 
 Wire format (version 1): every message body is a JSON object with ``"v": 1``. Input messages
-carry one ``InputRoomEvent``; output messages carry one ``OutputEvent``. Field names are
-documented on each ``to_json``. Decoders reject unknown versions with ``WireFormatError``.
+carry one ``InputRoomEvent``; output messages carry one ``OutputEvent``; sync replies carry one
+``EventResult``. Field names are documented with the codec functions at the end of this module
+(``encode_*`` / ``decode_*``). Decoders reject unknown versions with ``WireFormatError``.
 """
 
 from __future__ import annotations
@@ -192,3 +193,235 @@ class OutputEvent:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", _TYPE_OF_PAYLOAD[type(self.payload)])
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON wire codec (version 1)
+#
+# Input message body (one InputRoomEvent):
+#
+#     {"v": 1,
+#      "event": {...},                 the PDU, federation format (v1/v2 PDUs carry "event_id")
+#      "kind": 2,                      1 outlier, 2 new, 3 old
+#      "origin": "remote.example",     optional: the server that told us about the event
+#      "has_state": false,             optional (default false)
+#      "state_event_ids": ["$..."],    optional (default [])
+#      "send_as_server": "example.org",optional
+#      "transaction_id": {"session_id": 1, "transaction_id": "t1"},   optional
+#      "verified": false,              optional (default false)
+#      "room_version": "10"}           optional
+#
+# Output message body (one OutputEvent): an envelope naming the type, with the payload under a
+# key equal to the type (the payload's keys are the dataclass field names):
+#
+#     {"v": 1, "type": "new_room_event", "room_id": "!r:example.org",
+#      "new_room_event": {"event": {...}, "event_id": "$...", "room_version": "10",
+#                         "latest_event_ids": [...], "adds_state_event_ids": [...], ...}}
+#
+# Optional values that are null/empty/default may be omitted by encoders; decoders accept both.
+# ---------------------------------------------------------------------------------------------
+
+
+def _dumps(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _loads(data: bytes | str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireFormatError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise WireFormatError("message body must be a JSON object")
+    if value.get("v") != WIRE_VERSION:
+        raise WireFormatError(f"unsupported wire version {value.get('v')!r}")
+    return value
+
+
+def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise WireFormatError(f"{key}: must be a string")
+    return value
+
+
+def _str_tuple(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = obj.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise WireFormatError(f"{key}: must be a list of strings")
+    return tuple(value)
+
+
+def _bool(obj: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    value = obj.get(key, default)
+    if not isinstance(value, bool):
+        raise WireFormatError(f"{key}: must be a boolean")
+    return value
+
+
+def _object(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if not isinstance(value, dict):
+        raise WireFormatError(f"{key}: must be a JSON object")
+    return value
+
+
+def _txn_to_json(txn: TransactionId | None) -> dict[str, Any] | None:
+    if txn is None:
+        return None
+    return {"session_id": txn.session_id, "transaction_id": txn.transaction_id}
+
+
+def _txn_from_json(value: Any) -> TransactionId | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or type(value.get("session_id")) is not int
+        or not isinstance(value.get("transaction_id"), str)
+    ):
+        raise WireFormatError("transaction_id: must be {session_id: int, transaction_id: str}")
+    return TransactionId(value["session_id"], value["transaction_id"])
+
+
+def encode_input_room_event(item: InputRoomEvent) -> bytes:
+    """The version-1 wire body of ``item`` (see the format above)."""
+    body: dict[str, Any] = {"v": WIRE_VERSION, "event": dict(item.event), "kind": int(item.kind)}
+    if item.origin is not None:
+        body["origin"] = item.origin
+    if item.has_state:
+        body["has_state"] = True
+    if item.state_event_ids:
+        body["state_event_ids"] = list(item.state_event_ids)
+    if item.send_as_server is not None:
+        body["send_as_server"] = item.send_as_server
+    if item.transaction_id is not None:
+        body["transaction_id"] = _txn_to_json(item.transaction_id)
+    if item.verified:
+        body["verified"] = True
+    if item.room_version is not None:
+        body["room_version"] = item.room_version
+    return _dumps(body)
+
+
+def decode_input_room_event(data: bytes | str) -> InputRoomEvent:
+    """Parse a version-1 input body; raise ``WireFormatError`` on anything malformed.
+
+    Only the envelope is checked here; the PDU itself is validated by the input pipeline.
+    """
+    body = _loads(data)
+    kind_value = body.get("kind", int(Kind.NEW))
+    if type(kind_value) is not int or kind_value not in {k.value for k in Kind}:
+        raise WireFormatError(f"kind: unknown value {kind_value!r}")
+    return InputRoomEvent(
+        event=_object(body, "event"),
+        kind=Kind(kind_value),
+        origin=_opt_str(body, "origin"),
+        has_state=_bool(body, "has_state"),
+        state_event_ids=_str_tuple(body, "state_event_ids"),
+        send_as_server=_opt_str(body, "send_as_server"),
+        transaction_id=_txn_from_json(body.get("transaction_id")),
+        verified=_bool(body, "verified"),
+        room_version=_opt_str(body, "room_version"),
+    )
+
+
+def _payload_to_json(payload: OutputPayload) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in type(payload).__dataclass_fields__:
+        value = getattr(payload, name)
+        if isinstance(value, TransactionId):
+            value = _txn_to_json(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[name] = value
+    return out
+
+
+_TUPLE_FIELDS = frozenset(
+    {
+        "latest_event_ids",
+        "adds_state_event_ids",
+        "removes_state_event_ids",
+        "state_before_adds_event_ids",
+        "state_before_removes_event_ids",
+    }
+)
+_BOOL_FIELDS = frozenset({"rewrites_state"})
+_OBJECT_FIELDS = frozenset({"event", "redacted_because"})
+
+
+def _payload_from_json(cls: type[Any], obj: Mapping[str, Any]) -> OutputPayload:
+    kwargs: dict[str, Any] = {}
+    for name in cls.__dataclass_fields__:
+        if name not in obj:
+            continue
+        if name in _TUPLE_FIELDS:
+            kwargs[name] = _str_tuple(obj, name)
+        elif name in _BOOL_FIELDS:
+            kwargs[name] = _bool(obj, name)
+        elif name in _OBJECT_FIELDS:
+            kwargs[name] = _object(obj, name)
+        elif name == "transaction_id":
+            kwargs[name] = _txn_from_json(obj[name])
+        else:
+            value = obj[name]
+            if value is not None and not isinstance(value, str):
+                raise WireFormatError(f"{name}: must be a string")
+            kwargs[name] = value
+    try:
+        payload: OutputPayload = cls(**kwargs)
+    except TypeError as exc:
+        raise WireFormatError(f"{cls.__name__}: {exc}") from None
+    return payload
+
+
+def encode_output_event(output: OutputEvent) -> bytes:
+    """The version-1 wire body of ``output`` (see the format above)."""
+    kind = output.type.value
+    return _dumps(
+        {
+            "v": WIRE_VERSION,
+            "type": kind,
+            "room_id": output.room_id,
+            kind: _payload_to_json(output.payload),
+        }
+    )
+
+
+def decode_output_event(data: bytes | str) -> OutputEvent:
+    """Parse a version-1 output body; raise ``WireFormatError`` on anything malformed."""
+    body = _loads(data)
+    try:
+        output_type = OutputType(body.get("type"))
+    except ValueError:
+        raise WireFormatError(f"type: unknown output type {body.get('type')!r}") from None
+    room_id = body.get("room_id")
+    if not isinstance(room_id, str):
+        raise WireFormatError("room_id: must be a string")
+    payload = _payload_from_json(_PAYLOAD_TYPES[output_type], _object(body, output_type.value))
+    return OutputEvent(room_id=room_id, payload=payload)
+
+
+def encode_event_result(result: EventResult) -> bytes:
+    """The version-1 reply body to a synchronous caller:
+    ``{"v": 1, "event_id": "$..." | null, "outcome": "accepted", "reason": null | "..."}``."""
+    return _dumps(
+        {
+            "v": WIRE_VERSION,
+            "event_id": result.event_id,
+            "outcome": result.outcome.value,
+            "reason": result.reason,
+        }
+    )
+
+
+def decode_event_result(data: bytes | str) -> EventResult:
+    body = _loads(data)
+    try:
+        outcome = Outcome(body.get("outcome"))
+    except ValueError:
+        raise WireFormatError(f"outcome: unknown value {body.get('outcome')!r}") from None
+    return EventResult(_opt_str(body, "event_id"), outcome, _opt_str(body, "reason"))

@@ -63,6 +63,10 @@ StateKey = tuple[str, str]
 #: ``roomserver input`` / ``state`` on the same data directory can reach the running service.
 NATS_URL_FILE = "nats.url"
 
+#: The durable output subscription every roomserver creates on start, so that outputs are kept
+#: (the output stream has interest retention) until a consumer reads them with ``outputs()``.
+DEFAULT_OUTPUT_DURABLE = "roomserver-outputs"
+
 
 # ---------------------------------------------------------------------------------------------
 # Signing key
@@ -201,10 +205,12 @@ class Roomserver:
         federation: FederationConfig | Mapping[str, str] | bool | None = None,
         stream_prefix: str = "",
         run_workers: bool = True,
+        max_missing_processing_s: float = 300.0,
     ) -> _Opening:
         """Open a roomserver. ``federation``: a ``FederationConfig``, a mapping of server name to
         base URL (overrides for tests and private deployments), ``False`` to never fetch over
-        federation, or ``None`` for the defaults."""
+        federation, or ``None`` for the defaults. ``max_missing_processing_s`` bounds the time
+        one event may spend fetching missing data (the stream's AckWait is 10 s more)."""
         config = Config(server_name=server_name, data_dir=str(data_dir))
         fed = config.federation
         if isinstance(federation, FederationConfig):
@@ -219,6 +225,7 @@ class Roomserver:
             database=replace(config.database, url=database_url),
             federation=fed,
             metrics=replace(config.metrics, listen=None),
+            input=replace(config.input, max_missing_processing_s=max_missing_processing_s),
         )
         return cls.from_config(config, signing_key=signing_key, run_workers=run_workers)
 
@@ -277,11 +284,16 @@ class Roomserver:
             prefix=config.nats.stream_prefix,
             handler_timeout=config.input.max_missing_processing_s,
             ack_wait=config.input.max_missing_processing_s + 10.0,
+            progress_interval=min(60.0, (config.input.max_missing_processing_s + 10.0) / 3),
+            output_max_age=7 * 24 * 3600.0,
         )
         bus = await Bus.connect(
             nats_url, config=bus_config, name=f"roomserver {config.server_name}"
         )
         stack.push_async_callback(bus.close)
+        if run_workers:
+            subscription = await bus.output_subscription(DEFAULT_OUTPUT_DURABLE)
+            await subscription.close()
 
         fed = config.federation
         client = FederationClient(
@@ -338,12 +350,16 @@ class Roomserver:
             stack.push_async_callback(bus.stop_workers)
         return rs
 
-    async def close(self) -> None:
-        """Stop the workers (finishing or releasing in-flight events), then everything else."""
+    async def close(self, *, grace: float = 30.0) -> None:
+        """Stop the workers, letting each room finish its in-flight event for up to ``grace``
+        seconds (then it is released for redelivery), then close everything else."""
         if self._closed:
             return
         self._closed = True
-        await self._exit_stack.aclose()
+        try:
+            await self.bus.stop_workers(grace=grace)
+        finally:
+            await self._exit_stack.aclose()
 
     async def __aenter__(self) -> Roomserver:
         return self
@@ -431,7 +447,7 @@ class Roomserver:
 
     # -- outputs -------------------------------------------------------------------------------
 
-    async def outputs(self, durable: str = "roomserver-outputs") -> AsyncIterator[OutputEvent]:
+    async def outputs(self, durable: str = DEFAULT_OUTPUT_DURABLE) -> AsyncIterator[OutputEvent]:
         """Output events from the durable position named ``durable`` (each acked once the
         consumer asks for the next one)."""
         subscription = await self.bus.output_subscription(durable)

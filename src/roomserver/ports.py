@@ -10,7 +10,8 @@ a ``StateDelta`` against a base snapshot, so storing an event's state costs O(en
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NewType, Protocol
 
@@ -157,6 +158,17 @@ class PersistResult:
     stream_position: int
 
 
+@dataclass(frozen=True, slots=True)
+class ServerKeyRecord:
+    """A cached server signing key as storage keeps it (``verify_key``: raw ed25519 bytes)."""
+
+    server_name: str
+    key_id: str
+    verify_key: bytes
+    valid_until_ts: int
+    expired_ts: int | None = None
+
+
 # ---------------------------------------------------------------------------------------------
 # Storage protocols
 
@@ -170,6 +182,10 @@ class EventStore(Protocol):
 
     async def persist(self, write: EventWrite) -> PersistResult:
         """Apply ``write`` atomically. Raises ``ConcurrentUpdate`` if the room moved on."""
+        ...
+
+    async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
+        """The IDs among ``event_ids`` that some stored event lists in its prev_events."""
         ...
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
@@ -234,14 +250,69 @@ class KeyRing(Protocol):
         ...
 
 
+HaveEvents = AbstractSet[str] | Callable[[Sequence[str]], Awaitable[AbstractSet[str]]]
+"""What the caller already holds: a set of event IDs, or an async callback returning the subset
+of the given IDs it holds (decides what a fetcher fetches and when a gap is closed)."""
+
+
+class MissingEventsAnswer(Protocol):
+    """``get_missing_events`` result: the events found, oldest first (by prev events), and the
+    prev events they cite that are neither among them, nor held, nor in ``earliest``."""
+
+    @property
+    def events(self) -> Sequence[Event]: ...
+
+    @property
+    def unresolved_prev_ids(self) -> Sequence[str]: ...
+
+
+class RemoteStateAnswer(Protocol):
+    """The state before ``event_id`` according to ``server`` (``/state_ids``): the IDs as
+    answered, the lacked events fetched and verified (oldest first by auth events), and the
+    IDs that could not be obtained."""
+
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def server(self) -> str: ...
+
+    @property
+    def state_event_ids(self) -> Sequence[str]: ...
+
+    @property
+    def auth_chain_ids(self) -> Sequence[str]: ...
+
+    @property
+    def events(self) -> Sequence[Event]: ...
+
+    @property
+    def missing_event_ids(self) -> Sequence[str]: ...
+
+
 class MissingEventFetcher(Protocol):
+    """Fetches what an incoming event lacks from other servers (``roomserver.federation``).
+
+    Every returned ``Event`` is parsed for the room version, in ``room_id``, and has valid
+    signatures (a content-hash mismatch yields the redacted form). Failures raise the
+    federation layer's errors (timeouts and unreachable servers are transient).
+    """
+
     async def fetch_event(
         self, room_id: str, room_version: str, event_id: str, servers: Sequence[str]
     ) -> Event: ...
 
     async def fetch_auth_chain(
-        self, room_id: str, room_version: str, event_id: str, servers: Sequence[str]
-    ) -> list[Event]: ...
+        self,
+        room_id: str,
+        room_version: str,
+        event_id: str,
+        servers: Sequence[str],
+        *,
+        have: HaveEvents = frozenset(),
+    ) -> list[Event]:
+        """The auth chain of ``event_id``, oldest first (by auth events)."""
+        ...
 
     async def get_missing_events(
         self,
@@ -250,15 +321,22 @@ class MissingEventFetcher(Protocol):
         earliest: Sequence[str],
         latest: Sequence[str],
         *,
-        limit: int,
-        min_depth: int,
+        limit: int = 20,
+        min_depth: int = 0,
         servers: Sequence[str],
-    ) -> list[Event]: ...
+        have: HaveEvents = frozenset(),
+    ) -> MissingEventsAnswer: ...
 
     async def state_ids(
-        self, room_id: str, event_id: str, servers: Sequence[str]
-    ) -> tuple[list[str], list[str]]:
-        """``(state event IDs, auth chain event IDs)`` at ``event_id`` (state before it)."""
+        self,
+        room_id: str,
+        room_version: str,
+        event_id: str,
+        servers: Sequence[str],
+        *,
+        have: HaveEvents = frozenset(),
+    ) -> RemoteStateAnswer:
+        """The state *before* ``event_id``, with the lacked events fetched."""
         ...
 
 

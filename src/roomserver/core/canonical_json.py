@@ -1,10 +1,17 @@
 """Canonical JSON (spec appendix: "Canonical JSON").
 
 Compact, keys sorted by code point, raw UTF-8, integers only. ``strict`` (room versions 6+ and all
-non-event JSON) also enforces the integer range ``[-(2**53 - 1), 2**53 - 1]`` and refuses floats
-with a fraction; lax mode (room versions 1-5, whose events servers must not strictly check)
-keeps such numbers as Python's ``json`` writes them. Integral floats (``1e10``, ``-0.0``) are
-written as integers in both modes, as the spec's examples show.
+JSON we produce) enforces the integer range ``[-(2**53 - 1), 2**53 - 1]``, refuses floats with a
+fraction and writes integral floats (``1e10``, ``-0.0``) as integers, as the spec's examples show.
+
+Lax mode (room versions 1-5, whose events servers must not strictly check) writes every number as
+Python's ``json`` does, floats included (``50.0`` stays ``50.0``). Its only job is to reproduce
+the bytes that old events were hashed and signed over, and those servers (Synapse, in practice)
+wrote floats that way: an old power levels event with ``"ban": 50.0`` must still verify.
+
+Whatever the input, ``canonical_json`` returns bytes or raises ``CanonicalJSONError``: nesting
+deeper than ``MAX_NESTING`` levels is refused, so the walk never runs into Python's recursion
+limit.
 """
 
 from __future__ import annotations
@@ -19,52 +26,149 @@ from roomserver.core.errors import CanonicalJSONError
 MAX_SAFE_INTEGER = 2**53 - 1
 MIN_SAFE_INTEGER = -(2**53 - 1)
 
+# Deeper values are refused. Real events nest a handful of levels; the bound is generous (other
+# servers' JSON parsers stop near Python's default recursion limit of 1,000) while keeping this
+# module's walk and the C encoder inside that limit. A RecursionError that still happens (when
+# called from an unusually deep stack) is reported as a CanonicalJSONError too.
+MAX_NESTING = 512
+
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
 )
 
 
-def _normalise(value: Any, strict: bool, path: str) -> Any:
-    """Return ``value`` with integral floats as ints; raise on what canonical JSON forbids."""
+# Modes of the walk (``strict`` below is one of these; falsy means lax).
+_LAX = 0
+_STRICT = 1
+_STRICT_NO_FLOATS = 2
+
+
+class _Problem(Exception):
+    """Raised inside the walk; each container on the way out adds its step to ``path``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.steps: list[str] = []
+
+    def path(self) -> str:
+        return "".join(reversed(self.steps)).lstrip(".")
+
+
+def _where(path: str) -> str:
+    if len(path) > 80:
+        return path[:80] + "..."
+    return path or "value"
+
+
+def _is_plain_leaf(value: Any, strict: int) -> bool:
+    """Leaves that need no work: checked inline so that most values cost no call."""
+    t = type(value)
+    return t is str or t is bool or value is None or (t is int and not strict)
+
+
+def _normalise(value: Any, strict: int, depth: int) -> Any:
+    """Return ``value`` with integral floats as ints (strict); raise ``_Problem`` on what
+    canonical JSON forbids. The path of a problem is only built on the way out of an error."""
     # Exact type checks: bool is a subclass of int and must pass through untouched.
     t = type(value)
     if t is str or value is None or t is bool:
         return value
     if t is int:
         if strict and not MIN_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            raise CanonicalJSONError(f"{path or 'value'}: integer {value} out of range", field=path)
+            raise _Problem(f"integer {value} out of range")
         return value
+    if t is float:
+        if not math.isfinite(value):
+            raise _Problem(f"{value} is not a JSON number")
+        if not strict:
+            return value
+        if strict == _STRICT_NO_FLOATS:
+            raise _Problem("floats are not allowed")
+        if value.is_integer():
+            return _normalise(int(value), strict, depth)
+        raise _Problem("floats are not allowed")
+    if t is not dict and t is not list and t is not tuple:
+        if isinstance(value, Mapping):
+            return _normalise(dict(value), strict, depth)
+        raise _Problem(f"{t.__name__} is not a JSON type")
+    if depth >= MAX_NESTING:
+        raise _Problem(f"nested deeper than {MAX_NESTING} levels")
+    # Containers are walked here, in plain loops: one stack frame per nesting level (a helper
+    # function or a comprehension is a frame of its own in Python 3.11, and would halve the
+    # nesting the recursion limit allows).
     if t is dict:
         out: dict[str, Any] | None = None
         for k, v in value.items():
             if type(k) is not str:
-                raise CanonicalJSONError(f"{path or 'value'}: object key {k!r} is not a string")
-            nv = _normalise(v, strict, f"{path}.{k}" if path else k)
+                raise _Problem(f"object key {k!r} is not a string")
+            if _is_plain_leaf(v, strict):
+                continue
+            try:
+                nv = _normalise(v, strict, depth + 1)
+            except _Problem as problem:
+                problem.steps.append(f".{k}")
+                raise
             if nv is not v:
                 if out is None:
                     out = dict(value)
                 out[k] = nv
         return value if out is None else out
-    if t is list or t is tuple:
-        items = [_normalise(v, strict, f"{path}[{i}]") for i, v in enumerate(value)]
-        return items
-    if t is float:
-        if not math.isfinite(value):
-            raise CanonicalJSONError(f"{path or 'value'}: {value} is not a JSON number", field=path)
-        if value.is_integer():
-            return _normalise(int(value), strict, path)
-        if strict:
-            raise CanonicalJSONError(f"{path or 'value'}: floats are not allowed", field=path)
-        return value
+    items = []
+    for i, v in enumerate(value):
+        if not _is_plain_leaf(v, strict):
+            try:
+                v = _normalise(v, strict, depth + 1)
+            except _Problem as problem:
+                problem.steps.append(f"[{i}]")
+                raise
+        items.append(v)
+    return items
+
+
+def _surrogate_path(value: Any, path: str) -> str:
+    """Where the first string that is not valid UTF-8 (a lone surrogate) is; error path only."""
+    if isinstance(value, str):
+        return path if _has_surrogate(value) else ""
+    children: list[tuple[str, Any]] = []
     if isinstance(value, Mapping):
-        return _normalise(dict(value), strict, path)
-    raise CanonicalJSONError(f"{path or 'value'}: {t.__name__} is not a JSON type", field=path)
+        for k, v in value.items():
+            if isinstance(k, str) and _has_surrogate(k):
+                return path
+            children.append((f"{path}.{k}" if path else str(k), v))
+    elif isinstance(value, list | tuple):
+        children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    for child_path, child in children:
+        found = _surrogate_path(child, child_path)
+        if found:
+            return found
+    return ""
 
 
-def canonical_json(value: Any, *, strict: bool = True) -> bytes:
-    """Encode ``value`` as canonical JSON bytes, raising ``CanonicalJSONError`` if it cannot be."""
-    normalised = _normalise(value, strict, "")
+def _has_surrogate(text: str) -> bool:
     try:
-        return _ENCODER.encode(normalised).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise CanonicalJSONError(f"value contains a lone surrogate: {exc.reason}") from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def canonical_json(value: Any, *, strict: bool = True, integral_floats: bool = True) -> bytes:
+    """Encode ``value`` as canonical JSON bytes, raising ``CanonicalJSONError`` if it cannot be.
+
+    ``integral_floats=False`` (strict only) refuses every float, integral or not: the event
+    checks of room versions 6+ use it, so that a float never reaches a hash whose bytes would
+    depend on the mode (``2.0`` is ``2`` strict, ``2.0`` lax).
+    """
+    try:
+        mode = (_STRICT if integral_floats else _STRICT_NO_FLOATS) if strict else _LAX
+        return _ENCODER.encode(_normalise(value, mode, 0)).encode("utf-8")
+    except _Problem as problem:
+        path = problem.path()
+        raise CanonicalJSONError(f"{_where(path)}: {problem.message}", field=path) from None
+    except UnicodeEncodeError:
+        path = _surrogate_path(value, "")
+        raise CanonicalJSONError(f"{_where(path)}: contains a lone surrogate", field=path) from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: lax-mode integers beyond the interpreter's int-to-text digit limit.
+        raise CanonicalJSONError(f"value cannot be encoded: {exc}") from None

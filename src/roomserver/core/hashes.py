@@ -9,14 +9,20 @@ from typing import Any
 from roomserver.core.base64 import encode_base64
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import InvalidEvent
-from roomserver.core.redaction import redact_with
-from roomserver.core.room_versions import EventIdFormat, RoomVersion, room_version
+from roomserver.core.redaction import redacted_view
+from roomserver.core.room_versions import EventIdFormat, RoomVersion
+from roomserver.core.room_versions import room_version as rules_for
 
 
-def content_hash_bytes(pdu: Mapping[str, Any]) -> bytes:
-    """SHA-256 over the canonical JSON of the PDU without unsigned, signatures and hashes."""
+def content_hash_bytes(pdu: Mapping[str, Any], *, strict: bool = False) -> bytes:
+    """SHA-256 over the canonical JSON of the PDU without unsigned, signatures and hashes.
+
+    ``strict`` refuses what room versions 6+ refuse (``CanonicalJSONError``); for events that
+    ``parse_event`` accepted the hash is the same either way.
+    """
     stripped = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures", "hashes")}
-    return hashlib.sha256(canonical_json(stripped, strict=False)).digest()
+    encoded = canonical_json(stripped, strict=strict, integral_floats=not strict)
+    return hashlib.sha256(encoded).digest()
 
 
 def compute_content_hash(pdu: Mapping[str, Any]) -> str:
@@ -25,10 +31,16 @@ def compute_content_hash(pdu: Mapping[str, Any]) -> str:
 
 
 def reference_hash(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
-    """SHA-256 of the redacted PDU without signatures and unsigned (spec: reference hashes)."""
-    redacted = redact_with(pdu, rules)
+    """SHA-256 of the redacted PDU without signatures and unsigned (spec: reference hashes).
+
+    From room version 3 on, PDUs carry no ``event_id``; a stray one is not part of the event and
+    is left out of the hash (``parse_event`` and ``verify_event`` ignore it the same way).
+    """
+    redacted = redacted_view(pdu, rules)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
+    if rules.event_id_format is not EventIdFormat.SERVER_ASSIGNED:
+        redacted.pop("event_id", None)
     return hashlib.sha256(canonical_json(redacted, strict=False)).digest()
 
 
@@ -46,9 +58,9 @@ def event_id_for(pdu: Mapping[str, Any], rules: RoomVersion) -> str:
     return "$" + encode_base64(digest, url_safe=fmt is EventIdFormat.URL_SAFE_BASE64)
 
 
-def compute_event_id(pdu: Mapping[str, Any], room_version_id: str) -> str:
+def compute_event_id(pdu: Mapping[str, Any], room_version: str) -> str:
     """Public form of ``event_id_for`` taking a room version identifier."""
-    return event_id_for(pdu, room_version(room_version_id))
+    return event_id_for(pdu, rules_for(room_version))
 
 
 def room_id_from_create_event_id(create_event_id: str) -> str:
@@ -56,9 +68,9 @@ def room_id_from_create_event_id(create_event_id: str) -> str:
     return "!" + create_event_id[1:]
 
 
-def compute_room_id(create_pdu: Mapping[str, Any], room_version_id: str) -> str:
+def compute_room_id(create_pdu: Mapping[str, Any], room_version: str) -> str:
     """The room ID a v12 create event defines."""
-    rules = room_version(room_version_id)
+    rules = rules_for(room_version)
     if not rules.room_id_from_create_event:
-        raise ValueError(f"room version {room_version_id} does not derive room IDs")
+        raise ValueError(f"room version {room_version} does not derive room IDs from events")
     return room_id_from_create_event_id(event_id_for(create_pdu, rules))

@@ -70,8 +70,8 @@ def is_valid_user_id(value: object) -> bool:
 def is_valid_room_id(value: object, *, hashed: bool = False) -> bool:
     """``!opaque:domain``; with ``hashed`` (room version 12), ``!`` + 43 URL-safe base64 chars."""
     if hashed:
-        return isinstance(value, str) and value.startswith("!") and bool(
-            _B64_URL_43.match(value[1:])
+        return (
+            isinstance(value, str) and value.startswith("!") and bool(_B64_URL_43.match(value[1:]))
         )
     return _is_sigil_id(value, "!")
 

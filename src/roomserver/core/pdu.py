@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from roomserver.core.canonical_json import canonical_json
-from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
+from roomserver.core.canonical_json import MAX_SAFE_INTEGER, MIN_SAFE_INTEGER, canonical_json
+from roomserver.core.errors import InvalidEvent
 from roomserver.core.hashes import event_id_for, room_id_from_create_event_id
 from roomserver.core.identifiers import (
     MAX_ID_BYTES,
@@ -20,7 +20,8 @@ from roomserver.core.identifiers import (
     is_valid_room_id,
     is_valid_user_id,
 )
-from roomserver.core.room_versions import RoomVersion, room_version
+from roomserver.core.room_versions import EventIdFormat, RoomVersion
+from roomserver.core.room_versions import room_version as rules_for
 
 MAX_PDU_BYTES = 65_536
 MAX_PREV_EVENTS = 20
@@ -138,10 +139,16 @@ def _fail(field: str, problem: str) -> InvalidEvent:
     return InvalidEvent(f"{field}: {problem}", field=field)
 
 
+def _show(value: object) -> str:
+    """``repr`` of a value for an error message, cut short: messages end up in logs."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _require_str(pdu: Mapping[str, Any], key: str) -> str:
-    value = pdu.get(key)
-    if value is None and key not in pdu:
+    if key not in pdu:
         raise _fail(key, "missing")
+    value = pdu[key]
     if not isinstance(value, str):
         raise _fail(key, "must be a string")
     return value
@@ -159,6 +166,7 @@ def _require_int(pdu: Mapping[str, Any], key: str, low: int, high: int) -> int:
 
 
 def _check_bytes(field: str, value: str) -> None:
+    """Spec size limits: ``type`` and ``state_key`` are at most 255 bytes (UTF-8, not chars)."""
     # Fast path: a string of at most 63 characters cannot exceed 255 UTF-8 bytes.
     if len(value) > MAX_ID_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > (
         MAX_ID_BYTES
@@ -166,9 +174,58 @@ def _check_bytes(field: str, value: str) -> None:
         raise _fail(field, f"longer than {MAX_ID_BYTES} bytes")
 
 
-def _edge_ids(pdu: Mapping[str, Any], key: str, rules: RoomVersion, limit: int | None) -> tuple[
-    str, ...
-]:
+def _check_size(pdu: Mapping[str, Any], rules: RoomVersion) -> None:
+    """Spec size limits: the whole PDU is at most 65,536 bytes of canonical JSON.
+
+    Encoding also enforces canonical JSON itself: from room version 6, integers outside
+    +-(2**53 - 1) and floats (integral ones too, as other servers do) make the event invalid
+    (``CanonicalJSONError``, an ``InvalidEvent``). So the events of those versions hash alike
+    whichever canonical JSON mode a hash uses.
+    """
+    strict = rules.strict_canonical_json
+    size = len(canonical_json(pdu, strict=strict, integral_floats=not strict))
+    if size > MAX_PDU_BYTES:
+        raise _fail("event", f"is {size} bytes as canonical JSON, the limit is {MAX_PDU_BYTES}")
+
+
+def _parse_integers(pdu: Mapping[str, Any], rules: RoomVersion) -> tuple[int, int]:
+    """``origin_server_ts`` (an int64; +-(2**53 - 1) from v6) and ``depth`` (0 to the limit)."""
+    if rules.strict_canonical_json:
+        ts_low, ts_high = MIN_SAFE_INTEGER, MAX_SAFE_INTEGER
+    else:
+        ts_low, ts_high = -_INT64_MAX - 1, _INT64_MAX
+    origin_server_ts = _require_int(pdu, "origin_server_ts", ts_low, ts_high)
+    depth = _require_int(pdu, "depth", 0, rules.max_depth)
+    return origin_server_ts, depth
+
+
+def _check_hashes_and_signatures(pdu: Mapping[str, Any]) -> None:
+    """``hashes`` (with a ``sha256`` string) and ``signatures`` are required objects;
+    ``unsigned`` is an object if present.
+
+    Their values are checked by ``signatures.verify_event`` and ``check_content_hash``.
+    """
+    hashes = pdu.get("hashes")
+    if not isinstance(hashes, Mapping):
+        raise _fail("hashes", "missing or not an object")
+    if not isinstance(hashes.get("sha256"), str):
+        raise _fail("hashes.sha256", "missing or not a string")
+    signatures = pdu.get("signatures")
+    if not isinstance(signatures, Mapping):
+        raise _fail("signatures", "missing or not an object")
+    for server, sigs in signatures.items():
+        if not isinstance(sigs, Mapping) or not all(isinstance(s, str) for s in sigs.values()):
+            where = server if len(server) <= 64 else server[:61] + "..."
+            raise _fail(f"signatures.{where}", "must map key IDs to strings")
+    if "unsigned" in pdu and not isinstance(pdu["unsigned"], Mapping):
+        raise _fail("unsigned", "must be an object")
+
+
+def _edge_ids(
+    pdu: Mapping[str, Any], key: str, rules: RoomVersion, limit: int | None
+) -> tuple[str, ...]:
+    """``prev_events``/``auth_events``: a list of event IDs (v1-v2: ``[event_id, hashes]`` pairs),
+    at most ``limit`` long."""
     if key not in pdu:
         raise _fail(key, "missing")
     raw = pdu[key]
@@ -180,121 +237,111 @@ def _edge_ids(pdu: Mapping[str, Any], key: str, rules: RoomVersion, limit: int |
     ids: list[str] = []
     for i, entry in enumerate(raw):
         if rules.prev_auth_events_with_hashes:
-            if (
-                not isinstance(entry, list)
-                or len(entry) != 2
-                or not isinstance(entry[1], Mapping)
-            ):
+            if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], Mapping):
                 raise _fail(f"{key}[{i}]", "must be an [event_id, {hashes}] pair")
             entry = entry[0]
         if not is_valid_event_id(entry, format_name=fmt):
             raise _fail(f"{key}[{i}]", f"not a valid event ID for room version {rules.identifier}")
         ids.append(entry)
-    if len(set(ids)) != len(ids):
-        raise _fail(key, "lists an event more than once")
     return tuple(ids)
+
+
+def _parse_event_id(pdu: Mapping[str, Any], rules: RoomVersion, given: str | None) -> str:
+    """The event ID: given (trusted), read from the PDU (v1-v2) or the reference hash (v3+)."""
+    event_id = event_id_for(pdu, rules) if given is None else given
+    if not is_valid_event_id(event_id, format_name=rules.event_id_format.value):
+        raise _fail(
+            "event_id", f"{_show(event_id)} is not valid for room version {rules.identifier}"
+        )
+    return event_id
+
+
+def _parse_room_id(
+    pdu: Mapping[str, Any],
+    rules: RoomVersion,
+    event_type: str,
+    state_key: str | None,
+    event_id: str,
+) -> str:
+    """``room_id`` (required), except a v12 create event's, which its own event ID defines."""
+    if rules.room_id_from_create_event and event_type == "m.room.create" and state_key == "":
+        # A create event that has a room_id anyway is well-formed but rejected by authorization
+        # rule 1.2 (room version 12), so it is not refused here.
+        return room_id_from_create_event_id(event_id)
+    room_id = _require_str(pdu, "room_id")
+    if not is_valid_room_id(room_id, hashed=rules.room_id_from_create_event):
+        raise _fail("room_id", f"{_show(room_id)} is not valid for room version {rules.identifier}")
+    return room_id
+
+
+def _parse_redacts(
+    pdu: Mapping[str, Any], rules: RoomVersion, event_type: str, content: Mapping[str, Any]
+) -> str | None:
+    """A redaction's target: top-level ``redacts`` (v1-v10) or ``content.redacts`` (v11+)."""
+    if event_type != "m.room.redaction":
+        return None
+    field = "content.redacts" if rules.redacts_in_content else "redacts"
+    raw = content.get("redacts") if rules.redacts_in_content else pdu.get("redacts")
+    if raw is None:
+        return None
+    if not is_valid_event_id(raw, format_name=rules.event_id_format.value):
+        raise _fail(field, f"{_show(raw)} is not a valid event ID")
+    return str(raw)
 
 
 def parse_event(
     pdu: Mapping[str, Any],
-    room_version_id: str,
+    room_version: str,
     *,
     event_id: str | None = None,
     check_edge_counts: bool = True,
 ) -> Event:
-    """Build an ``Event`` from a PDU, enforcing the format rules of ``room_version_id``.
+    """Build an ``Event`` from a PDU, enforcing the format rules of ``room_version``.
 
     A given ``event_id`` is trusted (events from our own storage, or from a trusted caller) and the
     reference hash is not recomputed. ``check_edge_counts=False`` skips the prev/auth event count
     limits, which the spec says must not be applied to backfilled events.
-    Raises ``InvalidEvent`` (or ``UnknownRoomVersion``) and nothing else.
+    Raises ``InvalidEvent`` (or ``UnknownRoomVersion`` for ``room_version``) and nothing else.
     """
-    try:
-        rules = room_version(room_version_id)
-    except UnknownRoomVersion:
-        raise
+    rules = rules_for(room_version)
     if not isinstance(pdu, Mapping):
         raise InvalidEvent("event: must be a JSON object", field="event")
-    if not rules.prev_auth_events_with_hashes and "event_id" in pdu:
-        # v3+ PDUs carry no event ID; a stray one would change the reference hash. Ignore it.
+    if rules.event_id_format is not EventIdFormat.SERVER_ASSIGNED and "event_id" in pdu:
+        # v3+ PDUs carry no event ID; a stray one is not part of the event. Ignore it.
         pdu = {k: v for k, v in pdu.items() if k != "event_id"}
     elif not isinstance(pdu, dict):
         pdu = dict(pdu)
-
-    size = len(canonical_json(pdu, strict=rules.strict_canonical_json))
-    if size > MAX_PDU_BYTES:
-        raise _fail("event", f"is {size} bytes as canonical JSON, the limit is {MAX_PDU_BYTES}")
+    _check_size(pdu, rules)
 
     event_type = _require_str(pdu, "type")
     _check_bytes("type", event_type)
     sender = _require_str(pdu, "sender")
     if not is_valid_user_id(sender):
-        raise _fail("sender", f"{sender!r} is not a valid user ID")
-
+        raise _fail("sender", f"{_show(sender)} is not a valid user ID")
     state_key: str | None = None
     if "state_key" in pdu:
         state_key = _require_str(pdu, "state_key")
         _check_bytes("state_key", state_key)
-
-    content = pdu.get("content")
     if "content" not in pdu:
         raise _fail("content", "missing")
+    content = pdu["content"]
     if not isinstance(content, Mapping):
         raise _fail("content", "must be an object")
+    origin_server_ts, depth = _parse_integers(pdu, rules)
+    _check_hashes_and_signatures(pdu)
 
-    ts_low, ts_high = (-(2**53 - 1), 2**53 - 1) if rules.strict_canonical_json else (
-        -_INT64_MAX - 1,
-        _INT64_MAX,
-    )
-    origin_server_ts = _require_int(pdu, "origin_server_ts", ts_low, ts_high)
-    depth = _require_int(pdu, "depth", 0, rules.max_depth - 1)
+    # A repeated prev event is one edge of the DAG: keep the first of each. Repeated auth events
+    # stay as given: the authorization rules reject them (duplicate (type, state_key) entries),
+    # which stores the event as rejected rather than dropping it.
+    prev_limit = MAX_PREV_EVENTS if check_edge_counts else None
+    auth_limit = MAX_AUTH_EVENTS if check_edge_counts else None
+    prev_event_ids = tuple(dict.fromkeys(_edge_ids(pdu, "prev_events", rules, prev_limit)))
+    auth_event_ids = _edge_ids(pdu, "auth_events", rules, auth_limit)
 
-    hashes = pdu.get("hashes")
-    if not isinstance(hashes, Mapping):
-        raise _fail("hashes", "missing or not an object")
-    signatures = pdu.get("signatures")
-    if not isinstance(signatures, Mapping):
-        raise _fail("signatures", "missing or not an object")
-    for server, sigs in signatures.items():
-        if not isinstance(sigs, Mapping) or not all(isinstance(s, str) for s in sigs.values()):
-            raise _fail(f"signatures.{server}", "must map key IDs to strings")
-    if "unsigned" in pdu and not isinstance(pdu["unsigned"], Mapping):
-        raise _fail("unsigned", "must be an object")
-
-    limit_prev = MAX_PREV_EVENTS if check_edge_counts else None
-    limit_auth = MAX_AUTH_EVENTS if check_edge_counts else None
-    prev_event_ids = _edge_ids(pdu, "prev_events", rules, limit_prev)
-    auth_event_ids = _edge_ids(pdu, "auth_events", rules, limit_auth)
-
-    is_v12_create = (
-        rules.room_id_from_create_event and event_type == "m.room.create" and state_key == ""
-    )
-    if event_id is None:
-        event_id = event_id_for(pdu, rules)
-    if not is_valid_event_id(event_id, format_name=rules.event_id_format.value):
-        raise _fail("event_id", f"{event_id!r} is not valid for room version {rules.identifier}")
-
-    if is_v12_create:
-        if "room_id" in pdu:
-            raise _fail("room_id", "must not be present on a room version 12 create event")
-        room_id = room_id_from_create_event_id(event_id)
-    else:
-        room_id = _require_str(pdu, "room_id")
-        if not is_valid_room_id(room_id, hashed=rules.room_id_from_create_event):
-            raise _fail("room_id", f"{room_id!r} is not valid for room version {rules.identifier}")
-
-    redacts: str | None = None
-    if event_type == "m.room.redaction":
-        raw_redacts = content.get("redacts") if rules.redacts_in_content else pdu.get("redacts")
-        if raw_redacts is not None:
-            field = "content.redacts" if rules.redacts_in_content else "redacts"
-            if not is_valid_event_id(raw_redacts, format_name=rules.event_id_format.value):
-                raise _fail(field, "not a valid event ID")
-            redacts = raw_redacts
-
+    event_id = _parse_event_id(pdu, rules, event_id)
     return Event(
         event_id=event_id,
-        room_id=room_id,
+        room_id=_parse_room_id(pdu, rules, event_type, state_key, event_id),
         type=event_type,
         state_key=state_key,
         sender=sender,
@@ -304,6 +351,6 @@ def parse_event(
         depth=depth,
         origin_server_ts=origin_server_ts,
         rules=rules,
-        redacts=redacts,
+        redacts=_parse_redacts(pdu, rules, event_type, content),
         pdu=pdu,
     )

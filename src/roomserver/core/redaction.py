@@ -1,12 +1,17 @@
-"""Redaction algorithms (spec: "Redactions"), per room version."""
+"""Redaction algorithms (spec: "Redactions"), per room version.
+
+``redacted_view`` builds the redacted form without copying the values it keeps (they are shared
+with the input): the hashing and signature code only reads it. ``redact_with``/``redact`` return
+an independent deep copy, safe to mutate and store.
+"""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
-from roomserver.core.room_versions import RedactionAlgorithm, RoomVersion, room_version
+from roomserver.core.room_versions import RedactionAlgorithm, RoomVersion
+from roomserver.core.room_versions import room_version as rules_for
 
 _TOP_LEVEL_R1 = frozenset(
     {
@@ -51,39 +56,67 @@ _CONTENT_KEYS[_R.R11] = {
 }
 
 
-def redact_with(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any]:
-    """Return the redacted form of ``pdu`` under ``rules`` (a new dict; the input is untouched)."""
-    keep_top = _TOP_LEVEL_R11 if rules.redaction is _R.R11 else _TOP_LEVEL_R1
-    out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in pdu.items() if k in keep_top}
-    content = pdu.get("content")
-    event_type = pdu.get("type")
-    if "content" not in pdu:
-        return out
+def top_level_keys_kept(rules: RoomVersion) -> frozenset[str]:
+    """The top-level PDU keys that survive redaction under ``rules``."""
+    return _TOP_LEVEL_R11 if rules.redaction is _R.R11 else _TOP_LEVEL_R1
+
+
+def content_keys_kept(event_type: str, rules: RoomVersion) -> frozenset[str] | None:
+    """The ``content`` keys of ``event_type`` that survive redaction; ``None`` means all of them.
+
+    Under R11, ``m.room.member`` also keeps ``third_party_invite`` reduced to its ``signed`` key.
+    """
+    return _CONTENT_KEYS[rules.redaction].get(event_type, frozenset())
+
+
+def _redacted_content(event_type: object, content: object, rules: RoomVersion) -> dict[str, Any]:
     if not isinstance(content, Mapping) or not isinstance(event_type, str):
-        out["content"] = {}
-        return out
-    table = _CONTENT_KEYS[rules.redaction]
-    if event_type not in table:
-        out["content"] = {}
-        return out
-    keys = table[event_type]
+        return {}
+    keys = content_keys_kept(event_type, rules)
     if keys is _ALL_CONTENT:
-        out["content"] = copy.deepcopy(dict(content))
-        return out
-    new_content = {k: copy.deepcopy(v) for k, v in content.items() if k in keys}
-    if (
-        rules.redaction is _R.R11
-        and event_type == "m.room.member"
-        and isinstance(content.get("third_party_invite"), Mapping)
-        and "signed" in content["third_party_invite"]
-    ):
-        new_content["third_party_invite"] = {
-            "signed": copy.deepcopy(content["third_party_invite"]["signed"])
-        }
-    out["content"] = new_content
+        return dict(content)
+    new_content = {k: v for k, v in content.items() if k in keys}
+    if rules.redaction is _R.R11 and event_type == "m.room.member":
+        third_party_invite = content.get("third_party_invite")
+        if isinstance(third_party_invite, Mapping) and "signed" in third_party_invite:
+            new_content["third_party_invite"] = {"signed": third_party_invite["signed"]}
+    return new_content
+
+
+def redacted_view(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any]:
+    """The redacted form of ``pdu`` as new top-level and ``content`` dicts sharing the kept values.
+
+    Read-only use (hashing, signature checks): mutating nested values would change ``pdu``.
+    """
+    keep_top = top_level_keys_kept(rules)
+    out: dict[str, Any] = {k: v for k, v in pdu.items() if k in keep_top}
+    if "content" in pdu:
+        out["content"] = _redacted_content(pdu.get("type"), pdu["content"], rules)
     return out
 
 
-def redact(pdu: Mapping[str, Any], room_version_id: str) -> dict[str, Any]:
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON data, one stack frame per nesting level (``copy.deepcopy`` takes
+    several, and would hit the recursion limit on nesting that canonical JSON accepts)."""
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            out[k] = _copy_json(v)
+        return out
+    if isinstance(value, list | tuple):
+        items = []
+        for v in value:
+            items.append(_copy_json(v))
+        return items
+    return value
+
+
+def redact_with(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any]:
+    """Return the redacted form of ``pdu`` under ``rules`` (a new dict; the input is untouched)."""
+    copied: dict[str, Any] = _copy_json(redacted_view(pdu, rules))
+    return copied
+
+
+def redact(pdu: Mapping[str, Any], room_version: str) -> dict[str, Any]:
     """Public form of ``redact_with`` taking a room version identifier."""
-    return redact_with(pdu, room_version(room_version_id))
+    return redact_with(pdu, rules_for(room_version))

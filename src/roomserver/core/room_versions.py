@@ -77,7 +77,8 @@ class RoomVersion:
 
     @property
     def max_depth(self) -> int:
-        """Exclusive upper bound for ``depth`` (spec: event format limits)."""
+        """The largest valid ``depth``: the limit a room's depth saturates at (spec: PDU ``depth``:
+        "if the room's depth is already at the limit, the depth must be set to the limit")."""
         return 2**53 - 1 if self.strict_canonical_json else 2**63 - 1
 
 
@@ -160,7 +161,7 @@ KNOWN_ROOM_VERSIONS: Mapping[str, RoomVersion] = {
     v.identifier: v for v in (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12)
 }
 
-DEFAULT_ROOM_VERSION = "10"
+DEFAULT_ROOM_VERSION = "12"  # the default the spec recommends for new rooms
 
 
 def room_version(version_id: str) -> RoomVersion:

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +127,25 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _client_or_standalone(config: Config) -> tuple[Config, bool]:
+    """When a ``roomserver serve`` with an embedded nats-server runs on the same data directory,
+    submit through its stream (its workers process the events); otherwise run standalone."""
+    from roomserver.app import NATS_URL_FILE
+
+    url_file = Path(config.data_dir) / NATS_URL_FILE
+    if config.nats.url is None and url_file.exists():
+        url = url_file.read_text(encoding="ascii").strip()
+        host, _, port = url.removeprefix("nats://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+        except (OSError, ValueError):
+            log.info("stale %s (%s does not answer): running standalone", url_file, url)
+        else:
+            log.info("submitting through the running roomserver at %s", url)
+            return replace(config, nats=replace(config.nats, url=url)), False
+    return config, True
+
+
 async def _input(config: Config, args: argparse.Namespace) -> int:
     from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome
     from roomserver.app import Roomserver
@@ -134,7 +155,8 @@ async def _input(config: Config, args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     failures: list[str] = []
     progress = _Progress(len(pdus), enabled=not args.no_progress and sys.stderr.isatty())
-    async with Roomserver.from_config(config) as rs:
+    standalone_config, run_workers = _client_or_standalone(config)
+    async with Roomserver.from_config(standalone_config, run_workers=run_workers) as rs:
         for start in range(0, len(pdus), max(1, args.batch)):
             batch = pdus[start : start + max(1, args.batch)]
             request = InputRoomEventsRequest(

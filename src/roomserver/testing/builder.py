@@ -52,6 +52,9 @@ class RoomBuilder:
         self.events: dict[str, Event] = {}
         self.state: dict[StateKey, str] = {}
         self.latest: list[str] = []
+        # Known from the start, so a test can trust the builder's keys before it signs anything.
+        self.key_for(server_name)
+        self.key_for(server_name)  # so its key is known before the first event is signed
 
     # -- keys ---------------------------------------------------------------------------------
     def key_for(self, server: str) -> tuple[str, SigningKey]:

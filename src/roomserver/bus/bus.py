@@ -1,0 +1,160 @@
+"""The bus of one roomserver process: connection, streams, publishers, discovery and workers.
+
+Lifecycle::
+
+    async with await Bus.connect(url, config=BusConfig()) as bus:   # streams ensured
+        outputs = await bus.output_subscription("syncapi")            # before outputs flow
+        await bus.start_workers(handler)                              # discovery + workers
+        replies = await bus.submit_sync([(room_id, payload)])
+        ...
+    # leaving: workers stopped (in-flight messages finished or released), connection closed
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from roomserver.bus.config import BusConfig
+from roomserver.bus.discovery import Discovery
+from roomserver.bus.output import OutputItem, OutputPublisher, OutputSubscription
+from roomserver.bus.publisher import InputPublisher
+from roomserver.bus.streams import ensure_streams
+from roomserver.bus.types import Handler
+from roomserver.bus.workers import WorkerPool, WorkerStats
+
+log = logging.getLogger(__name__)
+
+
+class Bus:
+    def __init__(self, nc: NATS, config: BusConfig) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.config = config
+        self.input = InputPublisher(nc, self.js, config)
+        self.output = OutputPublisher(self.js, config)
+        self.pool: WorkerPool | None = None
+        self.discovery: Discovery | None = None
+        self._subscriptions: list[OutputSubscription] = []
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, config: BusConfig | None = None, name: str = "roomserver"
+    ) -> Bus:
+        """Connect (reconnecting forever), ensure the streams, start the reply inbox."""
+        holder: list[Bus] = []
+
+        async def on_error(exc: Exception) -> None:
+            log.debug("nats: %r", exc)
+
+        async def on_disconnected() -> None:
+            log.warning("nats: disconnected from %s", url)
+
+        async def on_reconnected() -> None:
+            log.warning("nats: reconnected to %s", url)
+            if holder and holder[0].pool is not None:
+                holder[0].pool.wake_all()
+
+        nc = await nats.connect(
+            url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            pending_size=64 * 1024 * 1024,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+        bus = cls(nc, config or BusConfig())
+        holder.append(bus)
+        try:
+            await ensure_streams(bus.js, bus.config)
+            await bus.input.start()
+        except BaseException:
+            await nc.close()
+            raise
+        return bus
+
+    # -- input -------------------------------------------------------------------------------
+
+    async def publish_input(
+        self, room_id: str, payload: bytes, *, reply_to: str | None = None
+    ) -> int:
+        return await self.input.publish_input(room_id, payload, reply_to=reply_to)
+
+    async def publish_inputs(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        return await self.input.publish_inputs(items)
+
+    async def submit_sync(
+        self, items: Sequence[tuple[str, bytes]], *, reply_timeout: float | None = None
+    ) -> list[bytes]:
+        return await self.input.submit_sync(items, reply_timeout=reply_timeout)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def start_workers(self, handler: Handler) -> None:
+        """Start the worker pool and the discovery consumer (once)."""
+        if self.pool is not None:
+            raise RuntimeError("workers already started")
+        self.pool = WorkerPool(self.nc, self.js, self.config, handler)
+        await self.pool.start()
+        self.discovery = Discovery(self.nc, self.js, self.config, self.pool)
+        await self.discovery.start()
+
+    async def stop_workers(self, *, grace: float = 30.0) -> None:
+        """Stop discovering; let each room finish its in-flight message (up to ``grace``
+        seconds, then release it for redelivery)."""
+        if self.discovery is not None:
+            await self.discovery.stop()
+            self.discovery = None
+        if self.pool is not None:
+            await self.pool.stop(grace)
+            self.pool = None
+
+    def stats(self) -> WorkerStats:
+        if self.pool is None:
+            return WorkerStats(0, 0, 0, 0, 0)
+        return self.pool.stats()
+
+    # -- output ------------------------------------------------------------------------------
+
+    async def publish_output(
+        self, room_id: str, output_type: str, payload: bytes, *, msg_id: str
+    ) -> None:
+        await self.output.publish_output(room_id, output_type, payload, msg_id=msg_id)
+
+    async def publish_outputs(self, items: Sequence[OutputItem]) -> None:
+        await self.output.publish_outputs(items)
+
+    async def output_subscription(self, durable: str, *, batch: int = 64) -> OutputSubscription:
+        """A durable subscription over the output stream (created if missing)."""
+        subscription = OutputSubscription(self.nc, self.js, self.config, durable, batch=batch)
+        await subscription.open()
+        self._subscriptions.append(subscription)
+        return subscription
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def close(self, *, grace: float = 30.0) -> None:
+        await self.stop_workers(grace=grace)
+        for subscription in self._subscriptions:
+            await subscription.close()
+        await self.input.stop()
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

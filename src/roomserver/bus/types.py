@@ -1,0 +1,85 @@
+"""What a room worker hands to its handler, and what the handler answers."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+#: Header names on input messages (compatible with Dendrite's).
+HEADER_ROOM_ID = "room_id"
+HEADER_SYNC = "sync"
+#: Header on a sync reply: the input stream sequence the reply answers.
+HEADER_REPLY_SEQ = "stream_seq"
+#: Headers on output messages.
+HEADER_OUTPUT_TYPE = "output_room_event_type"
+HEADER_MSG_ID = "Nats-Msg-Id"
+
+
+class Disposition(enum.Enum):
+    """What to do with an input message once the handler returns."""
+
+    #: Done (accepted, rejected or invalid: the outcome is recorded). Ack; reply if asked.
+    ACK = "ack"
+    #: Transient failure (database down, federation timeout). Redeliver after a delay; the
+    #: room waits (its consumer has one message in flight), later rooms' messages do not.
+    NAK = "nak"
+    #: The message can never be processed (undecodable). Terminate it; reply if asked.
+    TERM = "term"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerResult:
+    """The handler's verdict. ``reply`` goes to a synchronous caller, after the ack."""
+
+    disposition: Disposition
+    reply: bytes | None = None
+    #: For NAK: the redelivery delay; ``None`` lets the bus back off by delivery count.
+    delay: float | None = None
+    #: For TERM: logged, with the stream sequence.
+    reason: str | None = None
+
+    @classmethod
+    def ack(cls, reply: bytes | None = None) -> HandlerResult:
+        return cls(Disposition.ACK, reply=reply)
+
+    @classmethod
+    def nak(cls, delay: float | None = None) -> HandlerResult:
+        return cls(Disposition.NAK, delay=delay)
+
+    @classmethod
+    def term(cls, reason: str, reply: bytes | None = None) -> HandlerResult:
+        return cls(Disposition.TERM, reply=reply, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryInfo:
+    """Where a message sits in the stream."""
+
+    stream_seq: int
+    #: 1 on first delivery, 2 on the first redelivery, ...
+    num_delivered: int
+    #: Messages for this room still queued behind this one.
+    num_pending: int
+    #: When the stream stored the message (ns since the epoch).
+    timestamp_ns: int
+    #: The sync caller's reply inbox, if any (the bus replies; this is informational).
+    reply_to: str | None
+
+
+Handler = Callable[[str, bytes, DeliveryInfo], Awaitable[HandlerResult]]
+
+
+class BusError(RuntimeError):
+    """Base of the bus's own errors."""
+
+
+class SyncReplyTimeout(BusError):
+    """Not every reply of a synchronous submit arrived in time. ``replies`` holds the ones that
+    did (``None`` for the others), in submission order; every message stays queued."""
+
+    def __init__(self, replies: list[bytes | None], seqs: list[int]) -> None:
+        missing = sum(1 for r in replies if r is None)
+        super().__init__(f"{missing} of {len(replies)} replies missing")
+        self.replies = replies
+        self.seqs = seqs

@@ -1,0 +1,499 @@
+"""Per-room workers: one durable pull consumer and one asyncio task per room with work.
+
+Each room has a durable consumer filtered on its subject, with explicit acks, AckWait 5 min
+10 s and at most one unacknowledged message, so a room's messages are handled one at a time
+and in order, even when several processes pull from the same consumer; different rooms
+proceed independently.
+
+A worker speaks the JetStream pull protocol itself instead of using one client subscription
+per room: every worker's pull requests and ack confirmations come back on one wildcard
+subscription of the pool and are routed by subject (``<inbox>.<worker>.<request>`` and
+``<inbox>.<worker>.a``). This keeps 10,000 rooms at one subscription, and makes every reply
+attributable to the pull request that caused it, which the idle logic relies on.
+
+Idle without a lost wake-up: a worker stops only after a pull request *issued after the
+latest announcement for its room* expired empty, and it leaves the pool's registry in the same
+event-loop step in which it takes that decision. An announcement that comes earlier makes it
+pull again; one that comes later finds no worker and starts a new one. A message delivered to a
+worker that no longer exists (a pull that outlived it) is released at once (NAK) and its room is
+announced again, so it never waits for AckWait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from roomserver.bus.config import BusConfig
+from roomserver.bus.subjects import input_stream_name, input_subject, room_consumer_name
+from roomserver.bus.types import (
+    HEADER_REPLY_SEQ,
+    HEADER_ROOM_ID,
+    HEADER_SYNC,
+    DeliveryInfo,
+    Disposition,
+    Handler,
+    HandlerResult,
+)
+
+log = logging.getLogger(__name__)
+
+_ACK = b"+ACK"
+_ACK_CONFIRM_TIMEOUT = 1.0
+_ACK_ATTEMPTS = 30
+_STATUS = "Status"
+_DESCRIPTION = "Description"
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    workers: int
+    waiting_rooms: int
+    in_flight: int
+    processed: int
+    redelivered: int
+
+
+class _Wake:
+    """Queue item: stop waiting for the current pull (reconnect or stop)."""
+
+
+_WAKE = _Wake()
+
+
+def parse_ack_subject(reply: str) -> tuple[int, int, int, int]:
+    """(stream sequence, delivery count, pending, timestamp ns) from a JetStream ack subject."""
+    tokens = reply.split(".")
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (v1), or with a
+    # domain and an account hash after ACK and a random token at the end (v2).
+    offset = 2 if len(tokens) == 9 else 4
+    return (
+        int(tokens[offset + 3]),
+        int(tokens[offset + 2]),
+        int(tokens[offset + 6]),
+        int(tokens[offset + 5]),
+    )
+
+
+def backoff_delay(config: BusConfig, num_delivered: int) -> float:
+    """Exponential backoff by delivery count: initial, 2x initial, ... up to the maximum."""
+    exponent = min(max(num_delivered - 1, 0), 30)
+    return float(min(config.retry_initial_delay * (2**exponent), config.retry_max_delay))
+
+
+class RoomWorker:
+    """The actor of one room: pulls one message, handles it, acks, pulls the next."""
+
+    def __init__(self, pool: WorkerPool, worker_id: int, room_id: str, announced: int) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        self.room_id = room_id
+        self.consumer = room_consumer_name(pool.config.prefix, room_id)
+        self.announced = announced
+        self.queue: asyncio.Queue[Msg | _Wake] = asyncio.Queue()
+        self.in_flight: Msg | None = None
+        self.in_flight_since = 0.0
+        self.task: asyncio.Task[None] | None = None
+        self._request = 0
+        self._covered = announced
+        self._retry_until = 0.0
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{pool.stream}.{self.consumer}"
+        self._inbox = f"{pool.inbox}.{worker_id}"
+
+    def note_announced(self, seq: int) -> None:
+        if seq > self.announced:
+            self.announced = seq
+
+    async def run(self) -> None:
+        pool = self.pool
+        loop = asyncio.get_running_loop()
+        last_activity = loop.time()
+        try:
+            await self._request_next()
+            while True:
+                covered = self._covered
+                item = await self._await_next()
+                if isinstance(item, Msg):
+                    await self._process(item)
+                    last_activity = loop.time()
+                    if pool.stopping:
+                        return
+                    continue
+                if pool.stopping:
+                    return
+                now = loop.time()
+                quiet = (
+                    item == "empty"
+                    and self.announced <= covered
+                    and now >= self._retry_until
+                    and now - last_activity >= pool.config.idle_timeout
+                )
+                if quiet and await self._has_backlog():
+                    # Messages wait in the room's consumer although our pulls came back empty:
+                    # another consumer instance holds the in-flight one. If that process died,
+                    # the message is redelivered after AckWait, and someone must be pulling
+                    # then (no new announcement will come), so keep pulling.
+                    last_activity = loop.time()
+                    quiet = False
+                if quiet and self.announced <= covered:
+                    # Decided and deregistered in one step: no announcement can slip between.
+                    pool.retire(self)
+                    return
+                if item == "gone":
+                    await pool.ensure_consumer(self.room_id)
+                await self._request_next()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "room worker for %s failed; it will restart on next activity", self.room_id
+            )
+        finally:
+            pool.retire(self)
+
+    async def _has_backlog(self) -> bool:
+        """Whether the room's consumer still has messages pending or unacknowledged."""
+        try:
+            info = await self.pool.js.consumer_info(self.pool.stream, self.consumer)
+        except Exception:
+            return False  # deleted or unreachable: the usual paths handle it
+        return bool(info.num_pending or info.num_ack_pending)
+
+    async def _request_next(self) -> None:
+        self._request += 1
+        self._covered = self.announced
+        self.pool.last_pull_issued = time.monotonic()
+        await self.pool.nc.publish(
+            self._next_subject, self.pool.pull_payload, reply=f"{self._inbox}.{self._request}"
+        )
+
+    async def _await_next(self) -> Msg | str:
+        """The next message, or "empty" (expired pull), "gone" (no consumer), "lost"."""
+        timeout = self.pool.config.pull_expires + 2.0
+        current = f"{self._inbox}.{self._request}"
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    item = await self.queue.get()
+            except TimeoutError:
+                return "lost"  # the server forgot the request (restart): ask again
+            if isinstance(item, _Wake):
+                return "lost"
+            if item.reply:
+                return item
+            status = item.headers.get(_STATUS) if item.headers else None
+            if status is None:
+                continue
+            if item.subject != current:
+                continue  # the end of an earlier request
+            if status in ("408", "404"):
+                return "empty"
+            if status == "409":
+                description = (item.headers or {}).get(_DESCRIPTION, "")
+                if "Deleted" in description:
+                    return "gone"
+                return "empty"
+            if status == "100":
+                continue
+            if status == "503":
+                return "gone"
+            log.warning("room %s: pull status %s %s", self.room_id, status, item.headers)
+            return "empty"
+
+    async def _process(self, msg: Msg) -> None:
+        pool = self.pool
+        assert msg.reply is not None
+        seq, delivered, pending, timestamp = parse_ack_subject(msg.reply)
+        headers = msg.headers or {}
+        reply_to = headers.get(HEADER_SYNC)
+        info = DeliveryInfo(seq, delivered, pending, timestamp, reply_to)
+        if delivered > 1:
+            pool.redelivered += 1
+        self.in_flight = msg
+        self.in_flight_since = time.monotonic()
+        try:
+            result = await self._call_handler(msg, info)
+        except asyncio.CancelledError:
+            # Stopping after the grace period: release the message for whoever comes next.
+            await pool.nc.publish(msg.reply, b"-NAK")
+            self.in_flight = None
+            raise
+        self.in_flight = None
+        pool.processed += 1
+        await self._settle(msg.reply, self._ack_payload(result, info), seq)
+        if result.disposition is Disposition.NAK:
+            delay = (
+                result.delay if result.delay is not None else backoff_delay(pool.config, delivered)
+            )
+            self._retry_until = asyncio.get_running_loop().time() + delay + pool.config.pull_expires
+        elif reply_to and result.reply is not None:
+            await pool.nc.publish(reply_to, result.reply, headers={HEADER_REPLY_SEQ: str(seq)})
+
+    async def _settle(self, ack_subject: str, payload: bytes, seq: int) -> None:
+        """Send the ack (or nak, term) and wait for the server to confirm it. The next pull
+        is sent right behind it (the server handles the ack first). An ack lost with a
+        connection is sent again: unconfirmed, the room would wait for AckWait."""
+        pool = self.pool
+        for attempt in range(_ACK_ATTEMPTS):
+            confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            pool.ack_waiters[self.worker_id] = confirm
+            try:
+                await pool.nc.publish(ack_subject, payload, reply=f"{self._inbox}.a")
+                if attempt == 0 and not pool.stopping:
+                    await self._request_next()
+                async with asyncio.timeout(_ACK_CONFIRM_TIMEOUT):
+                    await confirm
+                return
+            except TimeoutError:
+                log.warning("room %s: ack of seq %s unconfirmed; resending", self.room_id, seq)
+            finally:
+                pool.ack_waiters.pop(self.worker_id, None)
+        log.error("room %s: ack of seq %s never confirmed", self.room_id, seq)
+
+    async def _call_handler(self, msg: Msg, info: DeliveryInfo) -> HandlerResult:
+        pool = self.pool
+        try:
+            async with asyncio.timeout(pool.config.handler_timeout):
+                return await pool.handler(self.room_id, msg.data, info)
+        except TimeoutError:
+            log.error(
+                "room %s: handler exceeded %ss on seq %s; retrying later",
+                self.room_id,
+                pool.config.handler_timeout,
+                info.stream_seq,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "room %s: handler failed on seq %s; retrying later", self.room_id, info.stream_seq
+            )
+        return HandlerResult.nak()
+
+    def _ack_payload(self, result: HandlerResult, info: DeliveryInfo) -> bytes:
+        if result.disposition is Disposition.ACK:
+            return _ACK
+        if result.disposition is Disposition.TERM:
+            log.error(
+                "room %s: terminating input message seq %s: %s",
+                self.room_id,
+                info.stream_seq,
+                result.reason,
+            )
+            return b"+TERM " + (result.reason or "").encode()[:200]
+        delay = result.delay
+        if delay is None:
+            delay = backoff_delay(self.pool.config, info.num_delivered)
+        return b'-NAK {"delay": %d}' % int(delay * 1e9)
+
+
+class WorkerPool:
+    """The room workers of one process, and the routing of their pull replies."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, config: BusConfig, handler: Handler) -> None:
+        self.nc = nc
+        self.js = js
+        self.config = config
+        self.handler = handler
+        self.stream = input_stream_name(config.prefix)
+        self.inbox = nc.new_inbox()
+        expires = int(config.pull_expires * 1e9)
+        self.pull_payload = b'{"batch":1,"expires":%d}' % expires
+        self.stopping = False
+        self.processed = 0
+        self.redelivered = 0
+        self.ack_waiters: dict[int, asyncio.Future[None]] = {}
+        self._workers: dict[str, RoomWorker] = {}
+        self._by_id: dict[int, RoomWorker] = {}
+        self._by_consumer: dict[str, RoomWorker] = {}
+        self._waiting: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._next_id = 0
+        self._sub: Any = None
+        self._progress_task: asyncio.Task[None] | None = None
+        self._orphans: set[asyncio.Task[None]] = set()
+        self.last_pull_issued = 0.0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(self.inbox + ".>", cb=self._route)
+        self._progress_task = asyncio.create_task(self._send_progress())
+
+    # -- announcements ---------------------------------------------------------------------
+
+    async def announce(self, room_id: str, seq: int) -> None:
+        """Room ``room_id`` has work up to stream sequence ``seq``. Returns once its durable
+        consumer exists (so the announcement may be acked) and a worker runs or waits."""
+        worker = self._workers.get(room_id)
+        if worker is not None:
+            worker.note_announced(seq)
+            return
+        if room_id in self._waiting:
+            self._waiting[room_id] = max(self._waiting[room_id], seq)
+            return
+        await self.ensure_consumer(room_id)
+        worker = self._workers.get(room_id)  # another announcement may have won the race
+        if worker is not None:
+            worker.note_announced(seq)
+        elif self.stopping:
+            return
+        elif len(self._workers) >= self.config.max_workers:
+            self._waiting[room_id] = max(self._waiting.get(room_id, 0), seq)
+        else:
+            self._spawn(room_id, seq)
+
+    async def ensure_consumer(self, room_id: str) -> None:
+        config = ConsumerConfig(
+            name=room_consumer_name(self.config.prefix, room_id),
+            durable_name=room_consumer_name(self.config.prefix, room_id),
+            description=f"input of room {room_id}"[:1024],
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.config.ack_wait,
+            max_ack_pending=1,
+            filter_subject=input_subject(self.config.prefix, room_id),
+            inactive_threshold=self.config.consumer_inactive_threshold,
+        )
+        # Creating is idempotent, and brings a consumer made with older settings up to date.
+        await self.js.add_consumer(self.stream, config)
+
+    def _spawn(self, room_id: str, announced: int) -> None:
+        self._next_id += 1
+        worker = RoomWorker(self, self._next_id, room_id, announced)
+        self._workers[room_id] = worker
+        self._by_id[worker.worker_id] = worker
+        self._by_consumer[worker.consumer] = worker
+        self._idle.clear()
+        worker.task = asyncio.create_task(worker.run(), name=f"room-worker {room_id}")
+
+    def retire(self, worker: RoomWorker) -> None:
+        """Forget ``worker`` (idempotent) and give its slot to the longest-waiting room."""
+        if self._workers.get(worker.room_id) is worker:
+            del self._workers[worker.room_id]
+        self._by_id.pop(worker.worker_id, None)
+        if self._by_consumer.get(worker.consumer) is worker:
+            del self._by_consumer[worker.consumer]
+        while self._waiting and len(self._workers) < self.config.max_workers and not self.stopping:
+            room_id, seq = self._waiting.popitem(last=False)
+            self._spawn(room_id, seq)
+        if not self._workers:
+            self._idle.set()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    async def _route(self, msg: Msg) -> None:
+        reply = msg.reply
+        if reply and reply.startswith("$JS.ACK."):
+            # A message keeps its own subject; its ack subject names the consumer.
+            tokens = reply.split(".")
+            consumer = tokens[3] if len(tokens) == 9 else tokens[5]
+            worker = self._by_consumer.get(consumer)
+            if worker is not None:
+                worker.queue.put_nowait(msg)
+            else:
+                await self._release_orphan(msg)
+            return
+        # Status messages and ack confirmations come on <inbox>.<worker>.<request|a>.
+        tail = msg.subject[len(self.inbox) + 1 :]
+        worker_part, _, request = tail.partition(".")
+        try:
+            worker_id = int(worker_part)
+        except ValueError:
+            return
+        if request == "a":
+            waiter = self.ack_waiters.get(worker_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        worker = self._by_id.get(worker_id)
+        if worker is not None:
+            worker.queue.put_nowait(msg)
+
+    async def _release_orphan(self, msg: Msg) -> None:
+        """A pull that outlived its worker delivered a message: release it now."""
+        assert msg.reply is not None
+        await self.nc.publish(msg.reply, b"-NAK")
+        room_id = (msg.headers or {}).get(HEADER_ROOM_ID)
+        if room_id and not self.stopping:
+            seq = parse_ack_subject(msg.reply)[0]
+            task = asyncio.create_task(self._announce_logged(room_id, seq))
+            self._orphans.add(task)
+            task.add_done_callback(self._orphans.discard)
+
+    async def _announce_logged(self, room_id: str, seq: int) -> None:
+        try:
+            await self.announce(room_id, seq)
+        except Exception:
+            log.exception("could not restart the worker of room %s", room_id)
+
+    def wake_all(self) -> None:
+        """After a reconnect: pull requests may be gone with the old server; ask again."""
+        for worker in list(self._workers.values()):
+            worker.queue.put_nowait(_WAKE)
+
+    async def _send_progress(self) -> None:
+        """In-progress acks for long handlers, so AckWait only bounds a dead process."""
+        interval = self.config.progress_interval
+        while True:
+            await asyncio.sleep(interval / 2)
+            now = time.monotonic()
+            for worker in list(self._workers.values()):
+                msg = worker.in_flight
+                if msg is not None and msg.reply and now - worker.in_flight_since >= interval:
+                    with contextlib.suppress(Exception):
+                        await self.nc.publish(msg.reply, b"+WPI")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stats(self) -> WorkerStats:
+        in_flight = sum(1 for w in self._workers.values() if w.in_flight is not None)
+        return WorkerStats(
+            len(self._workers), len(self._waiting), in_flight, self.processed, self.redelivered
+        )
+
+    def active_rooms(self) -> list[str]:
+        return sorted(self._workers)
+
+    async def wait_idle(self) -> None:
+        """Until no worker runs (all rooms quiet)."""
+        await self._idle.wait()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Finish the in-flight message of each room (up to ``grace`` seconds), release it
+        otherwise, release anything a pull delivers meanwhile, then unsubscribe."""
+        self.stopping = True
+        self._waiting.clear()
+        for worker in list(self._workers.values()):
+            if worker.in_flight is None:
+                worker.queue.put_nowait(_WAKE)
+        tasks = [w.task for w in self._workers.values() if w.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        # Pull requests still open on the server may deliver until they expire: _route
+        # releases what they bring. (Once unsubscribed, the server drops requests whose inbox
+        # has no interest, but a message already on the wire would be lost until AckWait.)
+        open_until = self.last_pull_issued + self.config.pull_expires + 0.05
+        await asyncio.sleep(max(0.0, open_until - time.monotonic()))
+        if self._progress_task is not None:
+            self._progress_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._progress_task
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=2)

@@ -1,0 +1,64 @@
+"""State resolution: v1 (room version 1), v2 (versions 2-11) and v2.1 (version 12).
+
+``resolve_state`` is the one entry point; the room version's ``state_res`` flag picks the
+algorithm. Pure and synchronous: the caller gathers the events first and passes them as a
+mapping or an ``EventProvider`` (see ``provider`` and docs/stateres.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from roomserver.core import room_versions
+from roomserver.core.pdu import Event
+from roomserver.core.room_versions import StateResAlgorithm
+from roomserver.core.stateres.provider import (
+    EventLookup,
+    EventProvider,
+    MappingEventProvider,
+    MissingEvent,
+    StateKey,
+    StateMap,
+    SupportsAuthChainDifference,
+    SupportsConflictedSubgraph,
+    SupportsRejection,
+    SupportsStateDifference,
+)
+from roomserver.core.stateres.v1 import resolve_v1
+from roomserver.core.stateres.v2 import resolve_v2
+
+__all__ = [
+    "EventProvider",
+    "MappingEventProvider",
+    "MissingEvent",
+    "StateKey",
+    "StateMap",
+    "SupportsAuthChainDifference",
+    "SupportsConflictedSubgraph",
+    "SupportsRejection",
+    "SupportsStateDifference",
+    "resolve_state",
+]
+
+
+def resolve_state(
+    room_version: str,
+    state_sets: Sequence[Mapping[tuple[str, str], str]],
+    events: Mapping[str, Event] | EventProvider,
+) -> dict[tuple[str, str], str]:
+    """The resolved state of ``state_sets`` under the rules of ``room_version``.
+
+    Each state set maps ``(type, state_key)`` to an event ID. ``events`` supplies every event
+    of the state sets and of their auth chains (and, in room version 12, the create event):
+    a mapping of event ID to ``Event``, or an ``EventProvider``. The result does not depend on
+    the order of ``state_sets``. Raises ``UnknownRoomVersion`` and ``MissingEvent``.
+    """
+    rules = room_versions.room_version(room_version)
+    if not state_sets:
+        return {}
+    if len(state_sets) == 1:
+        return dict(state_sets[0])
+    lookup = EventLookup(events)
+    if rules.state_res is StateResAlgorithm.V1:
+        return resolve_v1(state_sets, lookup)
+    return resolve_v2(rules, state_sets, lookup)

@@ -1,0 +1,22 @@
+"""Settings of the input pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class InputConfig:
+    """Tunables of ``InputProcessor`` (defaults follow the reference behaviour).
+
+    ``max_missing_processing_s``: the most one event may spend fetching missing auth events,
+    missing prev events and state over federation (the stream's AckWait is set a little above).
+    ``missing_events_limit``: ``limit`` of one ``get_missing_events`` request.
+    ``verify_fetched_events``: check signatures (via the KeyRing) of events the fetcher returns.
+    ``concurrent_update_retries``: in-process retries when another writer moved the room on.
+    """
+
+    max_missing_processing_s: float = 300.0
+    missing_events_limit: int = 20
+    verify_fetched_events: bool = True
+    concurrent_update_retries: int = 3

@@ -1,0 +1,288 @@
+"""Forward extremities, current state and the outputs of a NEW event (reference §7, §10).
+
+Given an accepted, not soft-failed NEW event and the state before it, compute the
+``RoomUpdate`` (extremities, current state as a delta, membership changes) and add the
+outputs to the event's outbox: invites and retired invites for local users first, then the
+``new_room_event``.
+
+Fast path: the event extends every old extremity (its prev events are exactly the old forward
+extremities), so the new current state is the state after the event, written as a one-entry
+delta on the old current state. Otherwise the states after the new extremities are resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from roomserver.api import (
+    OutputNewInviteEvent,
+    OutputNewRoomEvent,
+    OutputRetireInviteEvent,
+    TransactionId,
+)
+from roomserver.core.identifiers import server_name_of
+from roomserver.core.pdu import Event
+from roomserver.input.outputs import OutboxBuilder
+from roomserver.input.state import StateBefore, StateResolver
+from roomserver.input.store import (
+    EventCache,
+    InputStore,
+    changes_between,
+    full_state,
+    state_after_delta,
+)
+from roomserver.ports import MembershipChange, RoomInfo, RoomUpdate, StateDelta, StateKey
+
+MEMBER = "m.room.member"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEventContext:
+    """What the caller of ``LatestEvents.update`` knows about the event being added."""
+
+    event: Event
+    state_before: StateBefore
+    rewrites_state: bool
+    history_visibility: str
+    send_as_server: str | None
+    transaction_id: TransactionId | None
+    referenced: frozenset[str] = frozenset()  # cited as prev events by events just stored
+
+
+class LatestEvents:
+    def __init__(
+        self, store: InputStore, events: EventCache, resolver: StateResolver, server_name: str
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._resolver = resolver
+        self._server_name = server_name
+
+    async def update(
+        self, ctx: NewEventContext, room: RoomInfo | None, outbox: OutboxBuilder
+    ) -> RoomUpdate:
+        event = ctx.event
+        old_extremities = () if room is None or ctx.rewrites_state else room.forward_extremities
+        if ctx.rewrites_state:
+            extremities: tuple[str, ...] = (event.event_id,)
+        else:
+            extremities = await self._forward_extremities(event, old_extremities, ctx.referenced)
+        fast = (
+            room is not None
+            and not ctx.rewrites_state
+            and room.current_state is not None
+            and extremities == (event.event_id,)
+            and set(event.prev_event_ids) == set(room.forward_extremities)
+        )
+        if fast:
+            assert room is not None
+            current, diff = await self._fast_current_state(ctx, room)
+        else:
+            current, diff = await self._resolved_current_state(ctx, room, extremities)
+        membership = await self._membership_changes(event, diff)
+        await self._invite_outputs(event, membership, diff, outbox)
+        outbox.add(
+            OutputNewRoomEvent(
+                event=event.pdu,
+                event_id=event.event_id,
+                room_version=event.room_version,
+                latest_event_ids=extremities,
+                adds_state_event_ids=diff.output_adds,
+                removes_state_event_ids=diff.output_removes,
+                state_before_adds_event_ids=diff.before_adds,
+                state_before_removes_event_ids=diff.before_removes,
+                last_sent_event_id=room.last_sent_event_id if room is not None else None,
+                rewrites_state=ctx.rewrites_state,
+                send_as_server=ctx.send_as_server,
+                transaction_id=ctx.transaction_id,
+                history_visibility=ctx.history_visibility,
+            )
+        )
+        return RoomUpdate(
+            expected_version=room.version if room is not None else None,
+            room_version=event.room_version,
+            forward_extremities=extremities,
+            current_state=current,
+            last_sent_event_id=event.event_id,
+            membership_changes=tuple(c for c, _ in membership),
+        )
+
+    async def _forward_extremities(
+        self, event: Event, old: tuple[str, ...], referenced: frozenset[str]
+    ) -> tuple[str, ...]:
+        """Reference §7.3: the event is added unless a stored event already cites it as a prev
+        event (it arrived late); old extremities cited by a stored event are dropped."""
+        prevs = set(event.prev_event_ids) | referenced
+        kept = [e for e in old if e not in prevs and e != event.event_id]
+        cited = await self._store.referenced_as_prev([event.event_id, *kept])
+        if event.event_id in cited and old:
+            return tuple(sorted(old))
+        kept = [e for e in kept if e not in cited]
+        return tuple(sorted([*kept, event.event_id]))
+
+    async def _fast_current_state(
+        self, ctx: NewEventContext, room: RoomInfo
+    ) -> tuple[StateDelta, _StateDiff]:
+        """Prev events == old extremities: the old current state is the state before the
+        event, so the new one differs from it by the event alone."""
+        event = ctx.event
+        if event.state_key is None:
+            return StateDelta(room.current_state, {}), _StateDiff({}, {}, {}, {})
+        key = event.state_tuple
+        if key in ctx.state_before.known:
+            old = ctx.state_before.known[key]
+        else:
+            old = (await ctx.state_before.entries(self._store, [key])).get(key)
+        if old == event.event_id:
+            return StateDelta(room.current_state, {}), _StateDiff({}, {}, {}, {})
+        old_map = {key: old} if old is not None else {}
+        new_map = {key: event.event_id}
+        return (
+            StateDelta(room.current_state, {key: event.event_id}),
+            _StateDiff(old_map, new_map, new_map, old_map),
+        )
+
+    async def _resolved_current_state(
+        self, ctx: NewEventContext, room: RoomInfo | None, extremities: tuple[str, ...]
+    ) -> tuple[StateDelta, _StateDiff]:
+        event = ctx.event
+        before = await ctx.state_before.full_map(self._store)
+        after = dict(before)
+        if event.state_key is not None:
+            after[event.state_tuple] = event.event_id
+        others = [e for e in extremities if e != event.event_id]
+        stored = await self._store.get_events(others)
+        sets = [after] if event.event_id in extremities else []
+        for extremity in sorted(others):
+            if extremity in stored and not stored[extremity].outlier:
+                sets.append(await full_state(self._store, state_after_delta(stored[extremity])))
+        if len(sets) > 1:
+            new_map = await self._resolver.resolve(event.rules, sets, pending=[event])
+        else:
+            new_map = sets[0] if sets else after
+        has_old = room is not None and room.current_state is not None
+        old_map = await self._store.state_map(room.current_state) if has_old and room else {}
+        changes = changes_between(old_map, new_map)
+        base = room.current_state if room is not None and not ctx.rewrites_state else None
+        current = StateDelta(base, changes if base is not None else dict(new_map))
+        removed = {k: old_map[k] for k in changes if k in old_map}
+        added = {k: v for k, v in changes.items() if v is not None}
+        if ctx.rewrites_state:
+            output_adds, output_removes = dict(new_map), {}
+        else:
+            output_adds, output_removes = added, removed
+        diff = _StateDiff(removed, added, output_adds, output_removes)
+        back = changes_between(new_map, before)
+        diff.before_adds = tuple(sorted(v for v in back.values() if v is not None))
+        diff.before_removes = tuple(sorted(new_map[k] for k in back if k in new_map))
+        return current, diff
+
+    async def _membership_changes(
+        self, event: Event, diff: _StateDiff
+    ) -> list[tuple[MembershipChange, str | None]]:
+        """Membership changes of the current-state delta, each with the previous event ID."""
+        keys = sorted({k for k in (*diff.removed, *diff.added) if k[0] == MEMBER})
+        if not keys:
+            return []
+        loaded = await self._events.get(
+            diff.added[k] for k in keys if diff.added.get(k, event.event_id) != event.event_id
+        )
+        out: list[tuple[MembershipChange, str | None]] = []
+        for key in keys:
+            user = key[1]
+            previous = diff.removed.get(key)
+            added_id = diff.added.get(key)
+            if added_id is None:
+                # A state reset removed the member event: the user no longer belongs to the room.
+                assert previous is not None
+                out.append((MembershipChange(user, "leave", previous, user), previous))
+                continue
+            stored = loaded.get(added_id)
+            member = event if added_id == event.event_id else stored.event if stored else None
+            if member is None:
+                continue
+            membership = member.membership or "leave"
+            out.append((MembershipChange(user, membership, added_id, member.sender), previous))
+        return out
+
+    async def _invite_outputs(
+        self,
+        event: Event,
+        membership: list[tuple[MembershipChange, str | None]],
+        diff: _StateDiff,
+        outbox: OutboxBuilder,
+    ) -> None:
+        """``new_invite_event`` for a local user newly invited; ``retire_invite_event`` when a
+        local user's invite is replaced by another membership."""
+        local = [
+            (change, previous)
+            for change, previous in membership
+            if _is_local(change.user_id, self._server_name)
+        ]
+        if not local:
+            return
+        previous_ids = [p for _, p in local if p is not None]
+        previous_events = await self._events.get(previous_ids) if previous_ids else {}
+        for change, previous in local:
+            previous_event = previous_events.get(previous) if previous is not None else None
+            was_invited = previous_event is not None and previous_event.event.membership == "invite"
+            if change.membership == "invite" and change.event_id != previous:
+                invite = event if change.event_id == event.event_id else None
+                if invite is None:
+                    stored = (await self._events.get([change.event_id])).get(change.event_id)
+                    invite = stored.event if stored is not None else None
+                if invite is not None:
+                    outbox.add(
+                        OutputNewInviteEvent(
+                            event=invite.pdu,
+                            event_id=invite.event_id,
+                            room_version=invite.room_version,
+                        )
+                    )
+            if was_invited and change.membership != "invite" and previous is not None:
+                outbox.add(
+                    OutputRetireInviteEvent(
+                        event_id=previous,
+                        room_id=event.room_id,
+                        target_user_id=change.user_id,
+                        membership=change.membership,
+                        retired_by_event_id=(
+                            change.event_id if change.event_id != previous else None
+                        ),
+                    )
+                )
+
+
+class _StateDiff:
+    """The current-state delta (``removed`` / ``added`` by key), the delta the output shows
+    (the whole new state when rewriting), and the delta from the new current state back to
+    the state before the event."""
+
+    __slots__ = (
+        "added",
+        "before_adds",
+        "before_removes",
+        "output_adds",
+        "output_removes",
+        "removed",
+    )
+
+    def __init__(
+        self,
+        removed: Mapping[StateKey, str],
+        added: Mapping[StateKey, str],
+        output_adds: Mapping[StateKey, str],
+        output_removes: Mapping[StateKey, str],
+    ) -> None:
+        self.removed = dict(removed)
+        self.added = dict(added)
+        self.output_adds = tuple(sorted(output_adds.values()))
+        self.output_removes = tuple(sorted(output_removes.values()))
+        # Fast path: back from "before + event" to "before" undoes the event's own change.
+        self.before_adds = tuple(sorted(removed.values()))
+        self.before_removes = tuple(sorted(added.values()))
+
+
+def _is_local(user_id: str, server_name: str) -> bool:
+    return server_name_of(user_id) == server_name

@@ -1,0 +1,148 @@
+"""What the input pipeline reads from storage, and small helpers over it.
+
+``InputStore`` is the narrow storage Protocol the pipeline needs (``roomserver.ports.Storage``
+satisfies it). ``EventCache`` keeps recently used accepted events (auth events, state entries)
+so the common path does not reload them for every event. State is handled as ``StateDelta``s:
+the state after a stored event is its state-before snapshot plus itself, never a full load.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from roomserver.api import StoredEvent
+from roomserver.core.pdu import Event
+from roomserver.ports import (
+    AuthChainIndex,
+    EventStore,
+    MembershipStore,
+    SnapshotId,
+    StateDelta,
+    StateKey,
+    StateStore,
+)
+
+
+class InputStore(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
+    """The storage the input pipeline uses (a subset of ``roomserver.ports.Storage``)."""
+
+
+class EventCache:
+    """A bounded LRU of accepted stored events by ID, in front of ``InputStore.get_events``.
+
+    Only events that are not rejected are cached: their JSON changes only when a redaction is
+    applied (``evict`` then), and the rejected flag of an accepted event never flips back.
+    """
+
+    def __init__(self, store: EventStore, *, capacity: int = 20_000) -> None:
+        self._store = store
+        self._capacity = capacity
+        self._events: OrderedDict[str, StoredEvent] = OrderedDict()
+
+    async def get(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        out: dict[str, StoredEvent] = {}
+        missing: list[str] = []
+        for event_id in event_ids:
+            hit = self._events.get(event_id)
+            if hit is None:
+                missing.append(event_id)
+            else:
+                self._events.move_to_end(event_id)
+                out[event_id] = hit
+        if missing:
+            loaded = await self._store.get_events(missing)
+            for event_id, stored in loaded.items():
+                out[event_id] = stored
+                self.remember(stored)
+        return out
+
+    def peek(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        """The cached ones among ``event_ids`` (no storage access)."""
+        out: dict[str, StoredEvent] = {}
+        for event_id in event_ids:
+            hit = self._events.get(event_id)
+            if hit is not None:
+                out[event_id] = hit
+        return out
+
+    def remember(self, stored: StoredEvent) -> None:
+        if stored.rejected:
+            return
+        self._events[stored.event.event_id] = stored
+        self._events.move_to_end(stored.event.event_id)
+        while len(self._events) > self._capacity:
+            self._events.popitem(last=False)
+
+    def evict(self, event_id: str) -> None:
+        self._events.pop(event_id, None)
+
+
+def snapshot_of(stored: StoredEvent) -> SnapshotId | None:
+    return None if stored.state_snapshot is None else SnapshotId(stored.state_snapshot)
+
+
+def has_state(stored: StoredEvent) -> bool:
+    """Whether the state before ``stored`` is known (it is in the contiguous DAG)."""
+    return not stored.outlier
+
+
+def state_after_delta(stored: StoredEvent) -> StateDelta:
+    """Spec 11.1: the state after an event is the state before it, plus the event itself when
+    it is a state event that was not rejected."""
+    event = stored.event
+    if event.state_key is not None and not stored.rejected:
+        return StateDelta(snapshot_of(stored), {event.state_tuple: event.event_id})
+    return StateDelta(snapshot_of(stored), {})
+
+
+def with_event(delta: StateDelta, event: Event) -> StateDelta:
+    """The state after ``event`` given ``delta``, the state before it (same base)."""
+    if event.state_key is None:
+        return delta
+    return StateDelta(delta.base, {**delta.changes, event.state_tuple: event.event_id})
+
+
+async def state_entries(
+    store: StateStore, delta: StateDelta, keys: Iterable[StateKey]
+) -> dict[StateKey, str]:
+    """Only ``keys`` of the state ``delta`` describes (cheap: no full state load)."""
+    wanted = sorted(set(keys))
+    from_base = [k for k in wanted if k not in delta.changes]
+    out: dict[StateKey, str] = {}
+    if from_base and delta.base is not None:
+        out = await store.state_entries(delta.base, from_base)
+    for key in wanted:
+        if key in delta.changes:
+            value = delta.changes[key]
+            if value is not None:
+                out[key] = value
+    return out
+
+
+async def full_state(store: StateStore, delta: StateDelta) -> dict[StateKey, str]:
+    """The whole state ``delta`` describes."""
+    out = await store.state_map(delta.base) if delta.base is not None else {}
+    out = dict(out)
+    apply_changes(out, delta.changes)
+    return out
+
+
+def apply_changes(state: dict[StateKey, str], changes: Mapping[StateKey, str | None]) -> None:
+    for key, value in changes.items():
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+
+
+def changes_between(
+    old: Mapping[StateKey, str], new: Mapping[StateKey, str]
+) -> dict[StateKey, str | None]:
+    """The changes taking ``old`` to ``new`` (``None``: key removed), in key order."""
+    out: dict[StateKey, str | None] = {}
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            out[key] = new.get(key)
+    return out

@@ -1,0 +1,178 @@
+"""The auth chain index: auth chains and auth chain differences without walking the DAG.
+
+Every stored state event gets a place ``(chain_id, sequence)`` on a chain: it continues the
+chain of an auth event with the same ``(type, state_key)`` if that event is the chain's head,
+and starts a new chain otherwise. Along a chain, each event is an auth ancestor of all later
+ones, so the auth ancestors of any event inside one chain form a prefix ``1..k``. Each event
+stores its *reach*: for every chain holding one of its ancestors, that ``k``. The reach is
+computed once, on insert, from the reaches of its auth events.
+
+* ``auth_chain(E)`` = the events at ``(c, 1..k)`` for each ``(c, k)`` in the merged reach.
+* ``auth_chain_difference(S_1..S_n)``: merge the reaches of each set; in chain ``c`` the union
+  of the sets' chains is ``1..max_i k_i`` and the intersection ``1..min_i k_i`` (0 if a set
+  misses the chain), so the difference is ``(min, max]``: one range query per chain.
+
+Chain ``c`` is numbered after the event that started it. A room with 100,000 members has about
+as many chains (one per member), but each event's reach stays small: the chains of its own
+membership, the create, power levels, join rules and their senders' memberships. See
+``docs/storage.md`` for the comparison with a chain cover index storing only links.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Sequence
+
+from roomserver.core.pdu import Event
+from roomserver.ports import CorruptData
+from roomserver.storage.cache import ChainPosition, TxCache
+from roomserver.storage.dialect import padded_size, values_table
+from roomserver.storage.engine import Tx
+from roomserver.storage.ids import chunks, event_nids, pack_ints, unpack_ints
+
+Reach = dict[int, int]
+_RANGES_PER_QUERY = 256
+
+
+def _merge(into: Reach, flat: tuple[int, ...]) -> None:
+    for i in range(0, len(flat), 2):
+        chain, seq = flat[i], flat[i + 1]
+        if seq > into.get(chain, 0):
+            into[chain] = seq
+
+
+def _merge_inclusive(into: Reach, position: ChainPosition) -> None:
+    """Merge the ancestors of an event and the event itself."""
+    _merge(into, position.reach)
+    if position.sequence > into.get(position.chain_id, 0):
+        into[position.chain_id] = position.sequence
+
+
+async def chain_positions(tx: Tx, cache: TxCache, nids: Iterable[int]) -> dict[int, ChainPosition]:
+    out: dict[int, ChainPosition] = {}
+    missing: list[int] = []
+    for nid in nids:
+        pos = cache.chain_position(nid)
+        if pos is None:
+            missing.append(nid)
+        else:
+            out[nid] = pos
+    for part in chunks(sorted(set(missing))):
+        rows = await tx.fetch(
+            "SELECT p.event_nid, p.chain_id, p.sequence, p.reach, e.type, e.state_key "
+            "FROM auth_chain_positions p JOIN events e ON e.event_nid = p.event_nid "
+            "WHERE p.event_nid IN @LIST",
+            part,
+        )
+        for nid, chain_id, sequence, reach, event_type, state_key in rows:
+            flat = unpack_ints(reach, f"auth chain reach of event {nid}")
+            pos = ChainPosition(chain_id, sequence, flat, (event_type, state_key or ""))
+            out[nid] = pos
+            cache.chain_positions[nid] = pos
+    return out
+
+
+async def index_event(tx: Tx, cache: TxCache, event: Event, event_nid: int) -> None:
+    """Give a newly stored state event its place in the index (other events need none)."""
+    if event.state_key is None:
+        return
+    auth_nids = await event_nids(tx, cache, event.auth_event_ids)
+    positions = await chain_positions(tx, cache, auth_nids.values())
+    reach: Reach = {}
+    for pos in positions.values():
+        _merge_inclusive(reach, pos)
+    chain_id, sequence = event_nid, 1
+    for auth_id in sorted(auth_nids):
+        same = positions.get(auth_nids[auth_id])
+        if same is None or same.state_tuple != event.state_tuple:
+            continue
+        row = await tx.fetchrow(
+            "SELECT MAX(sequence) FROM auth_chain_positions WHERE chain_id = ?", same.chain_id
+        )
+        if row is not None and row[0] == same.sequence:
+            chain_id, sequence = same.chain_id, same.sequence + 1
+            break
+    flat = tuple(x for chain in sorted(reach) for x in (chain, reach[chain]))
+    await tx.execute(
+        "INSERT INTO auth_chain_positions (event_nid, chain_id, sequence, reach) "
+        "VALUES (?, ?, ?, ?)",
+        event_nid,
+        chain_id,
+        sequence,
+        pack_ints(flat),
+    )
+    cache.chain_positions[event_nid] = ChainPosition(chain_id, sequence, flat, event.state_tuple)
+
+
+def _auth_ids_from_json(blob: bytes, nid: int) -> list[str]:
+    try:
+        pdu = json.loads(bytes(blob))
+        raw = pdu["auth_events"]
+        return [a if isinstance(a, str) else str(a[0]) for a in raw]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CorruptData(f"event {nid}: stored JSON has no readable auth_events") from exc
+
+
+async def ancestor_reach(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> Reach:
+    """The merged reach of ``event_ids``: their auth ancestors, chain by chain."""
+    nids = await event_nids(tx, cache, event_ids)
+    positions = await chain_positions(tx, cache, nids.values())
+    reach: Reach = {}
+    seen: set[tuple[int, ...]] = set()
+    for pos in positions.values():
+        if pos.reach not in seen:  # members' reaches repeat a lot; merge each once
+            seen.add(pos.reach)
+            _merge(reach, pos.reach)
+    unindexed = sorted(set(nids.values()) - positions.keys())
+    auth_ids: set[str] = set()
+    for part in chunks(unindexed):
+        for nid, blob in await tx.fetch(
+            "SELECT event_nid, json FROM events WHERE event_nid IN @LIST", part
+        ):
+            auth_ids.update(_auth_ids_from_json(blob, nid))
+    if auth_ids:
+        auth_nids = await event_nids(tx, cache, auth_ids)
+        for pos in (await chain_positions(tx, cache, auth_nids.values())).values():
+            _merge_inclusive(reach, pos)
+    return reach
+
+
+async def events_in_ranges(tx: Tx, ranges: Sequence[tuple[int, int, int]]) -> set[str]:
+    """Event IDs at ``(chain, lo < sequence <= hi)`` for each range."""
+    out: set[str] = set()
+    for part in chunks(sorted(ranges), _RANGES_PER_QUERY):
+        size = padded_size(len(part))
+        args: list[int] = []
+        for chain, lo, hi in part:
+            args += (chain, lo, hi)
+        args += (0, 0, 0) * (size - len(part))  # matches nothing
+        rows = await tx.fetch(
+            "WITH " + values_table("r", ("c", "lo", "hi"), size) + " "
+            "SELECT e.event_id FROM r JOIN auth_chain_positions p "
+            "ON p.chain_id = r.c AND p.sequence > r.lo AND p.sequence <= r.hi "
+            "JOIN events e ON e.event_nid = p.event_nid",
+            *args,
+        )
+        out.update(r[0] for r in rows)
+    return out
+
+
+async def auth_chain(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> set[str]:
+    reach = await ancestor_reach(tx, cache, event_ids)
+    return await events_in_ranges(tx, [(c, 0, k) for c, k in reach.items()])
+
+
+async def auth_chain_difference(
+    tx: Tx, cache: TxCache, state_sets: Sequence[Collection[str]]
+) -> set[str]:
+    if not state_sets:
+        return set()
+    reaches = [await ancestor_reach(tx, cache, s) for s in state_sets]
+    chains = set().union(*(r.keys() for r in reaches))
+    ranges: list[tuple[int, int, int]] = []
+    for chain in chains:
+        values = [r.get(chain, 0) for r in reaches]
+        lo, hi = min(values), max(values)
+        if hi > lo:
+            ranges.append((chain, lo, hi))
+    return await events_in_ranges(tx, ranges)

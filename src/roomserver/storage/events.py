@@ -1,0 +1,342 @@
+"""Persisting one ``EventWrite`` atomically, and reading events back.
+
+``persist`` is one transaction: room check (the room row is locked on PostgreSQL) ► event row,
+prev edges, auth chain index, state-before snapshot ► redaction bookkeeping ► current state
+snapshot, extremities, version bump, memberships ► outbox entries. Any failure rolls it all
+back. ``tx.checkpoint`` marks the points where tests inject failures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from roomserver.api import StoredEvent
+from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
+from roomserver.core.identifiers import server_name_of
+from roomserver.core.pdu import Event, parse_event
+from roomserver.ports import (
+    ConcurrentUpdate,
+    CorruptData,
+    EventStatus,
+    EventWrite,
+    PersistResult,
+    RoomInfo,
+    RoomUpdate,
+    SnapshotId,
+    StorageError,
+)
+from roomserver.storage.authchain import index_event
+from roomserver.storage.cache import TxCache
+from roomserver.storage.engine import Row, Tx
+from roomserver.storage.ids import chunks
+from roomserver.storage.state import write_snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedWrite:
+    """An ``EventWrite`` with its JSON already encoded (done before entering the transaction)."""
+
+    write: EventWrite
+    event_json: bytes
+    redacted_json: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class _RoomRow:
+    room_nid: int
+    version: int
+    current_state: int | None
+
+
+async def _room_row(tx: Tx, room_id: str, *, lock: bool) -> _RoomRow | None:
+    sql = "SELECT room_nid, version, current_state FROM rooms WHERE room_id = ?"
+    row = await tx.fetchrow(sql + " FOR_UPDATE" if lock else sql, room_id)
+    return None if row is None else _RoomRow(row[0], row[1], row[2])
+
+
+def _check_room_version(room_id: str, row: _RoomRow, update: RoomUpdate) -> None:
+    found = row.version
+    if update.expected_version is None:
+        if found != 0:
+            raise ConcurrentUpdate(f"room {room_id} already exists (version {found})")
+    elif found != update.expected_version:
+        raise ConcurrentUpdate(
+            f"room {room_id} is at version {found}, expected {update.expected_version}"
+        )
+
+
+async def _ensure_room(tx: Tx, room_id: str, room_version: str, *, lock: bool) -> _RoomRow:
+    row = await tx.fetchrow(
+        "INSERT INTO rooms (room_id, room_version) VALUES (?, ?) "
+        "ON CONFLICT (room_id) DO NOTHING RETURNING room_nid",
+        room_id,
+        room_version,
+    )
+    if row is None:  # created meanwhile by another transaction
+        existing = await _room_row(tx, room_id, lock=lock)
+        if existing is None:
+            raise StorageError(f"could not create room {room_id}")
+        return existing
+    return _RoomRow(row[0], 0, None)
+
+
+async def _insert_event(
+    tx: Tx, cache: TxCache, room: _RoomRow, enc: EncodedWrite, state_before: int | None
+) -> int | None:
+    """Insert a new event row and its edges; None if the event is already stored."""
+    w = enc.write
+    ev = w.event
+    inserted = await tx.fetchrow(
+        "INSERT INTO events (event_id, room_nid, type, state_key, depth, outlier, rejected, "
+        "rejection_reason, soft_failed, state_before, json) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_nid",
+        ev.event_id,
+        room.room_nid,
+        ev.type,
+        ev.state_key,
+        ev.depth,
+        int(w.status is not EventStatus.STATEFUL),
+        int(w.rejection_reason is not None),
+        w.rejection_reason,
+        int(w.soft_failed),
+        state_before,
+        enc.event_json,
+    )
+    if inserted is None:
+        return None
+    nid = int(inserted[0])
+    cache.event_nids[ev.event_id] = nid
+    await tx.executemany(
+        "INSERT INTO prev_edges (prev_event_id, event_nid) VALUES (?, ?) "
+        "ON CONFLICT (prev_event_id, event_nid) DO NOTHING",
+        [(p, nid) for p in ev.prev_event_ids],
+    )
+    await index_event(tx, cache, ev, nid)
+    return nid
+
+
+async def _store_event(
+    tx: Tx, cache: TxCache, room: _RoomRow, enc: EncodedWrite
+) -> tuple[int, int | None]:
+    """Insert the event (or upgrade the stored one); its numeric ID and state-before snapshot."""
+    w = enc.write
+    ev = w.event
+    stateful = w.status is EventStatus.STATEFUL
+    if stateful and w.state_before is None:
+        raise ValueError(f"{ev.event_id}: a stateful EventWrite needs state_before")
+    if cache.event_nid(ev.event_id) is None and (
+        w.state_before is None or not stateful or not w.state_before.changes
+    ):
+        # The common case (a new event whose state-before needs no new snapshot): insert first,
+        # saving a lookup; ON CONFLICT tells us if it was stored after all.
+        base = w.state_before.base if stateful and w.state_before is not None else None
+        nid = await _insert_event(tx, cache, room, enc, base)
+        if nid is not None:
+            return nid, base
+    row = await tx.fetchrow(
+        "SELECT event_nid, outlier, rejected, state_before FROM events WHERE event_id = ?",
+        ev.event_id,
+    )
+    if row is None:
+        state_before: int | None = None
+        if stateful and w.state_before is not None:
+            state_before = await write_snapshot(tx, cache, room.room_nid, w.state_before)
+        nid = await _insert_event(tx, cache, room, enc, state_before)
+        if nid is None:
+            raise StorageError(f"event {ev.event_id} appeared during the transaction")
+        return nid, state_before
+
+    nid, outlier, rejected, state_before = int(row[0]), bool(row[1]), bool(row[2]), row[3]
+    if outlier and stateful and w.state_before is not None:
+        state_before = await write_snapshot(tx, cache, room.room_nid, w.state_before)
+        await tx.execute(
+            "UPDATE events SET outlier = 0, state_before = ?, soft_failed = ? WHERE event_nid = ?",
+            state_before,
+            int(w.soft_failed),
+            nid,
+        )
+    if rejected and w.rejection_reason is None:
+        # A rejection may be cleared (we now know more); never set on an accepted event.
+        await tx.execute(
+            "UPDATE events SET rejected = 0, rejection_reason = NULL WHERE event_nid = ?", nid
+        )
+    return nid, state_before
+
+
+async def _record_redactions(tx: Tx, enc: EncodedWrite) -> None:
+    w = enc.write
+    if w.redaction_target is not None:
+        await tx.execute(
+            "INSERT INTO redactions (redaction_id, target_id, validated) VALUES (?, ?, 0) "
+            "ON CONFLICT (redaction_id) DO NOTHING",
+            w.event.event_id,
+            w.redaction_target,
+        )
+    applied = w.apply_redaction
+    if applied is not None:
+        assert enc.redacted_json is not None
+        changed = await tx.execute(
+            "UPDATE events SET json = ?, redacted_because = ? WHERE event_id = ?",
+            enc.redacted_json,
+            applied.redaction_id,
+            applied.target_id,
+        )
+        if changed != 1:
+            raise StorageError(f"cannot apply a redaction to {applied.target_id}: not stored")
+        await tx.execute(
+            "INSERT INTO redactions (redaction_id, target_id, validated) VALUES (?, ?, 1) "
+            "ON CONFLICT (redaction_id) DO UPDATE SET validated = 1",
+            applied.redaction_id,
+            applied.target_id,
+        )
+
+
+async def _apply_room_update(
+    tx: Tx, cache: TxCache, room_id: str, room: _RoomRow, update: RoomUpdate
+) -> int | None:
+    current = await write_snapshot(tx, cache, room.room_nid, update.current_state)
+    changed = await tx.execute(
+        "UPDATE rooms SET room_version = ?, forward_extremities = ?, current_state = ?, "
+        "last_sent_event_id = ?, version = version + 1 WHERE room_nid = ? AND version = ?",
+        update.room_version,
+        json.dumps(list(update.forward_extremities)),
+        current,
+        update.last_sent_event_id,
+        room.room_nid,
+        room.version,
+    )
+    if changed != 1:
+        raise ConcurrentUpdate(f"room {room_id} changed during the transaction")
+    await tx.executemany(
+        "INSERT INTO memberships (room_nid, user_id, server_name, membership, event_id, sender) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_nid, user_id) DO UPDATE SET "
+        "server_name = excluded.server_name, membership = excluded.membership, "
+        "event_id = excluded.event_id, sender = excluded.sender",
+        [
+            (
+                room.room_nid,
+                m.user_id,
+                server_name_of(m.user_id),
+                m.membership,
+                m.event_id,
+                m.sender,
+            )
+            for m in update.membership_changes
+        ],
+    )
+    return current
+
+
+async def persist(tx: Tx, cache: TxCache, enc: EncodedWrite) -> PersistResult:
+    w = enc.write
+    ev = w.event
+    update = w.room_update
+    room = await _room_row(tx, ev.room_id, lock=update is not None)
+    if room is None:
+        room = await _ensure_room(tx, ev.room_id, ev.room_version, lock=update is not None)
+    if update is not None:
+        # After _ensure_room: a concurrent creator may have committed in between.
+        _check_room_version(ev.room_id, room, update)
+    tx.checkpoint("room")
+    nid, state_before = await _store_event(tx, cache, room, enc)
+    tx.checkpoint("event")
+    await _record_redactions(tx, enc)
+    tx.checkpoint("redactions")
+    current = room.current_state
+    if update is not None:
+        current = await _apply_room_update(tx, cache, ev.room_id, room, update)
+    tx.checkpoint("room_update")
+    await tx.executemany(
+        "INSERT INTO outbox (room_nid, msg_id, output_type, payload) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (msg_id) DO NOTHING",
+        [(room.room_nid, o.msg_id, o.output_type, o.payload) for o in w.outbox],
+    )
+    tx.checkpoint("outbox")
+    return PersistResult(
+        state_before=None if state_before is None else SnapshotId(state_before),
+        current_state=None if current is None else SnapshotId(current),
+        stream_position=nid,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def decode_event(event_id: str, blob: bytes, version: str) -> Event:
+    """Parse a stored event's JSON; ``CorruptData`` if that fails."""
+    try:
+        pdu = json.loads(bytes(blob))
+        return parse_event(pdu, version, event_id=event_id, check_edge_counts=False)
+    except (ValueError, TypeError, InvalidEvent, UnknownRoomVersion) as exc:
+        raise CorruptData(f"stored event {event_id} cannot be decoded: {exc}") from exc
+
+
+async def get_events(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+    """Flags come from the database every time; parsed JSON from a cache keyed by the event ID
+    and its redaction (the only change stored JSON ever sees)."""
+    flags: dict[str, Row] = {}
+    for part in chunks(sorted(set(event_ids))):
+        for row in await tx.fetch(
+            "SELECT event_id, event_nid, outlier, rejected, rejection_reason, soft_failed, "
+            "state_before, redacted_because FROM events WHERE event_id IN @LIST",
+            part,
+        ):
+            flags[row[0]] = row
+    parsed: dict[str, Event] = {}
+    for event_id, row in flags.items():
+        event = cache.shared.events.get((event_id, row[7]))
+        if event is not None:
+            parsed[event_id] = event
+    for part in chunks(sorted(flags.keys() - parsed.keys())):
+        for event_id, blob, version in await tx.fetch(
+            "SELECT e.event_id, e.json, r.room_version FROM events e "
+            "JOIN rooms r ON r.room_nid = e.room_nid WHERE e.event_id IN @LIST",
+            part,
+        ):
+            event = decode_event(event_id, blob, version)
+            parsed[event_id] = event
+            cache.shared.events.put((event_id, flags[event_id][7]), event)
+    out: dict[str, StoredEvent] = {}
+    for event_id, row in flags.items():
+        _, nid, outlier, rejected, reason, soft_failed, state_before, redacted_because = row
+        if event_id not in parsed:
+            raise CorruptData(f"stored event {event_id} has no room")
+        out[event_id] = StoredEvent(
+            event=parsed[event_id],
+            outlier=bool(outlier),
+            rejected=bool(rejected),
+            rejection_reason=reason,
+            soft_failed=bool(soft_failed),
+            state_snapshot=state_before,
+            redacted_because=redacted_because,
+            stream_position=nid,
+        )
+    return out
+
+
+async def room_info(tx: Tx, room_id: str) -> RoomInfo | None:
+    row = await tx.fetchrow(
+        "SELECT room_version, forward_extremities, current_state, last_sent_event_id, version "
+        "FROM rooms WHERE room_id = ? AND version > 0",
+        room_id,
+    )
+    if row is None:
+        return None
+    try:
+        extremities = json.loads(row[1])
+        if not isinstance(extremities, list) or not all(isinstance(e, str) for e in extremities):
+            raise ValueError("not a list of strings")
+    except ValueError as exc:
+        raise CorruptData(f"room {room_id}: bad forward extremities: {exc}") from exc
+    return RoomInfo(
+        room_id=room_id,
+        room_version=row[0],
+        forward_extremities=tuple(extremities),
+        current_state=None if row[2] is None else SnapshotId(row[2]),
+        last_sent_event_id=row[3],
+        version=int(row[4]),
+    )

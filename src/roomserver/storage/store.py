@@ -1,0 +1,243 @@
+"""``SqlStorage``: the ``roomserver.ports.Storage`` implementation over either engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
+from typing import Any, TypeVar
+
+from roomserver.api import StoredEvent
+from roomserver.core.canonical_json import canonical_json
+from roomserver.ports import (
+    EventWrite,
+    OutboxEntry,
+    PersistResult,
+    RedactionRecord,
+    RoomInfo,
+    ServerKeyRecord,
+    SnapshotId,
+    StateKey,
+)
+from roomserver.storage import authchain, events, state
+from roomserver.storage.cache import Caches, TxCache
+from roomserver.storage.dialect import Dialect
+from roomserver.storage.engine import Engine, Tx
+from roomserver.storage.ids import chunks
+
+T = TypeVar("T")
+
+
+class SqlStorage:
+    """Everything the roomserver remembers, in SQLite or PostgreSQL (see ``docs/storage.md``)."""
+
+    def __init__(self, engine: Engine, *, cache_size: int = 200_000) -> None:
+        self._engine = engine
+        self._caches = Caches(cache_size)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._engine.dialect
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def set_fault_injector(self, injector: Callable[[str], None] | None) -> None:
+        """Tests: ``injector(point)`` is called at named points inside write transactions."""
+        self._engine.fault_injector = injector
+
+    def clear_caches(self) -> None:
+        self._caches.clear()
+
+    async def _run(
+        self, fn: Callable[[Tx, TxCache], Coroutine[Any, Any, T]], *, write: bool = False
+    ) -> T:
+        async def body(tx: Tx) -> T:
+            cache = TxCache(self._caches)
+            result = await fn(tx, cache)
+            tx.after_commit(cache.commit)
+            return result
+
+        return await self._engine.run(body, write=write)
+
+    async def close(self) -> None:
+        await self._engine.close()
+
+    # -- EventStore -------------------------------------------------------------------------------
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        wanted = list(event_ids)
+        if not wanted:
+            return {}
+        return await self._run(lambda tx, cache: events.get_events(tx, cache, wanted))
+
+    async def room(self, room_id: str) -> RoomInfo | None:
+        return await self._run(lambda tx, _: events.room_info(tx, room_id))
+
+    async def persist(self, write: EventWrite) -> PersistResult:
+        ev = write.event
+        strict = ev.rules.strict_canonical_json
+        redacted = (
+            None
+            if write.apply_redaction is None
+            else canonical_json(write.apply_redaction.redacted_pdu, strict=strict)
+        )
+        encoded = events.EncodedWrite(write, canonical_json(ev.pdu, strict=strict), redacted)
+        return await self._run(lambda tx, cache: events.persist(tx, cache, encoded), write=True)
+
+    async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
+        async def fn(tx: Tx, _: TxCache) -> list[RedactionRecord]:
+            rows = await tx.fetch(
+                "SELECT redaction_id, target_id, validated FROM redactions "
+                "WHERE target_id = ? OR redaction_id = ? ORDER BY redaction_id",
+                event_id,
+                event_id,
+            )
+            return [RedactionRecord(r[0], r[1], bool(r[2])) for r in rows]
+
+        return await self._run(fn)
+
+    async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
+        """The IDs among ``event_ids`` that some stored event lists in its prev_events."""
+        wanted = sorted(set(event_ids))
+
+        async def fn(tx: Tx, _: TxCache) -> set[str]:
+            out: set[str] = set()
+            for part in chunks(wanted):
+                rows = await tx.fetch(
+                    "SELECT DISTINCT prev_event_id FROM prev_edges WHERE prev_event_id IN @LIST",
+                    part,
+                )
+                out.update(r[0] for r in rows)
+            return out
+
+        return await self._run(fn)
+
+    async def pending_outbox(self, room_id: str) -> list[OutboxEntry]:
+        async def fn(tx: Tx, _: TxCache) -> list[OutboxEntry]:
+            rows = await tx.fetch(
+                "SELECT o.msg_id, o.output_type, o.payload, o.sequence FROM outbox o "
+                "JOIN rooms r ON r.room_nid = o.room_nid "
+                "WHERE r.room_id = ? AND o.sent = 0 ORDER BY o.sequence",
+                room_id,
+            )
+            return [OutboxEntry(r[0], r[1], bytes(r[2]), int(r[3])) for r in rows]
+
+        return await self._run(fn)
+
+    async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None:
+        """Mark entries sent. Their message IDs stay (deduplication); payloads are dropped."""
+        wanted = sorted(set(sequences))
+        if not wanted:
+            return
+
+        async def fn(tx: Tx, _: TxCache) -> None:
+            for part in chunks(wanted):
+                await tx.execute(
+                    "UPDATE outbox SET sent = 1, payload = ? WHERE sequence IN @LIST "
+                    "AND room_nid = (SELECT room_nid FROM rooms WHERE room_id = ?)",
+                    b"",
+                    part,
+                    room_id,
+                )
+
+        await self._run(fn, write=True)
+
+    # -- StateStore -------------------------------------------------------------------------------
+    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, str]:
+        return await self._run(lambda tx, cache: state.state_map(tx, cache, snapshot))
+
+    async def state_entries(
+        self, snapshot: SnapshotId | None, keys: Iterable[StateKey]
+    ) -> dict[StateKey, str]:
+        wanted = list(keys)
+        if snapshot is None or not wanted:
+            return {}
+        return await self._run(lambda tx, cache: state.state_entries(tx, cache, snapshot, wanted))
+
+    async def state_diff(
+        self, old: SnapshotId | None, new: SnapshotId | None
+    ) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
+        return await self._run(lambda tx, cache: state.state_diff(tx, cache, old, new))
+
+    # -- AuthChainIndex ---------------------------------------------------------------------------
+    async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
+        wanted = list(event_ids)
+        return await self._run(lambda tx, cache: authchain.auth_chain(tx, cache, wanted))
+
+    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
+        sets = [list(s) for s in state_sets]
+        return await self._run(lambda tx, cache: authchain.auth_chain_difference(tx, cache, sets))
+
+    # -- MembershipStore --------------------------------------------------------------------------
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        async def fn(tx: Tx, _: TxCache) -> str | None:
+            row = await tx.fetchrow(
+                "SELECT m.membership FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid "
+                "WHERE r.room_id = ? AND m.user_id = ?",
+                room_id,
+                user_id,
+            )
+            return None if row is None else str(row[0])
+
+        return await self._run(fn)
+
+    async def joined_users(self, room_id: str) -> list[str]:
+        async def fn(tx: Tx, _: TxCache) -> list[str]:
+            rows = await tx.fetch(
+                "SELECT m.user_id FROM memberships m JOIN rooms r ON r.room_nid = m.room_nid "
+                "WHERE r.room_id = ? AND m.membership = 'join' ORDER BY m.user_id",
+                room_id,
+            )
+            return [r[0] for r in rows]
+
+        return await self._run(fn)
+
+    async def joined_servers(self, room_id: str) -> list[str]:
+        async def fn(tx: Tx, _: TxCache) -> list[str]:
+            rows = await tx.fetch(
+                "SELECT DISTINCT m.server_name FROM memberships m "
+                "JOIN rooms r ON r.room_nid = m.room_nid "
+                "WHERE r.room_id = ? AND m.membership = 'join' ORDER BY m.server_name",
+                room_id,
+            )
+            return [r[0] for r in rows]
+
+        return await self._run(fn)
+
+    # -- Server signing keys ----------------------------------------------------------------------
+    async def get_server_keys(
+        self, server_name: str, key_ids: Collection[str] | None = None
+    ) -> dict[str, ServerKeyRecord]:
+        """Cached keys of ``server_name`` (only ``key_ids`` if given), by key ID."""
+
+        async def fn(tx: Tx, _: TxCache) -> dict[str, ServerKeyRecord]:
+            rows = await tx.fetch(
+                "SELECT key_id, verify_key, valid_until_ts, expired_ts FROM server_keys "
+                "WHERE server_name = ? ORDER BY key_id",
+                server_name,
+            )
+            return {
+                r[0]: ServerKeyRecord(server_name, r[0], bytes(r[1]), int(r[2]), r[3])
+                for r in rows
+                if key_ids is None or r[0] in key_ids
+            }
+
+        return await self._run(fn)
+
+    async def put_server_keys(self, keys: Sequence[ServerKeyRecord]) -> None:
+        """Store ``keys``, replacing cached keys with the same server name and key ID."""
+        if not keys:
+            return
+
+        async def fn(tx: Tx, _: TxCache) -> None:
+            await tx.executemany(
+                "INSERT INTO server_keys (server_name, key_id, verify_key, valid_until_ts, "
+                "expired_ts) VALUES (?, ?, ?, ?, ?) ON CONFLICT (server_name, key_id) DO UPDATE "
+                "SET verify_key = excluded.verify_key, valid_until_ts = excluded.valid_until_ts, "
+                "expired_ts = excluded.expired_ts",
+                [
+                    (k.server_name, k.key_id, k.verify_key, k.valid_until_ts, k.expired_ts)
+                    for k in keys
+                ],
+            )
+
+        await self._run(fn, write=True)

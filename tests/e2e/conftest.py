@@ -1,0 +1,48 @@
+"""Fixtures: a ``Roomserver`` on SQLite or PostgreSQL with its embedded nats-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roomserver.app import Roomserver
+from tests.pgutil import fresh_schema_url, pg_database
+
+__all__ = ["pg_database"]
+
+OpenRoomserver = Callable[..., Awaitable[Roomserver]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/roomserver.db"
+    dsn: str = request.getfixturevalue("pg_database")
+    return await fresh_schema_url(dsn)
+
+
+@pytest.fixture
+async def open_roomserver(tmp_path: Path, database_url: str) -> AsyncIterator[OpenRoomserver]:
+    """``await open_roomserver(**kwargs)``: a running Roomserver, closed after the test."""
+    opened: list[Roomserver] = []
+
+    async def _open(**kwargs: Any) -> Roomserver:
+        kwargs.setdefault("data_dir", tmp_path / f"rs{len(opened)}")
+        kwargs.setdefault("server_name", "rs.test")
+        kwargs.setdefault("database_url", database_url)
+        kwargs.setdefault("federation", False)
+        rs = await Roomserver.open(**kwargs)
+        opened.append(rs)
+        return rs
+
+    yield _open
+    for rs in reversed(opened):
+        await rs.close(grace=2.0)

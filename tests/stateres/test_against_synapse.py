@@ -1,0 +1,98 @@
+"""Differential check against Synapse's state resolution (``matrix-synapse`` in .bench-venv).
+
+Slow, and skipped when .bench-venv is absent (``bash bench/setup_synapse_env.sh`` creates it).
+Random forks in several room versions; both implementations must resolve them identically.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roomserver.core.stateres import resolve_state
+from roomserver.testing.builder import RoomBuilder
+from tests.stateres.helpers import PL_KEY, USERS, StateSet, random_change, random_fork
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = ROOT / ".bench-venv" / "bin" / "python"
+SCRIPT = ROOT / "bench" / "synapse_stateres.py"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not PYTHON.exists(), reason=".bench-venv with Synapse not set up"),
+]
+
+
+def _fork_merge_room(version: str, seed: int) -> tuple[RoomBuilder, list[list[StateSet]]]:
+    """Three rounds of fork (2-3 branches, some invites) and merge (our resolution + an event
+    citing every branch tip): auth chains then cross earlier resolutions."""
+    rng = random.Random(seed)
+    b = RoomBuilder(version, room_id=f"!merge{seed}:example.org")
+    b.create_room(USERS[0], join_rule=rng.choice(["public", "invite"]))
+    for user in USERS[1:]:
+        if rng.random() < 0.3:
+            b.member(USERS[0], user, "invite")
+        b.join(user)
+    content = dict(b.events[b.state[PL_KEY]].content)
+    content["users"] = {**content["users"], USERS[1]: 75, USERS[2]: 50}
+    b.send("m.room.power_levels", USERS[0], content, state_key="")
+    rounds: list[list[StateSet]] = []
+    for round_number in range(3):
+        base_state, base_latest = dict(b.state), list(b.latest)
+        sets: list[StateSet] = []
+        tips: list[str] = []
+        for _ in range(rng.choice([2, 2, 3])):
+            b.state, b.latest = dict(base_state), list(base_latest)
+            for _ in range(rng.randint(1, 5)):
+                if rng.random() < 0.15:
+                    b.member(rng.choice(USERS), rng.choice(USERS), "invite")
+                else:
+                    random_change(b, rng, version)
+            sets.append(dict(b.state))
+            tips.extend(b.latest)
+        rounds.append(sets)
+        b.state, b.latest = resolve_state(version, sets, b.events), tips
+        b.send("m.room.topic", USERS[0], {"topic": f"merge {round_number}"}, state_key="")
+    return b, rounds
+
+
+def _room_request(version: str, b: RoomBuilder, cases: list[list[StateSet]]) -> dict[str, Any]:
+    return {
+        "room_version": version,
+        "pdus": [dict(e.pdu) for e in b.events.values()],
+        "event_ids": list(b.events),
+        "cases": [
+            {"name": str(i), "state_sets": [[[*k, v] for k, v in s.items()] for s in sets]}
+            for i, sets in enumerate(cases)
+        ],
+    }
+
+
+@pytest.mark.parametrize("version", ["1", "2", "10", "11", "12"])
+def test_random_forks_resolve_like_synapse(version: str) -> None:
+    rooms, expected = [], []
+    for seed in range(25):
+        b, sets = random_fork(version, 1000 + seed)
+        expected.append([resolve_state(version, sets, b.events)])
+        rooms.append(_room_request(version, b, [sets]))
+    for seed in range(15):
+        b, rounds = _fork_merge_room(version, seed)
+        expected.append([resolve_state(version, sets, b.events) for sets in rounds])
+        rooms.append(_room_request(version, b, rounds))
+    done = subprocess.run(
+        [str(PYTHON), str(SCRIPT)],
+        input=json.dumps({"rooms": rooms}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = json.loads(done.stdout)["rooms"]
+    for room, (ours, answer) in enumerate(zip(expected, answers, strict=True)):
+        for case, (state, theirs) in enumerate(zip(ours, answer["cases"], strict=True)):
+            assert state == {(t, k): e for t, k, e in theirs["state"]}, (version, room, case)
