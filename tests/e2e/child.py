@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+from pathlib import Path
 
 from nacl.signing import SigningKey
 
@@ -18,8 +19,7 @@ from roomserver.core.base64 import decode_base64
 
 
 async def main(path: str) -> None:
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
+    config = json.loads(Path(path).read_text(encoding="utf-8"))  # noqa: ASYNC240 (start-up)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Roomserver.open(

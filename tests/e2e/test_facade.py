@@ -31,7 +31,7 @@ async def test_room_grows_through_sync_and_async_input(open_roomserver: OpenRoom
     b = RoomBuilder("10")
     trust(rs, b)
     outputs = await rs.bus.output_subscription("e2e-grow")
-    setup = b.create_room(ALICE) + [b.join(BOB)]
+    setup = [*b.create_room(ALICE), b.join(BOB)]
     response = await submit(rs, [e.pdu for e in setup])
     assert [r.outcome for r in response.results] == [Outcome.ACCEPTED] * len(setup)
     assert [r.event_id for r in response.results] == [e.event_id for e in setup]
@@ -78,7 +78,7 @@ async def test_rejected_soft_failed_and_invalid_events_get_no_output(
     b = RoomBuilder("10")
     trust(rs, b)
     outputs = await rs.bus.output_subscription("e2e-outcomes")
-    setup = b.create_room(ALICE) + [b.join(BOB)]
+    setup = [*b.create_room(ALICE), b.join(BOB)]
     assert {r.outcome for r in (await submit(rs, [e.pdu for e in setup])).results} == {
         Outcome.ACCEPTED
     }

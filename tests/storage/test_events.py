@@ -221,3 +221,19 @@ async def test_corrupt_event_row_raises_corrupt_data(store: SqlStorage) -> None:
     await store.engine.run(damage, write=True)
     with pytest.raises(CorruptData, match="cannot be decoded"):
         await store.get_events([event.event_id])
+
+
+async def test_corrupt_room_and_index_rows_raise_corrupt_data(store: SqlStorage) -> None:
+    room = LinearRoom(store, ROOM)
+    await room.create()
+
+    async def damage(tx: Tx) -> None:
+        await tx.execute("UPDATE rooms SET forward_extremities = ? WHERE room_id = ?", "[1,", ROOM)
+        await tx.execute("UPDATE auth_chain_positions SET reach = ?", b"\x01\x02\x03")
+
+    await store.engine.run(damage, write=True)
+    store.clear_caches()
+    with pytest.raises(CorruptData, match="forward extremities"):
+        await store.room(ROOM)
+    with pytest.raises(CorruptData, match="reach"):
+        await store.auth_chain(room.latest)

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from roomserver.ports import (
@@ -23,6 +24,7 @@ from roomserver.ports import (
 from roomserver.storage import SqlStorage, open_storage
 from roomserver.storage.engine import Tx
 from roomserver.storage.migrate import latest_version, schema_version
+from tests.pgutil import fresh_schema_url
 from tests.storage.helpers import VERSION, LinearRoom
 
 ROOM = "!tx:example.org"
@@ -226,5 +228,36 @@ async def test_sqlite_memory_url() -> None:
         room = LinearRoom(store, ROOM)
         await room.create()
         assert await store.state_map(room.current) == room.state
+    finally:
+        await store.close()
+
+
+async def test_lost_postgres_connections_are_unavailable_then_recover(
+    pg_database: str,
+) -> None:
+    url = await fresh_schema_url(pg_database)
+    store = await open_storage(url)
+    try:
+        room = LinearRoom(store, ROOM)
+        await room.create()
+        admin = await asyncpg.connect(pg_database)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        # Each call either fails with the typed, transient error or (once the pool has
+        # replaced the dead connection) works; never a raw driver exception.
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(await store.room(ROOM))
+            except StorageUnavailable as exc:
+                assert exc.transient
+                outcomes.append(None)
+        info = outcomes[-1]
+        assert info is not None and info.version == room.version
     finally:
         await store.close()

@@ -23,6 +23,15 @@ from roomserver.storage.engine import Row, TxFunction
 T = TypeVar("T")
 
 
+_DRIVER_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+
 def storage_error_from_postgres(exc: BaseException) -> StorageError:
     """Classify an asyncpg / network exception into the storage error categories."""
     if isinstance(
@@ -39,6 +48,7 @@ def storage_error_from_postgres(exc: BaseException) -> StorageError:
         | TimeoutError
         | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
         | asyncpg.CannotConnectNowError
         | asyncpg.TooManyConnectionsError
         | asyncpg.AdminShutdownError,
@@ -109,7 +119,7 @@ class PostgresEngine:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=self._min_size, max_size=self._max_size, timeout=10
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise storage_error_from_postgres(exc) from exc
 
     def _require_pool(self) -> asyncpg.Pool[Any]:
@@ -129,7 +139,7 @@ class PostgresEngine:
                     # Reads run statement by statement (no BEGIN/COMMIT round trips): each is
                     # one query, or reads only immutable rows (snapshots, chain positions).
                     result = await fn(tx)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise storage_error_from_postgres(exc) from exc
         for callback in tx._callbacks:
             callback()

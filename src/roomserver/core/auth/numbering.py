@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 from roomserver.core.errors import Rejected
-from roomserver.core.room_versions import RoomVersion
+from roomserver.core.room_versions import RoomVersion, room_version
 
 
 def _member_numbers(member: int, rules: RoomVersion) -> dict[str, str]:
@@ -99,9 +99,16 @@ def _power_levels_numbers(p: int, rules: RoomVersion) -> dict[str, str]:
     return {name: f"{p}.{i}" for i, name in enumerate(names, start=1)}
 
 
-@functools.cache
 def rule_numbers(rules: RoomVersion) -> dict[str, str]:
     """Symbolic rule name -> the rule's number in ``rules``' version of the spec."""
+    # Cached by identifier: hashing the whole RoomVersion on every rejection is measurable
+    # inside state resolution.
+    return _rule_numbers_of(rules.identifier)
+
+
+@functools.cache
+def _rule_numbers_of(identifier: str) -> dict[str, str]:
+    rules = room_version(identifier)
     out: dict[str, str] = {
         "create.prev_events": "1.1",
         "create.room_id": "1.2",

@@ -48,10 +48,12 @@ def resolve_state(
 ) -> dict[tuple[str, str], str]:
     """The resolved state of ``state_sets`` under the rules of ``room_version``.
 
-    Each state set maps ``(type, state_key)`` to an event ID. ``events`` supplies every event
-    of the state sets and of their auth chains (and, in room version 12, the create event):
-    a mapping of event ID to ``Event``, or an ``EventProvider``. The result does not depend on
-    the order of ``state_sets``. Raises ``UnknownRoomVersion`` and ``MissingEvent``.
+    Each state set maps ``(type, state_key)`` to the ID of an event of that type and state
+    key. ``events`` supplies every event of the state sets and of their auth chains (and, in
+    room version 12, the create event): a mapping of event ID to ``Event``, or an
+    ``EventProvider`` (see docs/stateres.md for the optional index methods). The result does
+    not depend on the order of ``state_sets``. Raises ``UnknownRoomVersion`` and
+    ``MissingEvent``.
     """
     rules = room_versions.room_version(room_version)
     if not state_sets:
