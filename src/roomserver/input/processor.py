@@ -13,6 +13,7 @@ instead, for ``disposition.handle_message`` to classify (retry or terminate).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,6 +64,8 @@ from roomserver.ports import (
 )
 
 log = logging.getLogger(__name__)
+
+_ROOM_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,9 @@ class InputProcessor:
         self._resolver = StateResolver(store, self._events)
         self._latest = LatestEvents(store, self._events, self._resolver, server_name)
         self._redactions = Redactions(store, self._events)
+        # Rooms as this processor last wrote them (per-room exclusivity makes them current; a
+        # stale one fails the version check of the next RoomUpdate, which clears the cache).
+        self._rooms: OrderedDict[str, RoomInfo] = OrderedDict()
 
     # -- entry points ---------------------------------------------------------------------------
     async def process(self, item: InputRoomEvent) -> EventResult:
@@ -151,6 +157,7 @@ class InputProcessor:
             try:
                 return await self._process_item(item)
             except ConcurrentUpdate:
+                self._rooms.clear()
                 if attempt == self.config.concurrent_update_retries:
                     raise
                 log.info("room moved on while processing; retrying (attempt %d)", attempt + 1)
@@ -229,14 +236,14 @@ class InputProcessor:
                     f" {version!r}"
                 )
             event = parse_event(pdu, version, check_edge_counts=edge_counts)
-            room = await self._store.room(event.room_id)
+            room = await self._room(event.room_id)
             if room is not None and room.room_version != version:
                 raise InputInvalid(f"room {event.room_id} already exists with another version")
             return event, room
         room_id = pdu.get("room_id")
         if not isinstance(room_id, str):
             raise InputInvalid("room_id: missing or not a string")
-        room = await self._store.room(room_id)
+        room = await self._room(room_id)
         version = room.room_version if room is not None else item.room_version
         if version is None:
             raise InputInvalid(f"room {room_id} is unknown and the input names no room_version")
@@ -304,7 +311,7 @@ class InputProcessor:
                 job, facts.room, await servers.get(), budget
             )
             facts.gap_procedure_ran = True
-            facts.room = await self._store.room(event.room_id)
+            facts.room = await self._room(event.room_id)
             prevs = await self._load_prevs(event.prev_event_ids)
             missing = _missing_prevs(event, prevs)
         wrong_room = sorted(p for p, s in prevs.items() if s.event.room_id != event.room_id)
@@ -373,6 +380,17 @@ class InputProcessor:
                 apply_redaction=effects.applied,
             )
         )
+        if room_update is not None:
+            self._remember_room(
+                RoomInfo(
+                    room_id=event.room_id,
+                    room_version=room_update.room_version,
+                    forward_extremities=tuple(room_update.forward_extremities),
+                    current_state=persisted.current_state,
+                    last_sent_event_id=room_update.last_sent_event_id,
+                    version=(room.version if room is not None else 0) + 1,
+                )
+            )
         outputs = len(outbox.entries)
         if facts.rejection is not None:
             log.info("rejected %s: %s", event.event_id, facts.rejection)
@@ -443,6 +461,24 @@ class InputProcessor:
             if fetched.room_id == event.room_id and fetched.event_id != event.event_id:
                 await self._process_fetched(FetchedJob(fetched, Kind.OUTLIER), budget)
 
+    async def _room(self, room_id: str) -> RoomInfo | None:
+        room = self._rooms.get(room_id)
+        if room is None:
+            room = await self._store.room(room_id)
+            if room is not None:
+                self._remember_room(room)
+        return room
+
+    def _remember_room(self, room: RoomInfo) -> None:
+        self._rooms[room.room_id] = room
+        self._rooms.move_to_end(room.room_id)
+        while len(self._rooms) > _ROOM_CACHE_SIZE:
+            self._rooms.popitem(last=False)
+
+    def forget_rooms(self) -> None:
+        """Drop cached room rows (call after changing rooms outside this processor)."""
+        self._rooms.clear()
+
     def _stateful_cached(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
         return {i: s for i, s in self._events.peek(event_ids).items() if not s.outlier}
 
@@ -480,7 +516,7 @@ class InputProcessor:
             fetched=True,
         )
         try:
-            _, outputs = await self._handle(job, budget, await self._store.room(event.room_id))
+            _, outputs = await self._handle(job, budget, await self._room(event.room_id))
             budget.outputs_queued += outputs
         except InputInvalid as exc:
             log.info("dropping fetched event %s: %s", event.event_id, exc)

@@ -50,6 +50,43 @@ class LRU(Generic[K, V]):
             self._data.clear()
 
 
+class StateMapCache:
+    """Whole states by snapshot ID, bounded by their total number of entries. Snapshots never
+    change, so a cached state stays true; callers get copies."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._total = 0
+        self._data: OrderedDict[int, dict[tuple[str, str], str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, snapshot_id: int) -> dict[tuple[str, str], str] | None:
+        """The cached state itself (read it, never change it)."""
+        with self._lock:
+            value = self._data.get(snapshot_id)
+            if value is not None:
+                self._data.move_to_end(snapshot_id)
+            return value
+
+    def put(self, snapshot_id: int, state: dict[tuple[str, str], str]) -> None:
+        if len(state) > self._max_entries // 4:
+            return  # one huge state would evict everything else
+        with self._lock:
+            old = self._data.pop(snapshot_id, None)
+            if old is not None:
+                self._total -= len(old)
+            self._data[snapshot_id] = state
+            self._total += len(state)
+            while self._total > self._max_entries and self._data:
+                _, evicted = self._data.popitem(last=False)
+                self._total -= len(evicted)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._total = 0
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
     snapshot_id: int
@@ -69,7 +106,14 @@ class ChainPosition:
 
 
 class Caches:
-    def __init__(self, capacity: int = 200_000, *, event_capacity: int = 20_000) -> None:
+    def __init__(
+        self,
+        capacity: int = 200_000,
+        *,
+        event_capacity: int = 20_000,
+        state_map_entries: int = 1_000_000,
+    ) -> None:
+        self.state_maps = StateMapCache(state_map_entries)
         # Parsed events by (event ID, redacted_because): stored JSON changes only by redaction.
         self.events: LRU[tuple[str, str | None], Event] = LRU(event_capacity)
         self.event_nids: LRU[str, int] = LRU(capacity)
@@ -78,6 +122,7 @@ class Caches:
         self.chain_positions: LRU[int, ChainPosition] = LRU(capacity // 4)
 
     def clear(self) -> None:
+        self.state_maps.clear()
         self.events.clear()
         self.event_nids.clear()
         self.state_keys.clear()

@@ -136,10 +136,50 @@ async def _entries(
 
 
 async def state_map(tx: Tx, cache: TxCache, snapshot_id: int | None) -> dict[StateKey, str]:
+    """A snapshot's whole state. Recently read states are cached; a snapshot whose parent's
+    state is cached is derived from it by reading only the keys it changed."""
     if snapshot_id is None:
         return {}
-    chain = await stored_chain(tx, cache, snapshot_id)
-    return await _entries(tx, chain, None)
+    cached = cache.shared.state_maps.get(snapshot_id)
+    if cached is not None:
+        return dict(cached)
+    meta = await snapshot_meta(tx, cache, snapshot_id)
+    parent = None if meta.parent is None else cache.shared.state_maps.get(meta.parent)
+    if parent is not None:
+        state = dict(parent)
+        # The changes against the parent are always among the snapshot's own stored rows.
+        for event_type, state_key, event_id in await _own_rows(
+            tx, snapshot_id, await _changed_keys(tx, snapshot_id)
+        ):
+            if event_id is None:
+                state.pop((event_type, state_key), None)
+            else:
+                state[(event_type, state_key)] = event_id
+    else:
+        state = await _entries(tx, await stored_chain(tx, cache, snapshot_id), None)
+    cache.shared.state_maps.put(snapshot_id, state)
+    return dict(state)
+
+
+async def _own_rows(
+    tx: Tx, snapshot_id: int, key_nids: Collection[int]
+) -> list[tuple[str, str, str | None]]:
+    out: list[tuple[str, str, str | None]] = []
+    for part in chunks(sorted(key_nids)):
+        for event_type, state_key, event_nid, event_id in await tx.fetch(
+            "SELECT k.type, k.state_key, d.event_nid, e.event_id FROM state_deltas d "
+            "JOIN state_keys k ON k.key_nid = d.key_nid "
+            "LEFT JOIN events e ON e.event_nid = d.event_nid "
+            "WHERE d.snapshot_id = ? AND d.key_nid IN @LIST",
+            snapshot_id,
+            list(part),
+        ):
+            if event_nid is not None and event_id is None:
+                raise CorruptData(f"state snapshot {snapshot_id} names a missing event")
+            out.append((event_type, state_key, event_id))
+    if len(out) != len(key_nids):
+        raise CorruptData(f"state snapshot {snapshot_id}: changed keys without stored rows")
+    return out
 
 
 async def state_entries(

@@ -1,0 +1,70 @@
+"""Configuration: documented defaults, the example file, environment overrides, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from roomserver.service.config import Config, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_no_file_gives_the_embedded_defaults() -> None:
+    config = load_config(None, environ={})
+    assert config == Config()
+    assert config.nats.url is None and config.database.url is None
+    assert config.database_url.startswith("sqlite:///") and config.database_url.endswith(
+        "data/roomserver.db"
+    )
+    assert config.signing_key_file == Path("data/signing.key")
+
+
+def test_example_file_states_exactly_the_defaults() -> None:
+    assert load_config(REPO / "config.example.yaml", environ={}) == Config()
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("server_name: file.example\ndatabase:\n  url: sqlite:///file.db\n")
+    config = load_config(
+        path,
+        environ={
+            "ROOMSERVER_DATABASE__URL": "postgresql://u@h/db",
+            "ROOMSERVER_FEDERATION__ENABLED": "false",
+            "ROOMSERVER_FEDERATION__NOTARY_SERVERS": "a.example,b.example",
+            "ROOMSERVER_INPUT__MAX_MISSING_PROCESSING_S": "12.5",
+            "ROOMSERVER_REQUIRE_POSTGRES": "1",  # a test switch, not a config key
+        },
+    )
+    assert config.server_name == "file.example"
+    assert config.database_url == "postgresql://u@h/db"
+    assert config.federation.enabled is False
+    assert config.federation.notary_servers == ["a.example", "b.example"]
+    assert config.input.max_missing_processing_s == 12.5
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("nats:\n  ulr: x\n", {}, "nats.ulr: unknown configuration key"),
+        ("federation:\n  enabled: maybe\n", {}, "federation.enabled: expected true or false"),
+        ("input: 3\n", {}, "input: expected a mapping"),
+        ("- a\n- b\n", {}, "the top level must be a mapping"),
+        ("a: [\n", {}, "is not valid YAML"),
+        ("", {"ROOMSERVER_INPUT__MAX_MISSING_PROCESSING_S": "soon"}, "expected a number"),
+    ],
+)
+def test_bad_config_names_the_key(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(path, environ=environ)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.yaml", environ={})
