@@ -331,7 +331,11 @@ class Roomserver:
                 fetcher,
                 bus,
                 server_name=config.server_name,
-                config=InputConfig(max_missing_processing_s=config.input.max_missing_processing_s),
+                config=InputConfig(
+                    max_missing_processing_s=config.input.max_missing_processing_s,
+                    # The federation fetcher verifies what it returns already.
+                    verify_fetched_events=False,
+                ),
             )
         rs = cls(
             config=config,

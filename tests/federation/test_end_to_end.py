@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
-
 from roomserver.api import EventResult, InputRoomEvent, Kind, Outcome
 from roomserver.core.pdu import Event
 from roomserver.input import InputConfig, InputProcessor
@@ -62,12 +60,6 @@ async def _seed(server: Server, builder: RoomBuilder, count: int, origin: str) -
         assert result.outcome is Outcome.ACCEPTED, result
 
 
-@pytest.mark.xfail(
-    reason="input pipeline: the gap's events are processed as OLD and do not move the current "
-    "state, then the new event is soft-fail-checked against that stale current state (carol "
-    "is not joined there) instead of current state resolved with the state before the event",
-    strict=False,
-)
 async def test_event_whose_auth_events_are_all_unknown(remotes: StartRemote) -> None:
     remote = await remotes("remote.test")
     builder = remote_room(remote, messages=0)

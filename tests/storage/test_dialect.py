@@ -52,7 +52,7 @@ def test_argument_count_is_checked() -> None:
 
 
 def test_values_table_and_padding() -> None:
-    assert values_table("r", ("a", "b"), 2) == (
+    assert values_table("r", ("a", "b"), rows=2) == (
         "r(a, b) AS (VALUES (CAST(? AS BIGINT), CAST(? AS BIGINT)), "
         "(CAST(? AS BIGINT), CAST(? AS BIGINT)))"
     )

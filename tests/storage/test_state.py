@@ -8,7 +8,9 @@ import random
 import pytest
 
 from roomserver.ports import EventStatus, EventWrite, SnapshotId, StateDelta, StateKey
-from roomserver.storage import SqlStorage
+from roomserver.storage import SqlStorage, state
+from roomserver.storage.cache import Caches, TxCache
+from roomserver.storage.engine import Tx
 from tests.storage.helpers import LinearRoom, make_event
 
 ROOM = "!state:example.org"
@@ -53,6 +55,10 @@ async def test_state_at_every_event_of_a_linear_room(store: SqlStorage) -> None:
         keys = [("m.room.topic", ""), ("m.room.member", "@u7:example.org"), ("x.unknown", "")]
         want = {k: expected[k] for k in keys if k in expected}
         assert await store.state_entries(result.state_before, keys) == want
+    # Returned states are the caller's to change: the cached state is not affected.
+    current = await store.state_map(room.current)
+    current.clear()
+    assert await store.state_map(room.current) == room.state
     ids = list(room.results)
     rng = random.Random(5)
     for _ in range(60):
@@ -144,9 +150,13 @@ async def test_snapshot_tree_matches_a_model(store: SqlStorage, seed: int) -> No
         if snapshot not in model:
             order.append(snapshot)
         model[snapshot] = expected
+    # Whole states: newest first from the database alone, then derived from cached parents.
+    for snapshots in (reversed(order), order):
+        store.clear_caches()
+        for snapshot in snapshots:
+            assert await store.state_map(snapshot) == model[snapshot]
     store.clear_caches()  # read paths must work from the database alone too
     for snapshot, expected in model.items():
-        assert await store.state_map(snapshot) == expected
         probe = rng.sample(keys, 5)
         want = {k: expected[k] for k in probe if k in expected}
         assert await store.state_entries(snapshot, probe) == want
@@ -155,3 +165,36 @@ async def test_snapshot_tree_matches_a_model(store: SqlStorage, seed: int) -> No
         assert await store.state_diff(a, b) == model_diff(model[a], model[b])
     for a, b in itertools.pairwise(order):
         assert await store.state_diff(a, b) == model_diff(model[a], model[b])
+
+
+async def test_diff_reads_only_keys_touched_between_the_snapshots(store: SqlStorage) -> None:
+    """state_diff of nearby snapshots of a large state looks at a handful of keys."""
+    room = LinearRoom(store, ROOM)
+    await room.create()
+    snapshots: list[SnapshotId] = []
+    for i in range(300):
+        user = f"@member{i}:example.org"
+        event = room.next_event(
+            f"join{i}",
+            event_type="m.room.member",
+            state_key=user,
+            content={"membership": "join"},
+            sender=user,
+        )
+        await room.send(event)
+        snapshots.append(room.current)
+
+    async def touched(old: SnapshotId, new: SnapshotId) -> set[int] | None:
+        async def fn(tx: Tx) -> set[int] | None:
+            return await state._keys_touched_between(tx, TxCache(Caches()), old, new)
+
+        return await store.engine.run(fn, write=False)
+
+    for i in range(1, len(snapshots)):
+        keys = await touched(snapshots[i - 1], snapshots[i])
+        assert keys is not None and len(keys) == 1
+    for i in range(10, len(snapshots), 7):
+        keys = await touched(snapshots[i - 10], snapshots[i])
+        assert keys is not None and 10 <= len(keys) <= 40
+        added, removed = await store.state_diff(snapshots[i - 10], snapshots[i])
+        assert len(added) == 10 and removed == {}

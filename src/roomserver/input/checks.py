@@ -10,14 +10,24 @@ from roomserver.core.auth import CREATE_KEY, auth_types_for_event, check_soft_fa
 from roomserver.core.errors import SoftFailed
 from roomserver.core.pdu import Event
 from roomserver.input.state import StateBefore, StateResolver
-from roomserver.input.store import EventCache, InputStore, full_state, state_after_delta
+from roomserver.input.store import (
+    EventCache,
+    InputStore,
+    SnapshotEntries,
+    full_state,
+    state_after_delta,
+)
 from roomserver.ports import RoomInfo, StateKey
 
 HISTORY_VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
 
 
 async def needed_state_events(
-    store: InputStore, events: EventCache, event: Event, state: StateBefore
+    store: InputStore,
+    events: EventCache,
+    event: Event,
+    state: StateBefore,
+    cache: SnapshotEntries | None = None,
 ) -> dict[StateKey, Event]:
     """The entries of the state before ``event`` that the rules (and outputs) need: its auth
     types, the create event, the history visibility and the event's own key."""
@@ -26,7 +36,7 @@ async def needed_state_events(
     keys.add(HISTORY_VISIBILITY_KEY)
     if event.state_key is not None:
         keys.add(event.state_tuple)
-    entries = await state.entries(store, keys)
+    entries = await state.entries(store, keys, cache)
     loaded = await events.get(entries.values())
     return {k: loaded[v].event for k, v in entries.items() if v in loaded}
 

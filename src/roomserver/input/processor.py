@@ -50,7 +50,7 @@ from roomserver.input.missing import Budget, FetchedJob, MissingPrevEvents
 from roomserver.input.outputs import OutboxBuilder
 from roomserver.input.redactions import RedactionEffects, Redactions
 from roomserver.input.state import StateBefore, StateResolver, state_from_prevs, supplied_state
-from roomserver.input.store import EventCache, InputStore
+from roomserver.input.store import EventCache, InputStore, SnapshotEntries
 from roomserver.ports import (
     Clock,
     ConcurrentUpdate,
@@ -131,6 +131,7 @@ class InputProcessor:
         self._server_name = server_name
         self._clock = clock
         self._events = EventCache(store)
+        self._snapshot_entries = SnapshotEntries()
         self._acl: ServerAclChecker = acl or StoredAclChecker(store, self._events)
         self._resolver = StateResolver(store, self._events)
         self._latest = LatestEvents(store, self._events, self._resolver, server_name)
@@ -325,7 +326,9 @@ class InputProcessor:
         """Spec 7.5: the rules against the state before the event (its needed entries only)."""
         if facts.state is None or job.is_create:
             return
-        state_events = await needed_state_events(self._store, self._events, job.event, facts.state)
+        state_events = await needed_state_events(
+            self._store, self._events, job.event, facts.state, self._snapshot_entries
+        )
         facts.history_visibility = history_visibility(state_events)
         if facts.rejection is None:
             try:

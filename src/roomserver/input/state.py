@@ -19,6 +19,7 @@ from roomserver.input.errors import REJECTED_BY_STATE_BEFORE, InputInvalid
 from roomserver.input.store import (
     EventCache,
     InputStore,
+    SnapshotEntries,
     apply_changes,
     changes_between,
     full_state,
@@ -40,12 +41,14 @@ class StateBefore:
         self.full = full
         self.known: dict[StateKey, str | None] = {}
 
-    async def entries(self, store: InputStore, keys: Iterable[StateKey]) -> dict[StateKey, str]:
+    async def entries(
+        self, store: InputStore, keys: Iterable[StateKey], cache: SnapshotEntries | None = None
+    ) -> dict[StateKey, str]:
         wanted = set(keys)
         if self.full is not None:
             found = {k: self.full[k] for k in wanted if k in self.full}
         else:
-            found = await state_entries(store, self.delta, wanted)
+            found = await state_entries(store, self.delta, wanted, cache)
         for key in wanted:
             self.known[key] = found.get(key)
         return found

@@ -79,6 +79,39 @@ class EventCache:
         self._events.pop(event_id, None)
 
 
+class SnapshotEntries:
+    """A bounded cache of ``(snapshot, key) -> event ID or None`` (snapshots are immutable), so
+    consecutive events over the same snapshot do not reload the same auth entries."""
+
+    def __init__(self, *, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[SnapshotId, StateKey], str | None] = OrderedDict()
+
+    async def get(
+        self, store: StateStore, snapshot: SnapshotId, keys: Iterable[StateKey]
+    ) -> dict[StateKey, str]:
+        out: dict[StateKey, str] = {}
+        missing: list[StateKey] = []
+        for key in keys:
+            slot = (snapshot, key)
+            if slot in self._entries:
+                value = self._entries[slot]
+                if value is not None:
+                    out[key] = value
+            else:
+                missing.append(key)
+        if missing:
+            loaded = await store.state_entries(snapshot, missing)
+            for key in missing:
+                value = loaded.get(key)
+                self._entries[(snapshot, key)] = value
+                if value is not None:
+                    out[key] = value
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        return out
+
+
 def snapshot_of(stored: StoredEvent) -> SnapshotId | None:
     return None if stored.state_snapshot is None else SnapshotId(stored.state_snapshot)
 
@@ -105,14 +138,20 @@ def with_event(delta: StateDelta, event: Event) -> StateDelta:
 
 
 async def state_entries(
-    store: StateStore, delta: StateDelta, keys: Iterable[StateKey]
+    store: StateStore,
+    delta: StateDelta,
+    keys: Iterable[StateKey],
+    cache: SnapshotEntries | None = None,
 ) -> dict[StateKey, str]:
     """Only ``keys`` of the state ``delta`` describes (cheap: no full state load)."""
     wanted = sorted(set(keys))
     from_base = [k for k in wanted if k not in delta.changes]
     out: dict[StateKey, str] = {}
     if from_base and delta.base is not None:
-        out = await store.state_entries(delta.base, from_base)
+        if cache is not None:
+            out = await cache.get(store, delta.base, from_base)
+        else:
+            out = await store.state_entries(delta.base, from_base)
     for key in wanted:
         if key in delta.changes:
             value = delta.changes[key]

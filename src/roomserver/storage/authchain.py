@@ -72,7 +72,7 @@ async def chain_positions(tx: Tx, cache: TxCache, nids: Iterable[int]) -> dict[i
     return out
 
 
-async def index_event(tx: Tx, cache: TxCache, event: Event, event_nid: int) -> None:
+async def index_event(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -> None:
     """Give a newly stored state event its place in the index (other events need none)."""
     if event.state_key is None:
         return
@@ -147,7 +147,7 @@ async def events_in_ranges(tx: Tx, ranges: Sequence[tuple[int, int, int]]) -> se
             args += (chain, lo, hi)
         args += (0, 0, 0) * (size - len(part))  # matches nothing
         rows = await tx.fetch(
-            "WITH " + values_table("r", ("c", "lo", "hi"), size) + " "
+            "WITH " + values_table("r", ("c", "lo", "hi"), rows=size) + " "
             "SELECT e.event_id FROM r JOIN auth_chain_positions p "
             "ON p.chain_id = r.c AND p.sequence > r.lo AND p.sequence <= r.hi "
             "JOIN events e ON e.event_nid = p.event_nid",

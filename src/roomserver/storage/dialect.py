@@ -95,7 +95,7 @@ def compile_query(dialect: Dialect, sql: str, args: Sequence[Any]) -> tuple[str,
     return _sqlite_text(sql, tuple(lengths)), flat
 
 
-def values_table(name: str, columns: Sequence[str], rows: int) -> str:
+def values_table(name: str, columns: Sequence[str], *, rows: int) -> str:
     """``name(columns) AS (VALUES (CAST(? AS BIGINT), ...), ...)`` for a ``WITH`` clause.
 
     Integer columns only; the casts give both databases the column types. Callers pad ``rows``

@@ -114,7 +114,7 @@ async def _insert_event(
         "ON CONFLICT (prev_event_id, event_nid) DO NOTHING",
         [(p, nid) for p in ev.prev_event_ids],
     )
-    await index_event(tx, cache, ev, nid)
+    await index_event(tx, cache, ev, event_nid=nid)
     return nid
 
 
@@ -143,7 +143,7 @@ async def _store_event(
     if row is None:
         state_before: int | None = None
         if stateful and w.state_before is not None:
-            state_before = await write_snapshot(tx, cache, room.room_nid, w.state_before)
+            state_before = await write_snapshot(tx, cache, w.state_before, room_nid=room.room_nid)
         nid = await _insert_event(tx, cache, room, enc, state_before)
         if nid is None:
             raise StorageError(f"event {ev.event_id} appeared during the transaction")
@@ -151,7 +151,7 @@ async def _store_event(
 
     nid, outlier, rejected, state_before = int(row[0]), bool(row[1]), bool(row[2]), row[3]
     if outlier and stateful and w.state_before is not None:
-        state_before = await write_snapshot(tx, cache, room.room_nid, w.state_before)
+        state_before = await write_snapshot(tx, cache, w.state_before, room_nid=room.room_nid)
         await tx.execute(
             "UPDATE events SET outlier = 0, state_before = ?, soft_failed = ? WHERE event_nid = ?",
             state_before,
@@ -197,7 +197,7 @@ async def _record_redactions(tx: Tx, enc: EncodedWrite) -> None:
 async def _apply_room_update(
     tx: Tx, cache: TxCache, room_id: str, room: _RoomRow, update: RoomUpdate
 ) -> int | None:
-    current = await write_snapshot(tx, cache, room.room_nid, update.current_state)
+    current = await write_snapshot(tx, cache, update.current_state, room_nid=room.room_nid)
     changed = await tx.execute(
         "UPDATE rooms SET room_version = ?, forward_extremities = ?, current_state = ?, "
         "last_sent_event_id = ?, version = version + 1 WHERE room_nid = ? AND version = ?",

@@ -195,7 +195,7 @@ async def state_entries(
     return await _entries(tx, chain, set(nids.values()))
 
 
-async def write_snapshot(tx: Tx, cache: TxCache, room_nid: int, delta: StateDelta) -> int | None:
+async def write_snapshot(tx: Tx, cache: TxCache, delta: StateDelta, *, room_nid: int) -> int | None:
     """Store ``delta`` and return its snapshot ID (its base's if nothing really changes)."""
     if not delta.changes:
         return delta.base
