@@ -39,8 +39,7 @@ class Recorder:
 
     def __init__(
         self,
-        decide: Callable[[str, bytes, DeliveryInfo], Awaitable[HandlerResult | None]]
-        | None = None,
+        decide: Callable[[str, bytes, DeliveryInfo], Awaitable[HandlerResult | None]] | None = None,
     ) -> None:
         self.deliveries: list[Delivery] = []
         self.by_room: dict[str, list[bytes]] = defaultdict(list)
@@ -78,3 +77,12 @@ class Recorder:
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    """Poll ``check`` (for conditions no event signals, such as server-side state)."""
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 - server state has no event to wait on
+            await asyncio.sleep(interval)

@@ -7,10 +7,12 @@ import time
 import pytest
 
 from roomserver.bus import Bus, DeliveryInfo, EmbeddedNatsServer, HandlerResult, SyncReplyTimeout
-from tests.bus.helpers import Recorder, fast_config
+from tests.bus.helpers import Recorder, eventually, fast_config
 
 
-async def open_bus(server: EmbeddedNatsServer, handler: Recorder | None = None, **cfg: object) -> Bus:
+async def open_bus(
+    server: EmbeddedNatsServer, handler: Recorder | None = None, **cfg: object
+) -> Bus:
     bus = await Bus.connect(server.url, config=fast_config(**cfg))
     if handler is not None:
         await bus.start_workers(handler)
@@ -37,7 +39,7 @@ async def test_hundred_rooms_concurrently(nats_server: EmbeddedNatsServer) -> No
         await asyncio.sleep(0.01)
         return None
 
-    recorder = Recorder(slow_ish)  # type: ignore[arg-type]
+    recorder = Recorder(slow_ish)
     bus = await open_bus(nats_server, recorder)
     items = [(f"!r{r}:x", b"%d" % n) for n in range(20) for r in range(100)]
     started = time.monotonic()
@@ -59,7 +61,7 @@ async def test_a_slow_room_does_not_delay_another(nats_server: EmbeddedNatsServe
             await release.wait()
         return None
 
-    recorder = Recorder(decide)  # type: ignore[arg-type]
+    recorder = Recorder(decide)
     bus = await open_bus(nats_server, recorder)
     await bus.publish_inputs([("!slow:x", b"blocked"), ("!slow:x", b"after")])
     await recorder.wait_for(lambda: "!slow:x" in recorder.active)
@@ -83,7 +85,7 @@ async def test_nak_redelivers_with_backoff_and_keeps_order(nats_server: Embedded
             raise RuntimeError("database down")
         return None
 
-    recorder = Recorder(decide)  # type: ignore[arg-type]
+    recorder = Recorder(decide)
     bus = await open_bus(nats_server, recorder)
     await bus.publish_inputs([("!a:x", b"flaky"), ("!a:x", b"next"), ("!a:x", b"raises")])
     await recorder.wait_for(lambda: len(recorder.acked["!a:x"]) == 3)
@@ -102,7 +104,7 @@ async def test_term_drops_the_message_and_replies(nats_server: EmbeddedNatsServe
             return HandlerResult.term("undecodable", reply=b"invalid")
         return None
 
-    recorder = Recorder(decide)  # type: ignore[arg-type]
+    recorder = Recorder(decide)
     bus = await open_bus(nats_server, recorder)
     replies = await bus.submit_sync([("!t:x", b"garbage"), ("!t:x", b"good")], reply_timeout=10)
     assert replies == [b"invalid", b"ok:good"]
@@ -118,7 +120,7 @@ async def test_sync_replies_in_submission_order(nats_server: EmbeddedNatsServer)
         await asyncio.sleep(random.random() / 100)
         return HandlerResult.ack(reply=room_id.encode() + b"/" + payload)
 
-    bus = await open_bus(nats_server, Recorder(decide))  # type: ignore[arg-type]
+    bus = await open_bus(nats_server, Recorder(decide))
     items = [(f"!r{i % 7}:x", b"%d" % i) for i in range(70)]
     replies = await bus.submit_sync(items, reply_timeout=10)
     assert replies == [room.encode() + b"/" + payload for room, payload in items]
@@ -131,7 +133,7 @@ async def test_sync_timeout_reports_partial_replies(nats_server: EmbeddedNatsSer
             await asyncio.sleep(3)
         return None
 
-    bus = await open_bus(nats_server, Recorder(decide))  # type: ignore[arg-type]
+    bus = await open_bus(nats_server, Recorder(decide))
     with pytest.raises(SyncReplyTimeout) as caught:
         await bus.submit_sync([("!ok:x", b"1"), ("!stuck:x", b"2")], reply_timeout=0.5)
     assert caught.value.replies == [b"ok:1", None]
@@ -183,19 +185,35 @@ async def test_two_processes_never_handle_one_room_at_once(
             counts[name] += 1
             return None
 
-        return Recorder(decide)  # type: ignore[arg-type]
+        return Recorder(decide)
 
     bus_a = await open_bus(nats_server, handler_for("a"))
     bus_b = await open_bus(nats_server, handler_for("b"))
     items = [(f"!shared{i % 4}:x", b"%d" % i) for i in range(200)]
     await bus_a.publish_inputs(items[:100])
     await bus_b.publish_inputs(items[100:])
-    async with asyncio.timeout(20):
-        while sum(counts.values()) < 200:
-            await asyncio.sleep(0.05)
+
+    async def all_handled() -> bool:
+        return sum(counts.values()) == 200
+
+    await eventually(all_handled)
     assert overlaps == 0
     for i in range(4):
         assert handled[f"!shared{i}:x"] == [p for r, p in items if r == f"!shared{i}:x"]
     assert counts["a"] > 0 and counts["b"] > 0
     await bus_a.close()
     await bus_b.close()
+
+
+async def test_a_handler_over_its_time_limit_is_retried(nats_server: EmbeddedNatsServer) -> None:
+    async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult | None:
+        if info.num_delivered == 1:
+            await asyncio.sleep(5)
+        return None
+
+    recorder = Recorder(decide)
+    bus = await open_bus(nats_server, recorder, handler_timeout=0.3)
+    replies = await bus.submit_sync([("!late:x", b"1")], reply_timeout=5)
+    assert replies == [b"ok:1"]
+    assert [d.info.num_delivered for d in recorder.deliveries] == [1, 2]
+    await bus.close()

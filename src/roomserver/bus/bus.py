@@ -12,6 +12,7 @@ Lifecycle::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from types import TracebackType
@@ -41,6 +42,7 @@ class Bus:
         self.pool: WorkerPool | None = None
         self.discovery: Discovery | None = None
         self._subscriptions: list[OutputSubscription] = []
+        self.closing = False
 
     @classmethod
     async def connect(
@@ -53,7 +55,8 @@ class Bus:
             log.debug("nats: %r", exc)
 
         async def on_disconnected() -> None:
-            log.warning("nats: disconnected from %s", url)
+            if not (holder and holder[0].closing):
+                log.warning("nats: disconnected from %s", url)
 
         async def on_reconnected() -> None:
             log.warning("nats: reconnected to %s", url)
@@ -109,12 +112,13 @@ class Bus:
     async def stop_workers(self, *, grace: float = 30.0) -> None:
         """Stop discovering; let each room finish its in-flight message (up to ``grace``
         seconds, then release it for redelivery)."""
-        if self.discovery is not None:
-            await self.discovery.stop()
-            self.discovery = None
-        if self.pool is not None:
-            await self.pool.stop(grace)
-            self.pool = None
+        discovery, pool = self.discovery, self.pool
+        self.discovery = self.pool = None
+        if pool is not None:
+            pool.stopping = True  # no new workers from here on
+        stops = [d.stop() for d in (discovery,) if d is not None]
+        stops += [p.stop(grace) for p in (pool,) if p is not None]
+        await asyncio.gather(*stops)
 
     def stats(self) -> WorkerStats:
         if self.pool is None:
@@ -142,11 +146,15 @@ class Bus:
 
     async def close(self, *, grace: float = 30.0) -> None:
         await self.stop_workers(grace=grace)
+        self.closing = True
         for subscription in self._subscriptions:
             await subscription.close()
         await self.input.stop()
         if not self.nc.is_closed:
-            await self.nc.drain()
+            try:
+                await self.nc.drain()
+            except Exception:  # reconnecting or already failing: just close
+                await self.nc.close()
 
     async def __aenter__(self) -> Bus:
         return self

@@ -44,8 +44,10 @@ class BusConfig:
     max_room_consumers: int = 1_000_000
     #: A room consumer nobody pulled from for this long is deleted by the server, and with
     #: it the interest in any input still queued for the room: this is the longest outage
-    #: of every bus process that loses nothing (the input max age is the other bound).
-    consumer_inactive_threshold: float = 24 * 3600.0
+    #: of every bus process that loses nothing. It also bounds the number of consumers on
+    #: the input stream, and the server's cost per message grows with that number (see
+    #: docs/bus.md), hence an hour rather than the input max age.
+    consumer_inactive_threshold: float = 3600.0
     #: The discovery consumer outlives a dead process by this much (keeps interest meanwhile).
     discovery_inactive_threshold: float = 300.0
     #: Server-side expiry of one pull request of a room worker.
@@ -59,6 +61,8 @@ class BusConfig:
     max_workers: int = 10_000
     #: Announcements the discovery consumer fetches per request.
     discovery_batch: int = 512
+    #: How long a publish waits for the stream's ack (a reply lost with a connection).
+    publish_timeout: float = 10.0
     #: How long a synchronous submit waits for all replies by default.
     sync_timeout: float = 330.0
 

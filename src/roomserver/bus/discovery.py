@@ -38,6 +38,7 @@ from roomserver.bus.workers import WorkerPool, parse_ack_subject
 log = logging.getLogger(__name__)
 
 _RETRY_DELAY = 1.0
+_CONCURRENT_ANNOUNCEMENTS = 32
 
 
 def room_of_announcement(prefix: str, msg: Msg) -> str | None:
@@ -62,6 +63,8 @@ class Discovery:
         self.stream = input_stream_name(config.prefix)
         self.name = f"{config.prefix}InputDiscovery{nc._nuid.next().decode()}"
         self.announced = 0
+        self._stopping = False
+        self._creating = asyncio.Semaphore(_CONCURRENT_ANNOUNCEMENTS)
         self._task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
 
@@ -87,7 +90,7 @@ class Discovery:
 
     async def _run(self) -> None:
         assert self._sub is not None
-        while True:
+        while not self._stopping:
             try:
                 msgs = await self._sub.fetch(
                     self.config.discovery_batch, timeout=self.config.pull_expires
@@ -121,23 +124,33 @@ class Discovery:
                 log.error("input message seq %s on %r names no room; dropped", seq, msg.subject)
                 continue
             latest[room_id] = max(seq, latest.get(room_id, 0))
-        while True:
+        remaining = latest
+        while remaining:
+            rooms = list(remaining.items())
             results = await asyncio.gather(
-                *(self.pool.announce(room, seq) for room, seq in latest.items()),
-                return_exceptions=True,
+                *(self._announce(room, seq) for room, seq in rooms), return_exceptions=True
             )
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if not failed:
+            remaining = {
+                room: seq
+                for (room, seq), result in zip(rooms, results, strict=True)
+                if isinstance(result, BaseException)
+            }
+            if not remaining:
                 break
-            # Without its room consumer a message must not be acked here: retry.
-            log.warning(
-                "could not prepare %d room consumers (%r); retrying", len(failed), failed[0]
-            )
+            if self._stopping:
+                return  # unacked: announced again to whoever runs discovery next
+            # Without its room consumer a message must not be acked here: retry those.
+            log.warning("could not prepare %d room consumers; retrying", len(remaining))
             await asyncio.sleep(_RETRY_DELAY)
         last = msgs[-1]
         if last.reply:
             await self.nc.publish(last.reply, b"+ACK")  # ack-all: covers the whole batch
             self.announced = max(self.announced, parse_ack_subject(last.reply)[0])
+
+    async def _announce(self, room_id: str, seq: int) -> None:
+        # Bounded: hundreds of concurrent consumer creations only make the server time out.
+        async with self._creating:
+            await self.pool.announce(room_id, seq)
 
     async def _recover(self, exc: Exception) -> None:
         """The consumer may be gone (expired while disconnected, deleted): recreate it."""
@@ -154,10 +167,14 @@ class Discovery:
         await asyncio.sleep(_RETRY_DELAY)
 
     async def stop(self) -> None:
+        # Cooperative first: cancelling the client's fetch can get stuck (a cancellation
+        # racing its internal wait_for), so let the current fetch run out.
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=self.config.pull_expires + 2.0)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):

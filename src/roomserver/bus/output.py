@@ -32,8 +32,6 @@ from roomserver.bus.workers import parse_ack_subject
 
 log = logging.getLogger(__name__)
 
-_PUBLISH_TIMEOUT = 30.0
-
 
 @dataclass(frozen=True, slots=True)
 class OutputItem:
@@ -48,6 +46,7 @@ class OutputPublisher:
 
     def __init__(self, js: JetStreamContext, config: BusConfig) -> None:
         self.js = js
+        self.config = config
         self.subject = output_stream_name(config.prefix)
         self.duplicates = 0
 
@@ -62,7 +61,7 @@ class OutputPublisher:
         ack = await self.js.publish(
             self.subject,
             payload,
-            timeout=_PUBLISH_TIMEOUT,
+            timeout=self.config.publish_timeout,
             headers=self._headers(room_id, output_type, msg_id),
         )
         if ack.duplicate:
@@ -134,6 +133,12 @@ class OutputSubscription:
         return self
 
     async def close(self) -> None:
+        """Release the prefetched outputs not yet handed out (they go to the next reader
+        now instead of after AckWait) and unsubscribe."""
+        for msg in reversed(self._buffer):  # in stream order, so they come back in order
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        self._buffer = []
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -143,12 +148,24 @@ class OutputSubscription:
         return self
 
     async def __anext__(self) -> OutputMessage:
+        while True:
+            item = await self.next_within(self.config.pull_expires)
+            if item is not None:
+                return item
+
+    async def next_within(self, seconds: float) -> OutputMessage | None:
+        """The next output, or ``None`` if none arrives within ``seconds``."""
         if self._sub is None:
             await self.open()
         assert self._sub is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
         while not self._buffer:
+            remaining = deadline - loop.time()
+            if remaining <= 0.001:
+                return None
             try:
-                self._buffer = await self._sub.fetch(self.batch, timeout=self.config.pull_expires)
+                self._buffer = await self._sub.fetch(self.batch, timeout=remaining)
             except (TimeoutError, NatsTimeoutError):
                 continue
             self._buffer.reverse()
@@ -163,12 +180,3 @@ class OutputSubscription:
             stream_seq=parse_ack_subject(msg.reply)[0],
             _msg=msg,
         )
-
-    async def next_within(self, seconds: float) -> OutputMessage | None:
-        """The next output, or ``None`` if none arrives within ``seconds``. (A fetch cut
-        short may leave messages to be redelivered after the consumer's AckWait.)"""
-        try:
-            async with asyncio.timeout(seconds):
-                return await self.__anext__()
-        except TimeoutError:
-            return None

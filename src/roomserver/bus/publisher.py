@@ -30,8 +30,6 @@ from roomserver.bus.config import BusConfig
 from roomserver.bus.subjects import input_subject
 from roomserver.bus.types import HEADER_REPLY_SEQ, HEADER_ROOM_ID, HEADER_SYNC, SyncReplyTimeout
 
-_PUBLISH_TIMEOUT = 30.0
-
 
 class _SyncCall:
     __slots__ = ("done", "expected", "replies")
@@ -76,7 +74,10 @@ class InputPublisher:
         """Publish one input message; returns its stream sequence once stored."""
         subject = input_subject(self.config.prefix, room_id)
         ack = await self.js.publish(
-            subject, payload, timeout=_PUBLISH_TIMEOUT, headers=self._headers(room_id, reply_to)
+            subject,
+            payload,
+            timeout=self.config.publish_timeout,
+            headers=self._headers(room_id, reply_to),
         )
         return int(ack.seq)
 
@@ -95,7 +96,7 @@ class InputPublisher:
                     headers=self._headers(room_id, reply_to),
                 )
             )
-        async with asyncio.timeout(_PUBLISH_TIMEOUT):
+        async with asyncio.timeout(self.config.publish_timeout):
             acks = await asyncio.gather(*futures)
         return [int(ack.seq) for ack in acks]
 

@@ -49,8 +49,11 @@ from roomserver.bus.types import (
 log = logging.getLogger(__name__)
 
 _ACK = b"+ACK"
+# Waits for an ack's confirmation: 1 s, doubling up to 10 s (a busy server is not flooded
+# with resends), about two minutes in all.
 _ACK_CONFIRM_TIMEOUT = 1.0
-_ACK_ATTEMPTS = 30
+_ACK_CONFIRM_TIMEOUT_MAX = 10.0
+_ACK_ATTEMPTS = 15
 _STATUS = "Status"
 _DESCRIPTION = "Description"
 
@@ -106,6 +109,7 @@ class RoomWorker:
         self.task: asyncio.Task[None] | None = None
         self._request = 0
         self._covered = announced
+        self._unconfirmed: tuple[str, bytes, int] | None = None
         self._retry_until = 0.0
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{pool.stream}.{self.consumer}"
         self._inbox = f"{pool.inbox}.{worker_id}"
@@ -124,11 +128,22 @@ class RoomWorker:
                 covered = self._covered
                 item = await self._await_next()
                 if isinstance(item, Msg):
+                    # A delivery proves the previous ack was applied (one message in flight).
+                    self._unconfirmed = None
                     await self._process(item)
                     last_activity = loop.time()
                     if pool.stopping:
                         return
                     continue
+                if self._unconfirmed is not None:
+                    # Nothing came: perhaps because the last ack was lost with a connection
+                    # (the message would then wait for AckWait). Resend it, confirmed.
+                    ack_subject, payload, seq = self._unconfirmed
+                    self._unconfirmed = None
+                    await self._settle(ack_subject, payload, seq, request_next=False)
+                    if not pool.stopping:
+                        await self._request_next()
+                        continue
                 if pool.stopping:
                     return
                 now = loop.time()
@@ -150,16 +165,29 @@ class RoomWorker:
                     pool.retire(self)
                     return
                 if item == "gone":
-                    await pool.ensure_consumer(self.room_id)
+                    await self._recreate_consumer()
                 await self._request_next()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception(
-                "room worker for %s failed; it will restart on next activity", self.room_id
-            )
+            log.exception("room worker for %s failed; restarting it", self.room_id)
+            pool.retire(self)
+            pool.announce_later(self.room_id, self.announced)
         finally:
             pool.retire(self)
+
+    async def _recreate_consumer(self) -> None:
+        """The consumer is gone or JetStream is not answering (a restart): retry until the
+        consumer exists again, or the pool stops."""
+        delay = 0.1
+        while not self.pool.stopping:
+            try:
+                await self.pool.ensure_consumer(self.room_id)
+                return
+            except Exception as exc:
+                log.warning("room %s: cannot recreate its consumer yet (%r)", self.room_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _has_backlog(self) -> bool:
         """Whether the room's consumer still has messages pending or unacknowledged."""
@@ -230,28 +258,46 @@ class RoomWorker:
             raise
         self.in_flight = None
         pool.processed += 1
-        await self._settle(msg.reply, self._ack_payload(result, info), seq)
+        payload = self._ack_payload(result, info)
+        wants_reply = (
+            reply_to is not None
+            and result.reply is not None
+            and result.disposition is not Disposition.NAK
+        )
+        if wants_reply or pool.stopping:
+            # The reply must follow the applied ack; a stopping worker pulls no more.
+            await self._settle(msg.reply, payload, seq, request_next=not pool.stopping)
+        else:
+            # Fast path: no confirmation round trip. The next delivery confirms it; an
+            # empty pull makes run() resend it with a confirmation.
+            await pool.nc.publish(msg.reply, payload)
+            self._unconfirmed = (msg.reply, payload, seq)
+            await self._request_next()
         if result.disposition is Disposition.NAK:
             delay = (
                 result.delay if result.delay is not None else backoff_delay(pool.config, delivered)
             )
             self._retry_until = asyncio.get_running_loop().time() + delay + pool.config.pull_expires
-        elif reply_to and result.reply is not None:
+        elif wants_reply:
+            assert reply_to is not None and result.reply is not None
             await pool.nc.publish(reply_to, result.reply, headers={HEADER_REPLY_SEQ: str(seq)})
 
-    async def _settle(self, ack_subject: str, payload: bytes, seq: int) -> None:
-        """Send the ack (or nak, term) and wait for the server to confirm it. The next pull
-        is sent right behind it (the server handles the ack first). An ack lost with a
-        connection is sent again: unconfirmed, the room would wait for AckWait."""
+    async def _settle(
+        self, ack_subject: str, payload: bytes, seq: int, *, request_next: bool
+    ) -> None:
+        """Send the ack (or nak, term) and wait for the server to confirm it; the next pull
+        (if asked for) goes right behind it (the server handles the ack first). An ack lost
+        with a connection is sent again: unconfirmed, the room would wait for AckWait."""
         pool = self.pool
         for attempt in range(_ACK_ATTEMPTS):
             confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             pool.ack_waiters[self.worker_id] = confirm
             try:
                 await pool.nc.publish(ack_subject, payload, reply=f"{self._inbox}.a")
-                if attempt == 0 and not pool.stopping:
+                if attempt == 0 and request_next:
                     await self._request_next()
-                async with asyncio.timeout(_ACK_CONFIRM_TIMEOUT):
+                wait = min(_ACK_CONFIRM_TIMEOUT * 2**attempt, _ACK_CONFIRM_TIMEOUT_MAX)
+                async with asyncio.timeout(wait):
                     await confirm
                 return
             except TimeoutError:
@@ -431,10 +477,28 @@ class WorkerPool:
             task.add_done_callback(self._orphans.discard)
 
     async def _announce_logged(self, room_id: str, seq: int) -> None:
-        try:
-            await self.announce(room_id, seq)
-        except Exception:
-            log.exception("could not restart the worker of room %s", room_id)
+        """Announce from inside the pool, retrying while JetStream does not answer."""
+        delay = 0.1
+        while not self.stopping:
+            try:
+                await self.announce(room_id, seq)
+                return
+            except Exception as exc:
+                log.warning("could not restart the worker of room %s yet (%r)", room_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def announce_later(self, room_id: str, seq: int, delay: float = 1.0) -> None:
+        """Announce ``room_id`` again after ``delay`` (a worker that failed)."""
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if not self.stopping:
+                await self._announce_logged(room_id, seq)
+
+        task = asyncio.create_task(later())
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
 
     def wake_all(self) -> None:
         """After a reconnect: pull requests may be gone with the old server; ask again."""
