@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Outcome  # noqa: E402
-from roomserver.app import Roomserver  # noqa: E402
-from roomserver.testing.builder import RoomBuilder  # noqa: E402
+from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Outcome
+from roomserver.app import Roomserver
+from roomserver.testing.builder import RoomBuilder
 
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
@@ -59,8 +59,8 @@ async def publish(rs: Roomserver, b: RoomBuilder, batch: int = 500) -> None:
         await rs.input_room_events(request)
 
 
-async def wait_done(rs: Roomserver, builders: list[RoomBuilder], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_done(rs: Roomserver, builders: list[RoomBuilder], limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
     pending = list(builders)
     while pending:
         still = []
@@ -70,7 +70,7 @@ async def wait_done(rs: Roomserver, builders: list[RoomBuilder], timeout: float)
         pending = still
         if pending:
             if time.monotonic() > deadline:
-                raise SystemExit(f"{len(pending)} rooms not done within {timeout} s")
+                raise SystemExit(f"{len(pending)} rooms not done within {limit_s} s")
             await asyncio.sleep(0.05)
 
 
@@ -97,7 +97,7 @@ async def run(args: argparse.Namespace) -> None:
                 profiler.enable()
             t = time.perf_counter()
             await publish(rs, single)
-            await wait_done(rs, [single], timeout=600)
+            await wait_done(rs, [single], limit_s=600)
             elapsed = time.perf_counter() - t
             if profiler:
                 profiler.disable()
@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace) -> None:
 
             t = time.perf_counter()
             await asyncio.gather(*(publish(rs, b, batch=100) for b in many))
-            await wait_done(rs, many, timeout=600)
+            await wait_done(rs, many, limit_s=600)
             elapsed = time.perf_counter() - t
             n = sum(len(b.events) for b in many)
             print(

@@ -362,6 +362,11 @@ class Roomserver:
         self._closed = True
         try:
             await self.bus.stop_workers(grace=grace)
+            if self.processor is not None:
+                try:
+                    await self.processor.close()  # mark published outputs sent
+                except Exception as exc:  # they are republished (deduplicated) after a restart
+                    log.warning("marking outputs sent on close failed: %s", exc)
         finally:
             await self._exit_stack.aclose()
 

@@ -142,6 +142,9 @@ class EventWrite:
     # applying one replaces the target's stored JSON with its redacted form.
     redaction_target: str | None = None
     apply_redaction: AppliedRedaction | None = None
+    # Outbox sequences of this room already published: marked sent in the same transaction
+    # (saves a separate ``mark_outbox_sent``). Unknown sequences are ignored.
+    outbox_sent: Sequence[int] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,20 @@ class PersistResult:
     state_before: SnapshotId | None
     current_state: SnapshotId | None
     stream_position: int
+    # The room's unsent outbox entries after the write, in sequence order (what
+    # ``pending_outbox`` would answer right after it); ``None``: not reported, ask
+    # ``pending_outbox``. A storage that reports it also honours ``EventWrite.outbox_sent``.
+    pending_outbox: tuple[OutboxEntry, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputReads:
+    """The reads the input pipeline makes before deciding on one event, answered at once
+    (``InputReadBatch.read_for_input``)."""
+
+    events: Mapping[str, StoredEvent]  # get_events(event_ids)
+    referenced: AbstractSet[str]  # referenced_as_prev(referenced_ids)
+    redactions: Sequence[RedactionRecord]  # redactions_for(redactions_of), [] if None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +212,19 @@ class EventStore(Protocol):
     async def pending_outbox(self, room_id: str) -> list[OutboxEntry]: ...
 
     async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None: ...
+
+
+class InputReadBatch(Protocol):
+    """Optional: one round trip for ``get_events`` + ``referenced_as_prev`` + ``redactions_for``
+    (the pipeline falls back to the three calls when storage lacks it)."""
+
+    async def read_for_input(
+        self,
+        event_ids: Iterable[str],
+        *,
+        referenced_ids: Iterable[str],
+        redactions_of: str | None,
+    ) -> InputReads: ...
 
 
 class StateStore(Protocol):

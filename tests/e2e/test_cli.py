@@ -127,7 +127,7 @@ async def test_serve_metrics_client_input_and_sigterm(tmp_path: Path) -> None:
                     return False
 
             await wait_for(healthy, timeout=60, interval=0.2)
-            code, out, err = await _run("input", str(events), "--room-version", "10", env=env)
+            code, _, err = await _run("input", str(events), "--room-version", "10", env=env)
             assert code == 0, err
             assert "submitting through the running roomserver" in err
             async with http.get(base + f"/admin/rooms/{b.room_id}/state") as response:

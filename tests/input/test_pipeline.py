@@ -40,6 +40,8 @@ async def test_room_created_and_grown(harness: HarnessFactory) -> None:
     assert await h.store.membership(builder.room_id, BOB) == "join"
     # Each output's message ID is stable: <event_id>:<type>:<n>.
     assert h.publisher.msg_ids()[0] == f"{events[0].event_id}:new_room_event:0"
+    # Published outputs are marked sent with the room's next write, when idle, or at close.
+    await h.processor.close()
     assert await h.store.pending_outbox(builder.room_id) == []
 
 

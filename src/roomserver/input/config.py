@@ -14,9 +14,12 @@ class InputConfig:
     ``missing_events_limit``: ``limit`` of one ``get_missing_events`` request.
     ``verify_fetched_events``: check signatures (via the KeyRing) of events the fetcher returns.
     ``concurrent_update_retries``: in-process retries when another writer moved the room on.
+    ``outbox_mark_idle_s``: published outputs are marked sent with the room's next write, or
+    after the room has been idle this long (storage permitting; see ``OutboxSender``).
     """
 
     max_missing_processing_s: float = 300.0
     missing_events_limit: int = 20
     verify_fetched_events: bool = True
     concurrent_update_retries: int = 3
+    outbox_mark_idle_s: float = 0.5

@@ -28,6 +28,7 @@ from roomserver.input.state import StateBefore, StateResolver
 from roomserver.input.store import (
     EventCache,
     InputStore,
+    Prefetched,
     changes_between,
     full_state,
     state_after_delta,
@@ -48,6 +49,7 @@ class NewEventContext:
     send_as_server: str | None
     transaction_id: TransactionId | None
     referenced: frozenset[str] = frozenset()  # cited as prev events by events just stored
+    prefetched: Prefetched | None = None  # still-valid answers read with the event
 
 
 class LatestEvents:
@@ -67,7 +69,9 @@ class LatestEvents:
         if ctx.rewrites_state:
             extremities: tuple[str, ...] = (event.event_id,)
         else:
-            extremities = await self._forward_extremities(event, old_extremities, ctx.referenced)
+            extremities = await self._forward_extremities(
+                event, old_extremities, ctx.referenced, ctx.prefetched
+            )
         fast = (
             room is not None
             and not ctx.rewrites_state
@@ -109,13 +113,20 @@ class LatestEvents:
         )
 
     async def _forward_extremities(
-        self, event: Event, old: tuple[str, ...], referenced: frozenset[str]
+        self,
+        event: Event,
+        old: tuple[str, ...],
+        referenced: frozenset[str],
+        prefetched: Prefetched | None = None,
     ) -> tuple[str, ...]:
         """Reference §7.3: the event is added unless a stored event already cites it as a prev
         event (it arrived late); old extremities cited by a stored event are dropped."""
         prevs = set(event.prev_event_ids) | referenced
         kept = [e for e in old if e not in prevs and e != event.event_id]
-        cited = await self._store.referenced_as_prev([event.event_id, *kept])
+        ask = [event.event_id, *kept]
+        cited = prefetched.cited(ask) if prefetched is not None else None
+        if cited is None:
+            cited = await self._store.referenced_as_prev(ask)
         if event.event_id in cited and old:
             return tuple(sorted(old))
         kept = [e for e in kept if e not in cited]

@@ -35,6 +35,7 @@ class Budget:
         self.seconds = seconds
         self.deadline = asyncio.get_running_loop().time() + seconds
         self.outputs_queued = 0  # by fetched events processed on the way
+        self.writes = 0  # persists made for this input so far (fetched events included)
 
     async def run(self, what: str, awaitable: Awaitable[T]) -> T:
         """Await a fetch; a timeout or failure becomes ``MissingData`` (transient or not)."""

@@ -47,17 +47,19 @@ from roomserver.input.errors import (
 )
 from roomserver.input.latest import LatestEvents, NewEventContext
 from roomserver.input.missing import Budget, FetchedJob, MissingPrevEvents
-from roomserver.input.outputs import OutboxBuilder
+from roomserver.input.outputs import OutboxBuilder, OutboxSender
 from roomserver.input.redactions import RedactionEffects, Redactions
 from roomserver.input.state import StateBefore, StateResolver, state_from_prevs, supplied_state
-from roomserver.input.store import EventCache, InputStore, SnapshotEntries
+from roomserver.input.store import EventCache, InputStore, Prefetched, SnapshotEntries
 from roomserver.ports import (
     Clock,
     ConcurrentUpdate,
     EventStatus,
     EventWrite,
+    InputReadBatch,
     KeyRing,
     MissingEventFetcher,
+    OutboxEntry,
     OutputPublisher,
     RoomInfo,
     StateDelta,
@@ -98,6 +100,8 @@ class _Facts:
     gap_procedure_ran: bool = False
     history_visibility: str = "shared"
     soft_failed: str | None = None
+    prefetched: Prefetched | None = None  # read with the event; valid while nothing is written
+    prefetched_at: int = -1  # budget.writes when read
 
 
 class InputProcessor:
@@ -139,6 +143,11 @@ class InputProcessor:
         # Rooms as this processor last wrote them (per-room exclusivity makes them current; a
         # stale one fails the version check of the next RoomUpdate, which clears the cache).
         self._rooms: OrderedDict[str, RoomInfo] = OrderedDict()
+        self._batch: InputReadBatch | None = (
+            store if callable(getattr(store, "read_for_input", None)) else None  # type: ignore[assignment]
+        )
+        self._outbox = OutboxSender(store, publisher, mark_idle_s=self.config.outbox_mark_idle_s)
+        self._pending: dict[str, tuple[OutboxEntry, ...]] = {}  # as the last write reported
 
     # -- entry points ---------------------------------------------------------------------------
     async def process(self, item: InputRoomEvent) -> EventResult:
@@ -166,15 +175,12 @@ class InputProcessor:
 
     async def flush_outbox(self, room_id: str) -> int:
         """Publish the room's unsent outputs in order and mark them sent; returns how many."""
-        pending = await self._store.pending_outbox(room_id)
-        if not pending:
-            return 0
-        for entry in sorted(pending, key=lambda e: e.sequence):
-            await self._publisher.publish_output(
-                room_id, entry.output_type, entry.payload, msg_id=entry.msg_id
-            )
-        await self._store.mark_outbox_sent(room_id, [e.sequence for e in pending])
-        return len(pending)
+        self._pending.pop(room_id, None)
+        return await self._outbox.flush(room_id)
+
+    async def close(self) -> None:
+        """Mark sent every output published but not marked yet (see ``OutboxSender``)."""
+        await self._outbox.close()
 
     # -- one input event ------------------------------------------------------------------------
     async def _process_item(self, item: InputRoomEvent) -> EventResult:
@@ -182,11 +188,22 @@ class InputProcessor:
             event, room = await self._parse(item)
         except (InvalidEvent, UnknownRoomVersion, InputInvalid) as exc:
             return EventResult(_event_id_hint(item), Outcome.INVALID, str(exc))
-        # One read for the event itself and its prev events (usually cached: just processed).
+        # One read for the event itself and its prev events (usually cached: just processed),
+        # with what the write will need to know (which events are cited as prevs; redactions).
         cached_prevs = self._stateful_cached(event.prev_event_ids)
-        found = await self._store.get_events(
-            [event.event_id, *(p for p in event.prev_event_ids if p not in cached_prevs)]
-        )
+        wanted = [event.event_id, *(p for p in event.prev_event_ids if p not in cached_prevs)]
+        prefetched: Prefetched | None = None
+        if self._batch is not None:
+            cited = _cited_ids(event, room)
+            reads = await self._batch.read_for_input(
+                wanted, referenced_ids=cited, redactions_of=event.event_id
+            )
+            found = dict(reads.events)
+            prefetched = Prefetched(
+                frozenset(cited), frozenset(reads.referenced), tuple(reads.redactions)
+            )
+        else:
+            found = await self._store.get_events(wanted)
         stored = found.pop(event.event_id, None)
         for prev in found.values():
             self._events.remember(prev)
@@ -209,9 +226,10 @@ class InputProcessor:
         )
         try:
             budget = Budget(self.config.max_missing_processing_s)
-            result, outputs = await self._handle(job, budget, room)
+            result, outputs = await self._handle(job, budget, room, prefetched)
+            pending = self._pending.pop(event.room_id, None)
             if outputs or budget.outputs_queued:
-                await self.flush_outbox(event.room_id)
+                await self._outbox.publish(event.room_id, pending)
         except InputInvalid as exc:
             return EventResult(event.event_id, Outcome.INVALID, str(exc))
         except Exception as exc:
@@ -268,10 +286,14 @@ class InputProcessor:
 
     # -- the pipeline ---------------------------------------------------------------------------
     async def _handle(
-        self, job: _Job, budget: Budget, room: RoomInfo | None
+        self,
+        job: _Job,
+        budget: Budget,
+        room: RoomInfo | None,
+        prefetched: Prefetched | None = None,
     ) -> tuple[EventResult, int]:
         """Gather, decide, commit one event; returns its result and how many outputs it queued."""
-        facts = _Facts(room=room)
+        facts = _Facts(room=room, prefetched=prefetched, prefetched_at=budget.writes)
         servers = _LazyServers(self, job, room)
         facts.rejection = await self._check_auth_events(job, servers, budget)
         if job.kind is not Kind.OUTLIER:
@@ -292,7 +314,11 @@ class InputProcessor:
                 facts.state,
                 gap_filled=facts.referenced if facts.gap_procedure_ran else None,
             )
-        return await self._commit(job, facts)
+        if budget.writes != facts.prefetched_at:
+            facts.prefetched = None  # a gap filled or an auth chain stored since it was read
+        committed = await self._commit(job, facts)
+        budget.writes += 1
+        return committed
 
     async def _gather_state_before(
         self, job: _Job, facts: _Facts, servers: _LazyServers, budget: Budget
@@ -342,6 +368,7 @@ class InputProcessor:
         outbox = OutboxBuilder(event.room_id, event.event_id)
         room_update = None
         effects = RedactionEffects()
+        prefetched = facts.prefetched
         if facts.rejection is None:
             if job.kind is Kind.NEW and facts.soft_failed is None and state is not None:
                 ctx = NewEventContext(
@@ -352,6 +379,7 @@ class InputProcessor:
                     send_as_server=job.send_as_server,
                     transaction_id=job.transaction_id,
                     referenced=facts.referenced,
+                    prefetched=prefetched,
                 )
                 room_update = await self._latest.update(ctx, room, outbox)
             elif job.kind is Kind.OLD:
@@ -369,7 +397,9 @@ class InputProcessor:
                     state,
                     outbox,
                     room_current_state=room.current_state if room is not None else None,
+                    prefetched=prefetched,
                 )
+        marks = self._outbox.marks_for(event.room_id)
         persisted = await self._store.persist(
             EventWrite(
                 event=event,
@@ -381,8 +411,14 @@ class InputProcessor:
                 outbox=tuple(outbox.entries),
                 redaction_target=effects.redaction_target,
                 apply_redaction=effects.applied,
+                outbox_sent=marks,
             )
         )
+        if persisted.pending_outbox is not None:
+            self._outbox.marked(event.room_id, marks)
+            self._pending[event.room_id] = persisted.pending_outbox
+        else:
+            self._pending.pop(event.room_id, None)
         if room_update is not None:
             self._remember_room(
                 RoomInfo(
@@ -597,6 +633,16 @@ class _LazyServers:
         if self._servers is None:
             self._servers = await self._processor.servers_for(self._job, self._room)
         return self._servers
+
+
+def _cited_ids(event: Event, room: RoomInfo | None) -> list[str]:
+    """What ``LatestEvents`` will ask ``referenced_as_prev`` about on the common path: the
+    event and the old extremities it does not cite."""
+    if room is None:
+        return [event.event_id]
+    prevs = set(event.prev_event_ids)
+    kept = [e for e in room.forward_extremities if e not in prevs and e != event.event_id]
+    return [event.event_id, *kept]
 
 
 def _missing_prevs(event: Event, prevs: Mapping[str, StoredEvent]) -> list[str]:

@@ -8,7 +8,7 @@ before the redaction, the target's stored JSON is replaced by its redacted form 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,8 @@ from roomserver.core.pdu import Event
 from roomserver.core.redaction import redact_with
 from roomserver.input.outputs import OutboxBuilder
 from roomserver.input.state import StateBefore
-from roomserver.input.store import EventCache, InputStore, snapshot_of
-from roomserver.ports import AppliedRedaction, SnapshotId, StateKey
+from roomserver.input.store import EventCache, InputStore, Prefetched, snapshot_of
+from roomserver.ports import AppliedRedaction, RedactionRecord, SnapshotId, StateKey
 
 _KEYS: tuple[StateKey, ...] = (CREATE_KEY, POWER_LEVELS_KEY)
 
@@ -53,11 +53,13 @@ class Redactions:
         outbox: OutboxBuilder,
         *,
         room_current_state: int | None,
+        prefetched: Prefetched | None = None,
     ) -> RedactionEffects:
         """What storing ``event`` (accepted, not soft-failed) does to redactions."""
         if event.type == "m.room.redaction" and event.state_key is None:
             return await self._as_redaction(event, state_before, outbox, room_current_state)
-        return await self._as_target(event, outbox)
+        records = prefetched.redactions if prefetched is not None else None
+        return await self._as_target(event, outbox, records)
 
     async def _as_redaction(
         self,
@@ -82,8 +84,11 @@ class Redactions:
             return RedactionEffects(redaction_target=target_id)
         return RedactionEffects(target_id, self._apply(target.event, redaction, outbox))
 
-    async def _as_target(self, target: Event, outbox: OutboxBuilder) -> RedactionEffects:
-        records = await self._store.redactions_for(target.event_id)
+    async def _as_target(
+        self, target: Event, outbox: OutboxBuilder, records: Sequence[RedactionRecord] | None
+    ) -> RedactionEffects:
+        if records is None:
+            records = await self._store.redactions_for(target.event_id)
         pending = sorted(
             r.redaction_id for r in records if r.target_id == target.event_id and not r.validated
         )

@@ -9,7 +9,8 @@ the state after a stored event is its state-before snapshot plus itself, never a
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from roomserver.api import StoredEvent
@@ -18,6 +19,7 @@ from roomserver.ports import (
     AuthChainIndex,
     EventStore,
     MembershipStore,
+    RedactionRecord,
     SnapshotId,
     StateDelta,
     StateKey,
@@ -27,6 +29,24 @@ from roomserver.ports import (
 
 class InputStore(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
     """The storage the input pipeline uses (a subset of ``roomserver.ports.Storage``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """Answers read together with the event at the start of its processing (one round trip):
+    which of ``referenced_ids`` stored events cite as prev events, and the redaction records
+    of the event. Valid until the pipeline writes anything else (then asked again)."""
+
+    referenced_ids: frozenset[str]
+    referenced: frozenset[str]
+    redactions: Sequence[RedactionRecord]
+
+    def cited(self, event_ids: Iterable[str]) -> set[str] | None:
+        """``referenced_as_prev(event_ids)`` if known here, else ``None``."""
+        wanted = set(event_ids)
+        if not wanted <= self.referenced_ids:
+            return None
+        return wanted & self.referenced
 
 
 class EventCache:

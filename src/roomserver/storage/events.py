@@ -21,7 +21,9 @@ from roomserver.ports import (
     CorruptData,
     EventStatus,
     EventWrite,
+    OutboxEntry,
     PersistResult,
+    RedactionRecord,
     RoomInfo,
     RoomUpdate,
     SnapshotId,
@@ -254,12 +256,76 @@ async def persist(tx: Tx, cache: TxCache, enc: EncodedWrite) -> PersistResult:
         "ON CONFLICT (msg_id) DO NOTHING",
         [(room.room_nid, o.msg_id, o.output_type, o.payload) for o in w.outbox],
     )
+    if w.outbox_sent:
+        await _mark_sent(tx, room.room_nid, sorted(set(w.outbox_sent)))
     tx.checkpoint("outbox")
+    pending = await tx.fetch(
+        "SELECT msg_id, output_type, payload, sequence FROM outbox "
+        "WHERE room_nid = ? AND sent = 0 ORDER BY sequence",
+        room.room_nid,
+    )
     return PersistResult(
         state_before=None if state_before is None else SnapshotId(state_before),
         current_state=None if current is None else SnapshotId(current),
         stream_position=nid,
+        pending_outbox=tuple(_outbox_entry(r) for r in pending),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbox, prev edges, redactions
+
+
+def _outbox_entry(row: Row) -> OutboxEntry:
+    return OutboxEntry(row[0], row[1], bytes(row[2]), int(row[3]))
+
+
+async def _mark_sent(tx: Tx, room_nid: int, sequences: list[int]) -> None:
+    """Entries sent keep their message IDs (deduplication); their payloads are dropped."""
+    for part in chunks(sequences):
+        await tx.execute(
+            "UPDATE outbox SET sent = 1, payload = ? WHERE sequence IN @LIST AND room_nid = ?",
+            b"",
+            part,
+            room_nid,
+        )
+
+
+async def pending_outbox(tx: Tx, room_id: str) -> list[OutboxEntry]:
+    rows = await tx.fetch(
+        "SELECT o.msg_id, o.output_type, o.payload, o.sequence FROM outbox o "
+        "JOIN rooms r ON r.room_nid = o.room_nid "
+        "WHERE r.room_id = ? AND o.sent = 0 ORDER BY o.sequence",
+        room_id,
+    )
+    return [_outbox_entry(r) for r in rows]
+
+
+async def mark_outbox_sent(tx: Tx, room_id: str, sequences: list[int]) -> None:
+    row = await tx.fetchrow("SELECT room_nid FROM rooms WHERE room_id = ?", room_id)
+    if row is not None:
+        await _mark_sent(tx, int(row[0]), sequences)
+
+
+async def referenced_as_prev(tx: Tx, event_ids: list[str]) -> set[str]:
+    """The IDs among ``event_ids`` (sorted, distinct) some stored event cites as a prev."""
+    out: set[str] = set()
+    for part in chunks(event_ids):
+        rows = await tx.fetch(
+            "SELECT DISTINCT prev_event_id FROM prev_edges WHERE prev_event_id IN @LIST", part
+        )
+        out.update(r[0] for r in rows)
+    return out
+
+
+async def redactions_for(tx: Tx, event_id: str) -> list[RedactionRecord]:
+    rows = await tx.fetch(
+        "SELECT redaction_id, target_id, validated FROM redactions "
+        "WHERE target_id = ? OR redaction_id = ? ORDER BY redaction_id",
+        event_id,
+        event_id,
+    )
+    return [RedactionRecord(r[0], r[1], bool(r[2])) for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------

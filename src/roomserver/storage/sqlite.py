@@ -4,15 +4,23 @@ Each transaction is a single hand-off to a database thread, which runs the whole
 function (see ``roomserver.storage.engine``) and commits; the event loop never touches the disk.
 Write transactions start with ``BEGIN IMMEDIATE``, so two processes sharing a file serialise
 instead of failing at commit time.
+
+Group commit: writes that queue up while the writer thread is busy (many rooms at once) run in
+the next hand-off as one transaction, each inside its own ``SAVEPOINT``: a write that raises is
+rolled back alone and gets its exception; the others commit together, and every caller gets its
+result only after that ``COMMIT`` (so each write stays atomic and durable on return). A lone
+write runs as before, without a savepoint. This saves a ``COMMIT`` (the dearest statement) and a
+hand-off per write when the writer is the bottleneck.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from roomserver.ports import CorruptData, StorageError, StorageUnavailable
 from roomserver.storage.dialect import Dialect, compile_query
@@ -102,6 +110,8 @@ class SqliteEngine:
         self._writer = _Lane("roomserver-sqlite-write")
         self._reader = self._writer if path == ":memory:" else _Lane("roomserver-sqlite-read")
         self.fault_injector: Callable[[str], None] | None = None
+        self._queued: list[tuple[TxFunction[Any], asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self._call(self._writer, lambda: self._connect(self._writer))
@@ -132,8 +142,84 @@ class SqliteEngine:
             raise
 
     async def run(self, fn: TxFunction[T], *, write: bool) -> T:
-        lane = self._writer if write else self._reader
+        if write:
+            return await self._write(fn)
+        lane = self._reader
         return await self._call(lane, lambda: self._run_sync(lane, fn, write))
+
+    async def _write(self, fn: TxFunction[T]) -> T:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((fn, future))
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        return cast(T, await future)
+
+    async def _drain(self) -> None:
+        """Hand the queued writes to the writer thread, a batch per hand-off, until none is left."""
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    outcomes = await self._call(
+                        self._writer, functools.partial(self._run_batch, batch)
+                    )
+                except BaseException as exc:  # the whole transaction failed (or was not begun)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._drainer = None
+
+    def _run_batch(
+        self, batch: Sequence[tuple[TxFunction[Any], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        """One write transaction for ``batch``: (True, result) or (False, exception) each."""
+        if len(batch) == 1:
+            return [(True, self._run_sync(self._writer, batch[0][0], True))]
+        conn = self._writer.conn
+        if conn is None:
+            raise StorageUnavailable("the SQLite storage is closed")
+        outcomes: list[tuple[bool, Any]] = []
+        committed: list[SqliteTx] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, _ in batch:
+                tx = SqliteTx(conn, self.fault_injector)
+                conn.execute("SAVEPOINT write")
+                try:
+                    result = drive_to_completion(fn(tx))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO write")
+                    conn.execute("RELEASE write")
+                    if isinstance(exc, sqlite3.Error):
+                        error: Exception = storage_error_from_sqlite(exc)
+                        error.__cause__ = exc
+                    else:
+                        error = exc
+                    outcomes.append((False, error))
+                    continue
+                conn.execute("RELEASE write")
+                outcomes.append((True, result))
+                committed.append(tx)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        for tx in committed:
+            for callback in tx._callbacks:
+                callback()
+        return outcomes
 
     def _run_sync(self, lane: _Lane, fn: TxFunction[T], write: bool) -> T:
         conn = lane.conn

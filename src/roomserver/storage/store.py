@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -9,6 +10,7 @@ from roomserver.api import StoredEvent
 from roomserver.core.canonical_json import canonical_json
 from roomserver.ports import (
     EventWrite,
+    InputReads,
     OutboxEntry,
     PersistResult,
     RedactionRecord,
@@ -21,9 +23,13 @@ from roomserver.storage import authchain, events, state
 from roomserver.storage.cache import Caches, TxCache
 from roomserver.storage.dialect import Dialect
 from roomserver.storage.engine import Engine, Tx
-from roomserver.storage.ids import chunks
 
 T = TypeVar("T")
+
+#: How long ``get_server_keys`` answers from memory. Our own ``put_server_keys`` refreshes it at
+#: once; keys another process stores are seen within this delay (the key ring then at worst
+#: fetches a key again).
+SERVER_KEY_CACHE_S = 5.0
 
 
 class SqlStorage:
@@ -32,6 +38,8 @@ class SqlStorage:
     def __init__(self, engine: Engine, *, cache_size: int = 200_000) -> None:
         self._engine = engine
         self._caches = Caches(cache_size)
+        self._server_keys: dict[str, tuple[float, dict[str, ServerKeyRecord]]] = {}
+        self._server_keys_generation = 0  # bumped by put_server_keys: drops racing reads
 
     @property
     def dialect(self) -> Dialect:
@@ -47,6 +55,7 @@ class SqlStorage:
 
     def clear_caches(self) -> None:
         self._caches.clear()
+        self._server_keys.clear()
 
     async def _run(
         self, fn: Callable[[Tx, TxCache], Coroutine[Any, Any, T]], *, write: bool = False
@@ -84,44 +93,36 @@ class SqlStorage:
         return await self._run(lambda tx, cache: events.persist(tx, cache, encoded), write=True)
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
-        async def fn(tx: Tx, _: TxCache) -> list[RedactionRecord]:
-            rows = await tx.fetch(
-                "SELECT redaction_id, target_id, validated FROM redactions "
-                "WHERE target_id = ? OR redaction_id = ? ORDER BY redaction_id",
-                event_id,
-                event_id,
-            )
-            return [RedactionRecord(r[0], r[1], bool(r[2])) for r in rows]
-
-        return await self._run(fn)
+        return await self._run(lambda tx, _: events.redactions_for(tx, event_id))
 
     async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
         """The IDs among ``event_ids`` that some stored event lists in its prev_events."""
         wanted = sorted(set(event_ids))
+        return await self._run(lambda tx, _: events.referenced_as_prev(tx, wanted))
 
-        async def fn(tx: Tx, _: TxCache) -> set[str]:
-            out: set[str] = set()
-            for part in chunks(wanted):
-                rows = await tx.fetch(
-                    "SELECT DISTINCT prev_event_id FROM prev_edges WHERE prev_event_id IN @LIST",
-                    part,
-                )
-                out.update(r[0] for r in rows)
-            return out
+    async def read_for_input(
+        self,
+        event_ids: Iterable[str],
+        *,
+        referenced_ids: Iterable[str],
+        redactions_of: str | None,
+    ) -> InputReads:
+        """``get_events``, ``referenced_as_prev`` and ``redactions_for`` in one hand-off."""
+        wanted = list(event_ids)
+        cited = sorted(set(referenced_ids))
+
+        async def fn(tx: Tx, cache: TxCache) -> InputReads:
+            found = await events.get_events(tx, cache, wanted) if wanted else {}
+            referenced = await events.referenced_as_prev(tx, cited) if cited else set()
+            redactions = (
+                await events.redactions_for(tx, redactions_of) if redactions_of is not None else []
+            )
+            return InputReads(found, referenced, redactions)
 
         return await self._run(fn)
 
     async def pending_outbox(self, room_id: str) -> list[OutboxEntry]:
-        async def fn(tx: Tx, _: TxCache) -> list[OutboxEntry]:
-            rows = await tx.fetch(
-                "SELECT o.msg_id, o.output_type, o.payload, o.sequence FROM outbox o "
-                "JOIN rooms r ON r.room_nid = o.room_nid "
-                "WHERE r.room_id = ? AND o.sent = 0 ORDER BY o.sequence",
-                room_id,
-            )
-            return [OutboxEntry(r[0], r[1], bytes(r[2]), int(r[3])) for r in rows]
-
-        return await self._run(fn)
+        return await self._run(lambda tx, _: events.pending_outbox(tx, room_id))
 
     async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None:
         """Mark entries sent. Their message IDs stay (deduplication); payloads are dropped."""
@@ -130,14 +131,7 @@ class SqlStorage:
             return
 
         async def fn(tx: Tx, _: TxCache) -> None:
-            for part in chunks(wanted):
-                await tx.execute(
-                    "UPDATE outbox SET sent = 1, payload = ? WHERE sequence IN @LIST "
-                    "AND room_nid = (SELECT room_nid FROM rooms WHERE room_id = ?)",
-                    b"",
-                    part,
-                    room_id,
-                )
+            await events.mark_outbox_sent(tx, room_id, wanted)
 
         await self._run(fn, write=True)
 
@@ -207,8 +201,18 @@ class SqlStorage:
     async def get_server_keys(
         self, server_name: str, key_ids: Collection[str] | None = None
     ) -> dict[str, ServerKeyRecord]:
-        """Cached keys of ``server_name`` (only ``key_ids`` if given), by key ID."""
+        """Cached keys of ``server_name`` (only ``key_ids`` if given), by key ID. Answered from
+        memory for ``SERVER_KEY_CACHE_S`` after a read (the key ring asks for every event)."""
+        hit = self._server_keys.get(server_name)
+        if hit is not None and time.monotonic() - hit[0] < SERVER_KEY_CACHE_S:
+            return {k: r for k, r in hit[1].items() if key_ids is None or k in key_ids}
+        read_at, generation = time.monotonic(), self._server_keys_generation
+        records = await self._read_server_keys(server_name)
+        if generation == self._server_keys_generation:
+            self._server_keys[server_name] = (read_at, records)
+        return {k: r for k, r in records.items() if key_ids is None or k in key_ids}
 
+    async def _read_server_keys(self, server_name: str) -> dict[str, ServerKeyRecord]:
         async def fn(tx: Tx, _: TxCache) -> dict[str, ServerKeyRecord]:
             rows = await tx.fetch(
                 "SELECT key_id, verify_key, valid_until_ts, expired_ts FROM server_keys "
@@ -216,9 +220,7 @@ class SqlStorage:
                 server_name,
             )
             return {
-                r[0]: ServerKeyRecord(server_name, r[0], bytes(r[1]), int(r[2]), r[3])
-                for r in rows
-                if key_ids is None or r[0] in key_ids
+                r[0]: ServerKeyRecord(server_name, r[0], bytes(r[1]), int(r[2]), r[3]) for r in rows
             }
 
         return await self._run(fn)
@@ -240,4 +242,9 @@ class SqlStorage:
                 ],
             )
 
-        await self._run(fn, write=True)
+        try:
+            await self._run(fn, write=True)
+        finally:
+            self._server_keys_generation += 1
+            for k in keys:
+                self._server_keys.pop(k.server_name, None)

@@ -135,7 +135,8 @@ class RoomBuilder:
             pdu["auth_events"] = [[a, {"sha256": "x"}] for a in auths]
             server = sender.split(":", 1)[1]
             pdu["event_id"] = f"${next(self._counter)}x{id(self) % 9973}:{server}"
-        if event_type == "m.room.create" and state_key == "" and self.rules.room_id_from_create_event:
+        is_create = event_type == "m.room.create" and state_key == ""
+        if is_create and self.rules.room_id_from_create_event:
             del pdu["room_id"]
         if extra:
             pdu.update(extra)
