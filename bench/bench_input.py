@@ -47,21 +47,8 @@ from roomserver.input import InputProcessor, handle_message
 from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
 
-ALICE = "@alice:example.org"
-BOB = "@bob:example.org"
-
-
-def build_room(room_id: str, messages: int) -> RoomBuilder:
-    """The room ``bench_e2e.py`` uses: two members, messages, a topic change every 50."""
-    b = RoomBuilder("10", room_id=room_id)
-    b.create_room(ALICE)
-    b.join(BOB)
-    for i in range(messages):
-        if i % 50 == 49:
-            b.send("m.room.topic", ALICE, {"topic": f"topic {i}"}, state_key="")
-        else:
-            b.message(BOB if i % 2 else ALICE, f"message {i}")
-    return b
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_e2e import build_room  # the same room as the end-to-end benchmark
 
 
 class _NoClient:
