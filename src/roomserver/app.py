@@ -278,7 +278,7 @@ class Roomserver:
             await stack.enter_async_context(server)
             nats_url = server.url
             await asyncio.to_thread(url_file.write_text, nats_url + "\n")
-            stack.callback(lambda: url_file.unlink(missing_ok=True))
+            stack.push_async_callback(asyncio.to_thread, url_file.unlink, True)
 
         bus_config = BusConfig(
             prefix=config.nats.stream_prefix,

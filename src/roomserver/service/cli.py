@@ -150,12 +150,12 @@ async def _input(config: Config, args: argparse.Namespace) -> int:
     from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome
     from roomserver.app import Roomserver
 
-    pdus = _read_pdus(args.file)
+    pdus = await asyncio.to_thread(_read_pdus, args.file)
     kind = {"new": Kind.NEW, "old": Kind.OLD, "outlier": Kind.OUTLIER}[args.kind]
     counts: dict[str, int] = {}
     failures: list[str] = []
     progress = _Progress(len(pdus), enabled=not args.no_progress and sys.stderr.isatty())
-    standalone_config, run_workers = _client_or_standalone(config)
+    standalone_config, run_workers = await asyncio.to_thread(_client_or_standalone, config)
     async with Roomserver.from_config(standalone_config, run_workers=run_workers) as rs:
         for start in range(0, len(pdus), max(1, args.batch)):
             batch = pdus[start : start + max(1, args.batch)]
