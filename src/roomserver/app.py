@@ -39,6 +39,7 @@ from roomserver.api import (
     encode_input_room_event,
 )
 from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, HandlerResult
+from roomserver.bus.subjects import input_stream_name
 from roomserver.bus.types import SyncReplyTimeout
 from roomserver.core.base64 import decode_base64, encode_base64
 from roomserver.core.errors import CoreError
@@ -380,6 +381,17 @@ class Roomserver:
     def database_description(self) -> str:
         url = self.config.database_url
         return url.split("@", 1)[-1] if "@" in url else url
+
+    async def refresh_gauges(self) -> None:
+        """Set the gauges that are read, not counted: rooms with a running worker, and the input
+        messages not yet processed (the input stream keeps a message until its room acked it)."""
+        self.metrics.active_rooms.set(self.bus.stats().workers)
+        try:
+            info = await self.bus.js.stream_info(input_stream_name(self.bus.config.prefix))
+        except Exception:  # the gauge keeps its last value while the stream is unreachable
+            log.debug("cannot read the input stream's state", exc_info=True)
+            return
+        self.metrics.queue_depth.set(info.state.messages)
 
     # -- the bus handler -----------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ async def serve(config: Config) -> int:
             app = web.Application()
 
             async def metrics(_: web.Request) -> web.Response:
+                await rs.refresh_gauges()
                 return web.Response(body=rs.metrics.render(), content_type="text/plain")
 
             async def health(_: web.Request) -> web.Response:
