@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -15,18 +14,13 @@ import aiohttp
 import pytest
 
 from roomserver import __version__
+from roomserver.bus.embedded import free_port
 from roomserver.core.base64 import encode_base64
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.helpers import ALICE, BOB, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ROOMSERVER = [sys.executable, "-m", "roomserver.service.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _setup(tmp_path: Path, messages: int = 20) -> tuple[RoomBuilder, dict[str, str], Path]:
@@ -50,7 +44,7 @@ def _setup(tmp_path: Path, messages: int = 20) -> tuple[RoomBuilder, dict[str, s
         "ROOMSERVER_DATA_DIR": str(data),
         "ROOMSERVER_SERVER_NAME": "example.org",
         "ROOMSERVER_FEDERATION__ENABLED": "false",
-        "ROOMSERVER_METRICS__LISTEN": f"127.0.0.1:{_free_port()}",
+        "ROOMSERVER_METRICS__LISTEN": f"127.0.0.1:{free_port()}",
     }
     return b, env, events
 
