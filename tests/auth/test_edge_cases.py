@@ -23,7 +23,8 @@ from roomserver.core.auth import (
 )
 from roomserver.core.errors import Rejected
 from roomserver.core.hashes import room_id_from_create_event_id
-from roomserver.core.pdu import Event
+from roomserver.core.pdu import Event, parse_event
+from roomserver.core.redaction import redact
 from roomserver.core.stateres.provider import EventLookup
 from roomserver.testing.builder import RoomBuilder
 from tests.auth.helpers import (
@@ -230,3 +231,30 @@ def test_room_wide_types_without_empty_state_key_are_not_power_events(
     for state_key in (None, "x"):
         event = candidate(b, event_type, ALICE, {}, state_key=state_key)
         assert not is_power_event(event)
+
+
+# -- the redacted form of a v1-v2 redaction (no target) -------------------------------------
+
+REDACTION_RULE = versions(lambda r: r.redaction_auth_rule)
+
+
+@pytest.mark.parametrize("version", REDACTION_RULE)
+@pytest.mark.parametrize(("sender", "allowed"), [(ALICE, True), (BOB, False)])
+def test_v1_v2_redacted_redaction_needs_the_redact_level(
+    version: str, sender: str, allowed: bool
+) -> None:
+    """Without its target (dropped by redaction), the "same server as the redacted event"
+    branch of the v1-v2 rule cannot apply: only the redact level allows it."""
+    b = make_room(version, members=(BOB,))
+    target = b.message(BOB, "x")
+    full = candidate(b, "m.room.redaction", sender, {}, extra={"redacts": target.event_id})
+    assert full.redacts == target.event_id
+    redacted = parse_event(redact(full.pdu, version), version)
+    assert redacted.redacts is None
+    message = outcome(b, redacted)
+    if allowed:
+        assert message is None
+    else:
+        expect_rule(redacted.rules, message, "redaction.otherwise")
+    # The full event of the same server is allowed by the same-server branch.
+    assert outcome(b, full) is None

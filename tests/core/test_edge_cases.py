@@ -22,7 +22,7 @@ from nacl.signing import SigningKey
 
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.hashes import compute_content_hash, compute_event_id
-from roomserver.core.pdu import parse_event
+from roomserver.core.pdu import is_create_event, parse_event
 from roomserver.core.redaction import redact
 from roomserver.core.room_versions import room_version
 from roomserver.core.signatures import sign_event, verify_event
@@ -263,3 +263,28 @@ def test_pdu_without_content_is_signed_over_empty_content(version: str) -> None:
     with pytest.raises(InvalidEvent) as info:
         parse_event(signed, version)
     assert info.value.field == "content"
+
+
+# -- which events are create events ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ALL)
+@pytest.mark.parametrize(
+    ("event_type", "state_key", "expected"),
+    [
+        ("m.room.create", "", True),
+        ("m.room.create", None, False),
+        ("m.room.create", "x", False),
+        ("m.room.create", " ", False),
+        ("m.room.member", "", False),
+        ("m.room.create ", "", False),
+    ],
+)
+def test_is_create_event(
+    version: str, event_type: str, state_key: str | None, expected: bool
+) -> None:
+    overrides: dict[str, Any] = {"type": event_type, "content": {}}
+    if state_key is not None:
+        overrides["state_key"] = state_key
+    event = parse_event(valid_pdu(version, **overrides), version)
+    assert is_create_event(event) is expected
