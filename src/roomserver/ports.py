@@ -321,8 +321,9 @@ class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol)
 
 
 class KeyRing(Protocol):
-    async def verify_event(self, pdu: Mapping[str, Any], room_version: str) -> None:
-        """Check the event's signatures, fetching keys as needed; raise ``InvalidSignature``."""
+    async def verify_event(self, event: Event | Mapping[str, Any], room_version: str) -> None:
+        """Check the event's signatures, fetching keys as needed; raise ``InvalidSignature``.
+        Given an ``Event``, the bytes it computed for its event ID are reused."""
         ...
 
 

@@ -238,7 +238,7 @@ class FakeKeyRing:
         self.builders = builders
         self.calls = 0
 
-    async def verify_event(self, pdu: Mapping[str, Any], room_version: str) -> None:
+    async def verify_event(self, pdu: Event | Mapping[str, Any], room_version: str) -> None:
         self.calls += 1
         keys: dict[str, dict[str, Any]] = {}
         for builder in self.builders:

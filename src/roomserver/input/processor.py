@@ -404,7 +404,7 @@ class InputProcessor:
     async def _verify(self, event: Event, origin: str | None, room: RoomInfo | None) -> Event:
         """Spec 7.2-7.3 and server ACLs: signatures (on the redacted form), the content hash
         (a mismatch means the event is used redacted), and the origin's server ACL."""
-        await self._keyring.verify_event(event.pdu, event.room_version)
+        await self._keyring.verify_event(event, event.room_version)
         if not check_content_hash(event.pdu):
             log.info("content hash mismatch for %s: using its redacted form", event.event_id)
             redacted = redact_with(event.pdu, event.rules)

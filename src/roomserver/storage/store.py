@@ -41,7 +41,10 @@ def _encode(write: EventWrite) -> events.EncodedWrite:
         if write.apply_redaction is None
         else canonical_json(write.apply_redaction.redacted_pdu, strict=strict)
     )
-    return events.EncodedWrite(write, canonical_json(write.event.pdu, strict=strict), redacted)
+    encoded = write.event.canonical_bytes  # parse_event encoded it already (size check)
+    if encoded is None:
+        encoded = canonical_json(write.event.pdu, strict=strict)
+    return events.EncodedWrite(write, encoded, redacted)
 
 
 class SqlStorage:
