@@ -13,6 +13,7 @@ S1 = state after E8, S2 = state after E10.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -39,6 +40,7 @@ from roomserver.core.stateres import (
     separate_conflicted_state,
 )
 from roomserver.testing.builder import RoomBuilder
+from tests.stateres.helpers import auth_closure, random_fork, reference_auth_difference
 
 A, B, C = "@alice:example.org", "@bob:example.org", "@carol:example.org"
 CREATE, PL, JR, TOPIC = (
@@ -292,3 +294,64 @@ def test_the_steps_compose_to_resolve_state(fork: Fork) -> None:
     resolved = {**partial, **unconflicted}
     assert resolved == resolve_state(fork.version, state_sets, fork.events)
     assert resolved[TOPIC] == fork.e[8]  # B's topic comes last in mainline order
+
+
+# -- on random forks, against plain reference computations -----------------------------------
+
+SEEDS = range(8)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_forks_against_references(version: str, seed: int) -> None:
+    b, sets = random_fork(version, seed)
+    events = b.events
+    # Separation: every key with one value everywhere is unconflicted, the rest conflicted.
+    unconflicted, conflicted = separate_conflicted_state(sets, events)
+    keys = set().union(*sets)
+    for key in keys:
+        values = {s.get(key) for s in sets}
+        if len(values) == 1:
+            assert unconflicted[key] == sets[0][key]
+        else:
+            assert conflicted[key] == frozenset(v for v in values if v is not None)
+    assert set(unconflicted) | set(conflicted) == keys
+    assert not set(unconflicted) & set(conflicted)
+    # Auth chain and auth difference.
+    for event_id in list(events)[-5:]:
+        parents = set(events[event_id].auth_event_ids)
+        assert full_auth_chain([event_id], events) == auth_closure(parents, events)
+    assert auth_difference(sets, events) == reference_auth_difference(sets, events)
+    # Conflicted state subgraph: conflicted events and what lies between them.
+    conflicted_ids = set().union(*conflicted.values())
+    expected = set(conflicted_ids)
+    for event_id in auth_closure(conflicted_ids, events) - conflicted_ids:
+        if (auth_closure({event_id}, events) - {event_id}) & conflicted_ids:
+            expected.add(event_id)
+    assert conflicted_state_subgraph(conflicted_ids, events) == expected
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_power_ordering_is_the_smallest_topological_order(version: str, seed: int) -> None:
+    b, sets = random_fork(version, seed)
+    events = b.events
+    full = sorted(full_conflicted_set(version, sets, events))
+    ordered = reverse_topological_power_ordering(full, events)
+    shuffled = list(full)
+    random.Random(seed).shuffle(shuffled)
+    assert reverse_topological_power_ordering(shuffled, events) == ordered
+    # Reference: repeatedly take the smallest event whose auth events (in the set) are out.
+    inside = set(full)
+
+    def key(event_id: str) -> tuple[float, int, str]:
+        event = events[event_id]
+        return (-sender_power_level(event_id, events), event.origin_server_ts, event_id)
+
+    left, out = set(full), []
+    while left:
+        ready = [e for e in left if set(events[e].auth_event_ids) & inside <= set(out)]
+        choice = min(ready, key=key)
+        out.append(choice)
+        left.remove(choice)
+    assert ordered == out
