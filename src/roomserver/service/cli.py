@@ -15,6 +15,7 @@ from typing import Any
 
 from roomserver import __version__
 from roomserver.service.config import Config, ConfigError, load_config
+from roomserver.service.logs import configure_logging
 
 log = logging.getLogger("roomserver")
 
@@ -68,10 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"roomserver: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config)
     try:
         if args.command == "serve":
             from roomserver.service.serve import serve
