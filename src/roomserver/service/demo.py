@@ -31,16 +31,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome
 from roomserver.core.pdu import Event
-from roomserver.federation.keyring import FOREVER_TS
-from roomserver.ports import ServerKeyRecord
 from roomserver.service.config import Config
 from roomserver.testing.builder import RoomBuilder
+
+if TYPE_CHECKING:
+    from roomserver.app import Roomserver
 
 DEMO_ROOM_VERSION = "11"
 DEMO_ROOM_ID = "!demo:north.example"
@@ -244,15 +245,12 @@ async def run_demo(config: Config, args: argparse.Namespace) -> int:
     return 1 if mismatches else 0
 
 
-async def _trust_demo_keys(rs: Any) -> None:
-    """Trust the demo servers' keys out of band here, and in the database's key store for the
-    running ``serve`` that may process the events (see the module docstring)."""
-    records = []
+async def _trust_demo_keys(rs: Roomserver) -> None:
+    """Trust the demo servers' keys here and, through the database's key store, in the running
+    ``serve`` that may process the events (see the module docstring)."""
     for server, keys in sorted(demo_verify_keys().items()):
         for key_id, verify_key in keys.items():
-            rs.keyring.add_verify_key(server, key_id, verify_key)
-            records.append(ServerKeyRecord(server, key_id, bytes(verify_key), FOREVER_TS, None))
-    await rs.storage.put_server_keys(records)
+            await rs.keyring.share_verify_key(server, key_id, verify_key)
 
 
 def _write_text(path: Path, text: str) -> None:
