@@ -79,7 +79,7 @@ DEFAULT_KEY_ID = "ed25519:auto"
 
 
 def check_key_id(key_id: str) -> str:
-    """``key_id`` if it is an ed25519 signing key ID (``ed25519:`` then ``[a-zA-Z0-9_]``)."""
+    """``key_id`` if it is an ed25519 signing key ID (``config.KEY_ID_RE``); else ``ValueError``."""
     if not KEY_ID_RE.fullmatch(key_id):
         raise ValueError(f"signing key ID {key_id!r}: expected 'ed25519:' then [a-zA-Z0-9_-]")
     return key_id
@@ -276,11 +276,11 @@ class Roomserver:
 
     @classmethod
     async def _start(
-        cls, config: Config, signing_key: tuple[str, SigningKey] | None, run_workers: bool
+        cls, config: Config, own_key: tuple[str, SigningKey] | None, run_workers: bool
     ) -> Roomserver:
         stack = AsyncExitStack()
         try:
-            return await cls._start_in(stack, config, signing_key, run_workers)
+            return await cls._start_in(stack, config, own_key, run_workers)
         except BaseException:
             await stack.aclose()
             raise
@@ -290,18 +290,18 @@ class Roomserver:
         cls,
         stack: AsyncExitStack,
         config: Config,
-        signing_key: tuple[str, SigningKey] | None,
+        own_key: tuple[str, SigningKey] | None,
         run_workers: bool,
     ) -> Roomserver:
         data_dir = Path(config.data_dir)
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
         key: SigningKey
-        if signing_key is None:
+        if own_key is None:
             key_id, key = await asyncio.to_thread(
                 load_or_create_signing_key, config.signing_key_file
             )
         else:
-            key_id, key = signing_key
+            key_id, key = own_key
 
         storage = await open_storage(config.database_url)
         stack.push_async_callback(storage.close)
