@@ -266,7 +266,7 @@ def _describe(event: Event) -> str:
     content = event.content
     if event.type == "m.room.member":
         return f"{event.state_key}: {content.get('membership')}"
-    for field in ("topic", "name", "join_rule", "body"):
+    for field in ("topic", "name", "join_rule", "body", "room_version"):
         if isinstance(content.get(field), str):
             return f"{field}: {content[field]}"
     if event.type == "m.room.power_levels":
