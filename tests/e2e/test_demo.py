@@ -112,6 +112,8 @@ def _check_demo_json(result: dict[str, Any]) -> None:
 
 async def test_demo_standalone_exits_0_and_reruns_the_same(tmp_path: Path) -> None:
     env = _env(tmp_path)
+    code, out, _ = await _run("--help", env=env)
+    assert code == 0 and "demo" in out
     code, out, err = await _run("demo", env=env)
     assert code == 0, err
     outcomes = {line.split()[1] for line in out.splitlines() if line[:4].strip().isdigit()}

@@ -85,3 +85,26 @@ async def test_trusted_keys_from_config_verify_a_remote_room(
         r.reason for r in response.results
     ]
     assert await rs.current_state(b.room_id) == b.state
+
+
+async def test_a_shared_key_reaches_a_roomserver_already_running_on_the_database(
+    open_roomserver: OpenRoomserver,
+) -> None:
+    """``KeyRing.share_verify_key`` (what ``roomserver demo`` does): another roomserver on the
+    same database, started before, verifies with the key without fetching it."""
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    federation = FederationConfig(
+        enabled=False,
+        server_overrides={"shared.example": unreachable},
+        request_timeout_s=2.0,
+    )
+    running = await open_roomserver(federation=federation)
+    client = await open_roomserver(federation=federation, run_workers=False)
+    b = RoomBuilder("10", server_name="shared.example", room_id="!shared:shared.example")
+    key_id, key = b.key_for("shared.example")
+    await client.keyring.share_verify_key("shared.example", key_id, key.verify_key)
+    setup = b.create_room("@alice:shared.example")
+    response = await submit(running, [e.pdu for e in setup])
+    assert [r.outcome for r in response.results] == [Outcome.ACCEPTED] * len(setup), [
+        r.reason for r in response.results
+    ]
