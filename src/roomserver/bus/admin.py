@@ -178,11 +178,13 @@ async def pending_for_room(js: JetStreamContext, config: BusConfig, room_id: str
     return int((info.state.subjects or {}).get(subject, 0))
 
 
-async def purge_room(nc: NATS, config: BusConfig, room_id: str, *, timeout: float = 10.0) -> int:
+async def purge_room(nc: NATS, config: BusConfig, room_id: str) -> int:
     """Drop every queued input message of ``room_id``; returns how many were dropped."""
     stream = input_stream_name(config.prefix)
     request = json.dumps({"filter": input_subject(config.prefix, room_id)}).encode()
-    reply = await nc.request(f"$JS.API.STREAM.PURGE.{stream}", request, timeout=timeout)
+    reply = await nc.request(
+        f"$JS.API.STREAM.PURGE.{stream}", request, timeout=config.publish_timeout
+    )
     body = json.loads(reply.data)
     if "error" in body:
         raise BusError(f"purge of room {room_id}'s input failed: {body['error']}")
@@ -243,7 +245,10 @@ class SkipLog:
             _HEADER_SKIPPED_AT: str(skipped_at_ms),
         }
         await self.js.publish(
-            self.subject(room_id), head.payload, headers=headers, timeout=self.config.publish_timeout
+            self.subject(room_id),
+            head.payload,
+            headers=headers,
+            timeout=self.config.publish_timeout,
         )
 
     async def list(self, room_id: str, *, limit: int = 100) -> list[SkippedMessage]:
