@@ -149,7 +149,8 @@ async def test_input_and_queries_through_http_equal_the_facade(
             assert got["event"] == dict(stored.event.pdu)
 
         # Asynchronous input: queued, then processed.
-        more = [b.message(ALICE, f"async {i}").pdu for i in range(3)]
+        more_events = [b.message(ALICE, f"async {i}") for i in range(3)]
+        more = [e.pdu for e in more_events]
         status, queued = await api.call(
             "POST",
             "/input",
@@ -176,6 +177,17 @@ async def test_input_and_queries_through_http_equal_the_facade(
         assert summary["state_size"] == len(b.state)
         assert summary["forward_extremities"] == b.latest
         assert summary["queued"]["pending"] == 0 and summary["skipped"] == []
+
+    # The overview queries behind the console, on this backend.
+    stored_ids = [r["event_id"] for r in body["results"]] + [e.event_id for e in more_events]
+    rooms = await rs.rooms()
+    assert [(r.room_id, r.room_version, r.events) for r in rooms] == [
+        (b.room_id, "10", len(stored_ids))
+    ]
+    newest = await rs.newest_events(b.room_id, limit=5)
+    assert [s.event.event_id for s in newest] == stored_ids[-5:]
+    assert [s.event.event_id for s in await rs.newest_events(b.room_id, limit=500)] == stored_ids
+    assert await rs.newest_events("!nowhere:example.org", limit=5) == []
 
 
 async def _latest_is(rs: Any, room_id: str, ids: list[str]) -> bool:
