@@ -125,9 +125,9 @@ async def post_login(request: web.Request) -> web.StreamResponse:
 
 
 async def post_logout(_: web.Request) -> web.StreamResponse:
-    response = web.HTTPSeeOther("/login")
-    response.del_cookie(COOKIE, path="/")
-    return response
+    redirect = web.HTTPSeeOther("/login")
+    redirect.del_cookie(COOKIE, path="/")
+    raise redirect
 
 
 async def get_rooms(request: web.Request) -> web.Response:

@@ -67,10 +67,8 @@ def topological_levels(events: Sequence[StoredEvent]) -> dict[str, int]:
             children[prev].append(event_id)
     level = {i: 0 for i in by_id}
     ready = sorted(i for i, n in waiting.items() if n == 0)
-    done: set[str] = set()
     while ready:
         event_id = ready.pop()
-        done.add(event_id)
         for child in children[event_id]:
             level[child] = max(level[child], level[event_id] + 1)
             waiting[child] -= 1
@@ -108,7 +106,8 @@ def _label(stored: StoredEvent) -> str:
     sender = event.sender.split(":", 1)[0]
     kind = event.type
     if event.state_key is not None and event.type == "m.room.member":
-        kind += " " + event.state_key.split(":", 1)[0]
+        membership = event.content.get("membership")
+        kind = f"{event.state_key.split(':', 1)[0]} {membership}" if membership else kind
     return _short(f"{kind} · {sender}")
 
 
