@@ -119,9 +119,9 @@ async def post_login(request: web.Request) -> web.StreamResponse:
         response = await login_form(request, error="That token is not right.")
         response.set_status(401)
         return response
-    response = web.HTTPSeeOther("/")
-    response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict", path="/")
-    return response
+    redirect = web.HTTPSeeOther("/")
+    redirect.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict", path="/")
+    raise redirect
 
 
 async def post_logout(_: web.Request) -> web.StreamResponse:
