@@ -206,6 +206,10 @@ async def get_room(request: web.Request) -> web.Response:
         )
         + "</td></tr></table>"
     )
+    if queued.pending:
+        parts.append(_queue_actions(room_id, request.query.get("done", "")))
+    elif request.query.get("done"):
+        parts.append(f"<p id='done'>{escape(request.query['done'])}</p>")
     parts.append("<h2>Current state</h2><table id='state-table'>")
     parts.append("<tr><th>type</th><th>state key</th><th>sender</th><th>event ID</th></tr>")
     for (event_type, state_key), event_id in sorted(state.items()):
@@ -242,9 +246,54 @@ async def get_room(request: web.Request) -> web.Response:
     return page(room_id, "".join(parts))
 
 
+def _queue_actions(room_id: str, done: str) -> str:
+    action = f"/rooms/{quote(room_id, safe='')}"
+    note = f"<p id='done'>{escape(done)}</p>" if done else ""
+    return (
+        f"<h2>Queued input</h2>{note}<div id='queue-actions'>"
+        f"<form class='inline' method='post' action='{action}/retry'>"
+        "<button type='submit'>Retry head now</button></form> "
+        f"<form class='inline' method='post' action='{action}/skip'>"
+        "<input name='reason' placeholder='why skip it' required> "
+        "<button type='submit'>Skip head</button></form> "
+        f"<form class='inline' method='post' action='{action}/purge'>"
+        "<button type='submit'>Purge queued input</button></form></div>"
+    )
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Forms post from our own pages (the cookie is SameSite=Strict too)."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"{request.scheme}://{request.host}"
+
+
+async def post_queue_action(request: web.Request) -> web.Response:
+    if not signed_in(request) or not _same_origin(request):
+        response = await login_form(request, error="Sign in first.")
+        response.set_status(403)
+        return response
+    rs = request.app[ROOMSERVER_KEY]
+    room_id = request.match_info["room_id"]
+    action = request.match_info["action"]
+    form = await request.post()
+    if action == "purge":
+        done = f"purged {await rs.purge_input(room_id)} message(s)"
+    else:
+        if action == "skip":
+            reason = form.get("reason")
+            if not isinstance(reason, str) or not reason.strip():
+                raise web.HTTPSeeOther(f"/rooms/{quote(room_id, safe='')}?done=say+why")
+            outcome = await rs.skip_input(room_id, reason.strip())
+        else:
+            outcome = await rs.retry_input(room_id)
+        done = f"{action}: {outcome.value}"
+    raise web.HTTPSeeOther(f"/rooms/{quote(room_id, safe='')}?done={quote(done)}")
+
+
 def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/", get_rooms)
     app.router.add_get("/login", get_login)
     app.router.add_post("/login", post_login)
     app.router.add_post("/logout", post_logout)
     app.router.add_get("/rooms/{room_id}", get_room)
+    app.router.add_post("/rooms/{room_id}/{action:retry|skip|purge}", post_queue_action)
