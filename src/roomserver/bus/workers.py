@@ -267,6 +267,9 @@ class RoomWorker:
             # Stopping after the grace period: release the message for whoever comes next.
             await pool.nc.publish(msg.reply, b"-NAK")
             self.in_flight = None
+            self.head = None
+            if self._intervention is not None and not self._intervention[1].done():
+                self._intervention[1].set_result(None)  # released: nothing left to act on
             raise
         self.in_flight = None
         pool.processed += 1
@@ -384,6 +387,8 @@ class RoomWorker:
     async def intervene(self, action: Intervention, reason: str) -> InterventionOutcome:
         """Apply ``action`` to the head message (see ``roomserver.bus.admin``). Returns once
         the stream has applied it."""
+        while self._intervention is not None:  # one at a time: let the pending one finish
+            await asyncio.shield(self._intervention[1])
         head = self.head
         if head is None:
             return InterventionOutcome.NOT_HELD
