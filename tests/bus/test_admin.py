@@ -87,3 +87,37 @@ async def test_purge_drops_the_queue_and_cancels_the_attempt_in_progress(
         assert await bus.purge_room(ROOM) == 0
     finally:
         await bus.close()
+
+
+async def test_another_process_retries_and_skips_a_head_it_does_not_hold(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    never = asyncio.Event()
+
+    async def hang(room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult | None:
+        if payload == b"stuck":
+            await never.wait()
+        return None
+
+    recorder = Recorder(hang)
+    holder = await Bus.connect(nats_server.url, config=fast_config())
+    await holder.start_workers(recorder)
+    operator = await Bus.connect(nats_server.url, config=fast_config())  # runs no workers
+    try:
+        await holder.publish_inputs([(ROOM, b"stuck"), (ROOM, b"next")])
+        await wait_for(lambda: ROOM in recorder.active)
+        assert operator.head_of(ROOM) is None
+        outcome = await operator.intervene(ROOM, Intervention.RETRY)
+        assert outcome is InterventionOutcome.CANCELLED_IN_FLIGHT
+        await wait_for(lambda: recorder.by_room[ROOM] == [b"stuck", b"stuck"], timeout=5)
+        outcome = await operator.intervene(ROOM, Intervention.SKIP, "from elsewhere")
+        assert outcome is InterventionOutcome.CANCELLED_IN_FLIGHT
+        await wait_for(lambda: recorder.acked[ROOM] == [b"next"], timeout=5)
+        [skipped] = await operator.skipped(ROOM)
+        assert (skipped.reason, skipped.num_delivered) == ("from elsewhere", 2)
+        # Nothing queued: answered at once, without asking the other processes.
+        await wait_for(lambda: _no_queue(operator))
+        assert await operator.intervene(ROOM, Intervention.RETRY) is InterventionOutcome.NOT_HELD
+    finally:
+        await operator.close()
+        await holder.close()

@@ -15,18 +15,28 @@ message of it (the *head*) at a time. What this module offers:
   ``<prefix>InputSkipped`` (subject per room, kept 30 days), where it can be listed and, if
   need be, published again by hand.
 * :func:`purge_room`: drop the room's queued input (a stream purge filtered on its subject).
+* :class:`HeadRelay`: with several processes on one stream, the head may be held by another
+  process. Every process running workers answers requests on ``<prefix>RoomserverAdmin.head``
+  for the heads it holds (and stays silent otherwise); a process that does not hold the head
+  asks there and takes the holder's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -50,7 +60,12 @@ from roomserver.bus.subjects import (
 )
 from roomserver.bus.types import HEADER_ROOM_ID, BusError
 
+log = logging.getLogger(__name__)
+
 SKIPPED_STREAM = "InputSkipped"
+ADMIN_SUBJECT = "RoomserverAdmin.head"
+#: How long a process waits for another one to answer for a head it does not hold.
+RELAY_TIMEOUT_S = 2.0
 SKIP_RETENTION_S = 30 * 24 * 3600.0
 _HEADER_REASON = "reason"
 _HEADER_SEQ = "stream_seq"
@@ -282,6 +297,56 @@ class SkipLog:
         return out[-limit:]
 
 
+LocalIntervention = Callable[[str, Intervention, str], Awaitable[InterventionOutcome]]
+
+
+class HeadRelay:
+    """Operator actions on heads held by other processes (see the module docstring)."""
+
+    def __init__(self, nc: NATS, config: BusConfig, local: LocalIntervention) -> None:
+        self.nc = nc
+        self.subject = config.prefix + ADMIN_SUBJECT
+        self.local = local
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        """Answer for the heads this process holds."""
+        self._sub = await self.nc.subscribe(self.subject, cb=self._answer)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _answer(self, msg: Msg) -> None:
+        try:
+            body = json.loads(msg.data)
+            room_id, action = str(body["room_id"]), Intervention(body["action"])
+            reason = str(body.get("reason", ""))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed head request on %s", msg.subject)
+            return
+        outcome = await self.local(room_id, action, reason)
+        if outcome is not InterventionOutcome.NOT_HELD and msg.reply:
+            await self.nc.publish(msg.reply, outcome.value.encode())
+
+    async def ask_others(
+        self, room_id: str, action: Intervention, reason: str
+    ) -> InterventionOutcome:
+        """Have the process holding the room's head apply ``action``; NOT_HELD when none
+        answers within :data:`RELAY_TIMEOUT_S`."""
+        request = json.dumps({"room_id": room_id, "action": action.value, "reason": reason})
+        try:
+            reply = await self.nc.request(self.subject, request.encode(), timeout=RELAY_TIMEOUT_S)
+        except (NatsTimeoutError, NoRespondersError, TimeoutError):
+            return InterventionOutcome.NOT_HELD
+        try:
+            return InterventionOutcome(reply.data.decode())
+        except ValueError:
+            return InterventionOutcome.NOT_HELD
+
+
 def _decode_skipped(room_id: str, msg: Msg) -> SkippedMessage:
     headers = msg.headers or {}
 
@@ -303,6 +368,7 @@ def _decode_skipped(room_id: str, msg: Msg) -> SkippedMessage:
 
 __all__ = [
     "HeadMessage",
+    "HeadRelay",
     "Intervention",
     "InterventionOutcome",
     "QueuedRoom",

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from roomserver.bus import admin
 from roomserver.bus.admin import (
     HeadMessage,
+    HeadRelay,
     Intervention,
     InterventionOutcome,
     QueuedRoom,
@@ -53,6 +54,7 @@ class Bus:
         self.discovery: Discovery | None = None
         self._subscriptions: list[OutputSubscription] = []
         self.skip_log = SkipLog(nc, self.js, config)
+        self.relay = HeadRelay(nc, config, self._intervene_here)
         self.closing = False
 
     @classmethod
@@ -119,10 +121,12 @@ class Bus:
         await self.pool.start()
         self.discovery = Discovery(self.nc, self.js, self.config, self.pool)
         await self.discovery.start()
+        await self.relay.start()
 
     async def stop_workers(self, *, grace: float = 30.0) -> None:
         """Stop discovering; let each room finish its in-flight message (up to ``grace``
         seconds, then release it for redelivery)."""
+        await self.relay.stop()
         discovery, pool = self.discovery, self.pool
         self.discovery = self.pool = None
         if pool is not None:
@@ -161,25 +165,33 @@ class Bus:
     async def intervene(
         self, room_id: str, action: Intervention, reason: str = ""
     ) -> InterventionOutcome:
-        """Retry or skip the room's head message (held by this process). A skipped message is
-        recorded in the skip log before it is terminated."""
+        """Retry or skip the room's head message, held by this process or another one on the
+        stream (asked through the relay). A skipped message is recorded in the skip log before
+        it is terminated. NOT_HELD: no process holds the room's head."""
+        outcome = await self._intervene_here(room_id, action, reason)
+        if outcome is InterventionOutcome.NOT_HELD and await admin.pending_for_room(
+            self.js, self.config, room_id
+        ):
+            outcome = await self.relay.ask_others(room_id, action, reason)
+        return outcome
+
+    async def _intervene_here(
+        self, room_id: str, action: Intervention, reason: str
+    ) -> InterventionOutcome:
         worker = self.pool.worker_of(room_id) if self.pool is not None else None
         head = worker.head if worker is not None else None
         if worker is None or head is None:
             return InterventionOutcome.NOT_HELD
         if action is Intervention.SKIP:
-            await self.skip_log.record(
-                room_id, head, reason, skipped_at_ms=int(time.time() * 1000)
-            )
+            await self.skip_log.record(room_id, head, reason, skipped_at_ms=int(time.time() * 1000))
         return await worker.intervene(action, reason)
 
     async def purge_room(self, room_id: str) -> int:
         """Drop the room's queued input; an attempt in progress is cancelled. Returns how many
         messages were dropped."""
         dropped = await admin.purge_room(self.nc, self.config, room_id)
-        worker = self.pool.worker_of(room_id) if self.pool is not None else None
-        if worker is not None:
-            await worker.intervene(Intervention.RELEASE, "purged")
+        if dropped:
+            await self.intervene(room_id, Intervention.RELEASE, "purged")
         return dropped
 
     async def skipped(self, room_id: str, *, limit: int = 100) -> list[SkippedMessage]:

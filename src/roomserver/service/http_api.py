@@ -357,8 +357,8 @@ async def _intervention_response(
         raise ApiError(
             409,
             "M_BAD_STATE",
-            f"room {room_id} has queued input, but no room worker of this process holds its "
-            "head message; ask the roomserver process that does",
+            f"room {room_id} has queued input, but no roomserver process holds its head "
+            "message right now (between deliveries, or no process runs room workers)",
         )
     return web.json_response({"room_id": room_id, "action": action, "outcome": outcome.value})
 

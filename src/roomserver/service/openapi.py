@@ -367,7 +367,7 @@ def _intervention_responses() -> dict[str, Any]:
     return {
         "200": _json("InterventionResult", "Applied."),
         "404": _error("The room has no queued input (M_NOT_FOUND)."),
-        "409": _error("No worker of this process holds the head message (M_BAD_STATE)."),
+        "409": _error("No roomserver process holds the head message now (M_BAD_STATE)."),
     }
 
 
