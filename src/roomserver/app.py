@@ -41,6 +41,7 @@ from roomserver.api import (
     join_input_batch,
 )
 from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, HandlerResult
+from roomserver.bus.admin import Intervention, InterventionOutcome, QueuedRoom, SkippedMessage
 from roomserver.bus.subjects import input_stream_name
 from roomserver.bus.types import SyncReplyTimeout
 from roomserver.core.base64 import decode_base64, encode_base64
@@ -53,11 +54,13 @@ from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
 from roomserver.input import Disposition as InputDisposition
 from roomserver.input import InputConfig, InputProcessor, handle_message
-from roomserver.ports import Storage
+from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
+from roomserver.query.inspect import RoomCatalog, RoomInspector
 from roomserver.service.config import KEY_ID_RE, Config, FederationConfig
 from roomserver.service.metrics import Metrics
 from roomserver.storage import open_storage
+from roomserver.storage.inspect import EventCounts, RoomOverview
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +264,7 @@ class Roomserver:
         metrics: Metrics,
         exit_stack: AsyncExitStack,
         nats_url: str,
+        catalog: RoomCatalog | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
@@ -271,6 +275,7 @@ class Roomserver:
         self.metrics = metrics
         self.nats_url = nats_url
         self.queries = Queries(storage)
+        self.inspector = RoomInspector(catalog) if catalog is not None else None
         self._exit_stack = exit_stack
         self._closed = False
 
@@ -453,6 +458,7 @@ class Roomserver:
             metrics=metrics,
             exit_stack=stack,
             nats_url=nats_url,
+            catalog=storage,
         )
         if run_workers:
             # Workers stop first on close (the stack unwinds in reverse).
@@ -508,7 +514,7 @@ class Roomserver:
         decision = await handle_message(self.processor, room_id, payload, info, max_attempts=10)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if decision.disposition is InputDisposition.RETRY:
-            return HandlerResult.nak(decision.delay_s)
+            return HandlerResult.nak(decision.delay_s, reason=decision.reason)
         for result in decision.results:
             self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
         if decision.disposition is InputDisposition.TERMINATE:
@@ -608,6 +614,51 @@ class Roomserver:
 
     async def event(self, event_id: str) -> StoredEvent | None:
         return await self.queries.event(event_id)
+
+    # -- operators: overviews and the rooms' queued input ------------------------------------
+
+    async def room_info(self, room_id: str) -> RoomInfo | None:
+        """The room's version, forward extremities and current state snapshot; None if the
+        roomserver holds no such room."""
+        return await self.storage.room(room_id)
+
+    def _inspector(self) -> RoomInspector:
+        if self.inspector is None:
+            raise RuntimeError("this roomserver's storage offers no overviews")
+        return self.inspector
+
+    async def rooms(self, *, limit: int = 1000) -> list[RoomOverview]:
+        return await self._inspector().rooms(limit=limit)
+
+    async def event_counts(self, room_id: str) -> EventCounts:
+        return await self._inspector().event_counts(room_id)
+
+    async def newest_events(self, room_id: str, *, limit: int = 200) -> list[StoredEvent]:
+        return await self._inspector().newest_events(room_id, limit=limit)
+
+    async def queued_input(self) -> list[QueuedRoom]:
+        """The rooms with input not processed yet (see ``roomserver.bus.admin``)."""
+        return await self.bus.queued_rooms()
+
+    async def queued_input_of(self, room_id: str) -> QueuedRoom:
+        return await self.bus.queued_room(room_id)
+
+    async def retry_input(self, room_id: str) -> InterventionOutcome:
+        """Redeliver the room's head input message now."""
+        return await self.bus.intervene(room_id, Intervention.RETRY)
+
+    async def skip_input(self, room_id: str, reason: str) -> InterventionOutcome:
+        """Terminate the room's head input message, recording it and ``reason``."""
+        # TODO: a synchronous caller waiting on the skipped message gets no reply (it times
+        # out); replying needs the input message codec at the bus edge.
+        return await self.bus.intervene(room_id, Intervention.SKIP, reason)
+
+    async def purge_input(self, room_id: str) -> int:
+        """Drop the room's queued input; returns how many messages were dropped."""
+        return await self.bus.purge_room(room_id)
+
+    async def skipped_input(self, room_id: str, *, limit: int = 100) -> list[SkippedMessage]:
+        return await self.bus.skipped(room_id, limit=limit)
 
     # -- outputs -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -21,6 +22,16 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from roomserver.bus import admin
+from roomserver.bus.admin import (
+    HeadMessage,
+    HeadRelay,
+    Intervention,
+    InterventionOutcome,
+    QueuedRoom,
+    SkipLog,
+    SkippedMessage,
+)
 from roomserver.bus.config import BusConfig
 from roomserver.bus.discovery import Discovery
 from roomserver.bus.output import OutputItem, OutputPublisher, OutputSubscription
@@ -43,6 +54,8 @@ class Bus:
         self.pool: WorkerPool | None = None
         self.discovery: Discovery | None = None
         self._subscriptions: list[OutputSubscription] = []
+        self.skip_log = SkipLog(nc, self.js, config)
+        self.relay = HeadRelay(nc, config, self._intervene_here)
         self.closing = False
 
     @classmethod
@@ -109,10 +122,12 @@ class Bus:
         await self.pool.start()
         self.discovery = Discovery(self.nc, self.js, self.config, self.pool)
         await self.discovery.start()
+        await self.relay.start()
 
     async def stop_workers(self, *, grace: float = 30.0) -> None:
         """Stop discovering; let each room finish its in-flight message (up to ``grace``
         seconds, then release it for redelivery)."""
+        await self.relay.stop()
         discovery, pool = self.discovery, self.pool
         self.discovery = self.pool = None
         if pool is not None:
@@ -125,6 +140,63 @@ class Bus:
         if self.pool is None:
             return WorkerStats(0, 0, 0, 0, 0)
         return self.pool.stats()
+
+    # -- operator actions on queued input (see roomserver.bus.admin) --------------------------
+
+    def head_of(self, room_id: str) -> HeadMessage | None:
+        """The room's head message, if a worker of this process holds it."""
+        worker = self.pool.worker_of(room_id) if self.pool is not None else None
+        return worker.head if worker is not None else None
+
+    async def queued_rooms(self) -> list[QueuedRoom]:
+        """Every room with input in the stream, most pending first (then by room)."""
+        pending = await admin.pending_by_room(self.js, self.config)
+        rooms: list[QueuedRoom] = []
+        for token, count in pending.items():
+            room_id = await admin.room_of_token(self.js, self.config, token)
+            head = self.head_of(room_id) if room_id is not None else None
+            rooms.append(admin.describe_head(room_id, count, head))
+        rooms.sort(key=lambda r: (-r.pending, r.room_id or ""))
+        return rooms
+
+    async def queued_room(self, room_id: str) -> QueuedRoom:
+        count = await admin.pending_for_room(self.js, self.config, room_id)
+        return admin.describe_head(room_id, count, self.head_of(room_id))
+
+    async def intervene(
+        self, room_id: str, action: Intervention, reason: str = ""
+    ) -> InterventionOutcome:
+        """Retry or skip the room's head message, held by this process or another one on the
+        stream (asked through the relay). A skipped message is recorded in the skip log before
+        it is terminated. NOT_HELD: no process holds the room's head."""
+        outcome = await self._intervene_here(room_id, action, reason)
+        if outcome is InterventionOutcome.NOT_HELD and await admin.pending_for_room(
+            self.js, self.config, room_id
+        ):
+            outcome = await self.relay.ask_others(room_id, action, reason)
+        return outcome
+
+    async def _intervene_here(
+        self, room_id: str, action: Intervention, reason: str
+    ) -> InterventionOutcome:
+        worker = self.pool.worker_of(room_id) if self.pool is not None else None
+        head = worker.head if worker is not None else None
+        if worker is None or head is None:
+            return InterventionOutcome.NOT_HELD
+        if action is Intervention.SKIP:
+            await self.skip_log.record(room_id, head, reason, skipped_at_ms=int(time.time() * 1000))
+        return await worker.intervene(action, reason)
+
+    async def purge_room(self, room_id: str) -> int:
+        """Drop the room's queued input; an attempt in progress is cancelled. Returns how many
+        messages were dropped."""
+        dropped = await admin.purge_room(self.nc, self.config, room_id)
+        if dropped:
+            await self.intervene(room_id, Intervention.RELEASE, "purged")
+        return dropped
+
+    async def skipped(self, room_id: str, *, limit: int = 100) -> list[SkippedMessage]:
+        return await self.skip_log.list(room_id, limit=limit)
 
     # -- output ------------------------------------------------------------------------------
 

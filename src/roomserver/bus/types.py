@@ -36,7 +36,7 @@ class HandlerResult:
     reply: bytes | None = None
     #: For NAK: the redelivery delay; ``None`` lets the bus back off by delivery count.
     delay: float | None = None
-    #: For TERM: logged, with the stream sequence.
+    #: For TERM: logged, with the stream sequence. For NAK: the failure, shown to operators.
     reason: str | None = None
 
     @classmethod
@@ -44,8 +44,8 @@ class HandlerResult:
         return cls(Disposition.ACK, reply=reply)
 
     @classmethod
-    def nak(cls, delay: float | None = None) -> HandlerResult:
-        return cls(Disposition.NAK, delay=delay)
+    def nak(cls, delay: float | None = None, *, reason: str | None = None) -> HandlerResult:
+        return cls(Disposition.NAK, delay=delay, reason=reason)
 
     @classmethod
     def term(cls, reason: str, reply: bytes | None = None) -> HandlerResult:

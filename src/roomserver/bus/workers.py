@@ -34,6 +34,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from roomserver.bus.admin import (
+    HeadMessage,
+    Intervention,
+    InterventionOutcome,
+    room_consumer_description,
+)
 from roomserver.bus.config import BusConfig
 from roomserver.bus.subjects import input_stream_name, input_subject, room_consumer_name
 from roomserver.bus.types import (
@@ -106,6 +112,11 @@ class RoomWorker:
         self.queue: asyncio.Queue[Msg | _Wake] = asyncio.Queue()
         self.in_flight: Msg | None = None
         self.in_flight_since = 0.0
+        #: The message at the head of the room's queue, while this worker holds it (in flight
+        #: or released for a delayed redelivery); operators inspect and act on it.
+        self.head: HeadMessage | None = None
+        self._in_handler = False
+        self._intervention: tuple[HandlerResult, asyncio.Future[None]] | None = None
         self.task: asyncio.Task[None] | None = None
         self._request = 0
         self._covered = announced
@@ -249,22 +260,28 @@ class RoomWorker:
             pool.redelivered += 1
         self.in_flight = msg
         self.in_flight_since = time.monotonic()
+        self._note_head(msg, seq, delivered)
         try:
             result = await self._call_handler(msg, info)
         except asyncio.CancelledError:
             # Stopping after the grace period: release the message for whoever comes next.
             await pool.nc.publish(msg.reply, b"-NAK")
             self.in_flight = None
+            self.head = None
+            if self._intervention is not None and not self._intervention[1].done():
+                self._intervention[1].set_result(None)  # released: nothing left to act on
             raise
         self.in_flight = None
         pool.processed += 1
+        intervention, self._intervention = self._intervention, None
         payload = self._ack_payload(result, info)
         wants_reply = (
             reply_to is not None
             and result.reply is not None
             and result.disposition is not Disposition.NAK
         )
-        if wants_reply or pool.stopping:
+        self._note_result(result, delivered)
+        if wants_reply or pool.stopping or intervention is not None:
             # The reply must follow the applied ack; a stopping worker pulls no more.
             await self._settle(msg.reply, payload, seq, request_next=not pool.stopping)
         else:
@@ -273,6 +290,8 @@ class RoomWorker:
             await pool.nc.publish(msg.reply, payload)
             self._unconfirmed = (msg.reply, payload, seq)
             await self._request_next()
+        if intervention is not None and not intervention[1].done():
+            intervention[1].set_result(None)
         if result.disposition is Disposition.NAK:
             delay = (
                 result.delay if result.delay is not None else backoff_delay(pool.config, delivered)
@@ -308,6 +327,7 @@ class RoomWorker:
 
     async def _call_handler(self, msg: Msg, info: DeliveryInfo) -> HandlerResult:
         pool = self.pool
+        self._in_handler = True
         try:
             async with asyncio.timeout(pool.config.handler_timeout):
                 return await pool.handler(self.room_id, msg.data, info)
@@ -318,13 +338,83 @@ class RoomWorker:
                 pool.config.handler_timeout,
                 info.stream_seq,
             )
+            error = f"processing exceeded {pool.config.handler_timeout:g} s"
         except asyncio.CancelledError:
-            raise
-        except Exception:
+            if self._intervention is None:
+                raise
+            # An operator cancelled this attempt (see intervene): the cancellation was ours.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return self._intervention[0]
+        except Exception as exc:
             log.exception(
                 "room %s: handler failed on seq %s; retrying later", self.room_id, info.stream_seq
             )
-        return HandlerResult.nak()
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._in_handler = False
+        return HandlerResult.nak(reason=error)
+
+    # -- the head message and operator actions -------------------------------------------------
+
+    def _note_head(self, msg: Msg, seq: int, delivered: int) -> None:
+        assert msg.reply is not None
+        head = self.head
+        if head is not None and head.stream_seq == seq:
+            head.num_delivered = delivered
+            head.ack_subject = msg.reply
+            head.in_flight = True
+            head.retry_at = None
+        else:
+            self.head = HeadMessage(seq, delivered, time.time(), msg.reply, msg.data)
+
+    def _note_result(self, result: HandlerResult, delivered: int) -> None:
+        head = self.head
+        if head is None:
+            return
+        if result.disposition is not Disposition.NAK:
+            self.head = None
+            return
+        delay = result.delay
+        if delay is None:
+            delay = backoff_delay(self.pool.config, delivered)
+        head.in_flight = False
+        head.retry_at = time.monotonic() + delay
+        if result.reason:
+            head.last_error = result.reason
+
+    async def intervene(self, action: Intervention, reason: str) -> InterventionOutcome:
+        """Apply ``action`` to the head message (see ``roomserver.bus.admin``). Returns once
+        the stream has applied it."""
+        while self._intervention is not None:  # one at a time: let the pending one finish
+            await asyncio.shield(self._intervention[1])
+        head = self.head
+        if head is None:
+            return InterventionOutcome.NOT_HELD
+        if action is Intervention.SKIP:
+            result = HandlerResult.term(f"skipped by an operator: {reason}")
+        else:
+            result = HandlerResult.nak(0.0, reason=head.last_error)
+        if self._in_handler and self.task is not None:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._intervention = (result, done)
+            self.task.cancel()
+            await done
+            return InterventionOutcome.CANCELLED_IN_FLIGHT
+        if action is Intervention.RELEASE:
+            self.head = None  # its message is gone; nothing to release
+            return InterventionOutcome.APPLIED_WAITING
+        payload = b"-NAK" if action is Intervention.RETRY else self._ack_payload(
+            result, DeliveryInfo(head.stream_seq, head.num_delivered, 0, 0, None)
+        )
+        await self.pool.nc.request(head.ack_subject, payload, timeout=10.0)
+        if action is Intervention.SKIP:
+            self.head = None
+        else:
+            head.retry_at = None
+        self._retry_until = 0.0
+        return InterventionOutcome.APPLIED_WAITING
 
     def _ack_payload(self, result: HandlerResult, info: DeliveryInfo) -> bytes:
         if result.disposition is Disposition.ACK:
@@ -402,7 +492,7 @@ class WorkerPool:
         config = ConsumerConfig(
             name=room_consumer_name(self.config.prefix, room_id),
             durable_name=room_consumer_name(self.config.prefix, room_id),
-            description=f"input of room {room_id}"[:1024],
+            description=room_consumer_description(room_id),
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.config.ack_wait,
@@ -527,6 +617,9 @@ class WorkerPool:
 
     def active_rooms(self) -> list[str]:
         return sorted(self._workers)
+
+    def worker_of(self, room_id: str) -> RoomWorker | None:
+        return self._workers.get(room_id)
 
     async def wait_idle(self) -> None:
         """Until no worker runs (all rooms quiet)."""

@@ -118,6 +118,7 @@ class Decision:
     results: tuple[EventResult, ...]
     reply: bytes | None
     delay_s: float = 0.0
+    reason: str | None = None  # why a message is retried (for operators)
 
 
 def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> str | None:
@@ -169,7 +170,9 @@ async def handle_message(
             "input for room %s could not start (attempt %d), retrying: %s: %s",
             room_id, attempt, type(exc).__name__, exc,
         )  # fmt: skip
-        return Decision(Disposition.RETRY, (), None, retry_delay_s(attempt))
+        return Decision(
+            Disposition.RETRY, (), None, retry_delay_s(attempt), f"{type(exc).__name__}: {exc}"
+        )
     retry = await _process_items(processor, room_id, items, results, info, max_attempts)
     try:
         await processor.end_message(room_id)
@@ -182,7 +185,13 @@ async def handle_message(
                 "retrying: %s: %s",
                 room_id, attempt, type(exc).__name__, exc,
             )  # fmt: skip
-            return Decision(Disposition.RETRY, tuple(results), None, retry_delay_s(attempt))
+            return Decision(
+                Disposition.RETRY,
+                tuple(results),
+                None,
+                retry_delay_s(attempt),
+                f"{type(exc).__name__}: {exc}",
+            )
         # The message's writes keep failing together: commit its events one by one, so the
         # event that cannot be stored fails alone and the others go on.
         log.error(
@@ -216,7 +225,13 @@ async def _one_by_one(
             "input for room %s failed (attempt %d), retrying: %s: %s",
             room_id, attempt, type(exc).__name__, exc,
         )  # fmt: skip
-        return Decision(Disposition.RETRY, tuple(results), None, retry_delay_s(attempt))
+        return Decision(
+            Disposition.RETRY,
+            tuple(results),
+            None,
+            retry_delay_s(attempt),
+            f"{type(exc).__name__}: {exc}",
+        )
     if retry is not None:
         return retry
     return Decision(Disposition.ACK, tuple(results), _reply(version, results))
@@ -244,7 +259,9 @@ async def _process_items(
             log.warning(
                 "input for room %s failed (attempt %d), retrying: %s", room_id, attempt, reason
             )
-            return Decision(disposition, (*results, failed), None, retry_delay_s(attempt))
+            return Decision(
+                disposition, (*results, failed), None, retry_delay_s(attempt), reason
+            )
         log.error(
             "input event %s of room %s failed for good after %d attempts (seq=%s): %s",
             failed.event_id, room_id, attempt, info.stream_seq, reason,

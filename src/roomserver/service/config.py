@@ -24,7 +24,11 @@ top-level keys) overrides the file, e.g. ``ROOMSERVER_DATABASE__URL=postgresql:/
     input:
       max_missing_processing_s: 300  # the most one event may spend fetching missing data
     metrics:
-      listen: 127.0.0.1:9108         # Prometheus /metrics; null disables
+      listen: 127.0.0.1:9108         # Prometheus /metrics, the HTTP API and console; null disables
+    http:
+      token: null                    # bearer token of /_roomserver/v1/ and the console
+      token_file: null               # or: a file holding it (first line); null: API refused
+      max_body_bytes: 10485760       # request bodies larger than this get 413 M_TOO_LARGE
 """
 
 from __future__ import annotations
@@ -131,6 +135,15 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The HTTP API and console on the ``metrics.listen`` listener (service/http_api.py)."""
+
+    token: str | None = None
+    token_file: str | None = None
+    max_body_bytes: float = 10 * 1024 * 1024.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: str = "localhost"
     data_dir: str = "./data"
@@ -142,6 +155,7 @@ class Config:
     federation: FederationConfig = field(default_factory=FederationConfig)
     input: InputConfig = field(default_factory=InputConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     @property
     def database_url(self) -> str:

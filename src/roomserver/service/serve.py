@@ -1,16 +1,16 @@
-"""``roomserver serve``: run until SIGTERM/SIGINT, with a small HTTP endpoint for metrics,
-health and per-room admin queries."""
+"""``roomserver serve``: run until SIGTERM/SIGINT, with one HTTP listener for metrics, health,
+the HTTP API and the web console (service/listener.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 
 from aiohttp import web
 
 from roomserver.service.config import Config
+from roomserver.service.listener import build_app, load_api_token
 
 log = logging.getLogger("roomserver.serve")
 
@@ -38,32 +38,17 @@ async def serve(config: Config) -> int:
     async with Roomserver.from_config(config) as rs:
         runner: web.AppRunner | None = None
         if config.metrics.listen:
-            app = web.Application()
-
-            async def metrics(_: web.Request) -> web.Response:
-                await rs.refresh_gauges()
-                return web.Response(body=rs.metrics.render(), content_type="text/plain")
-
-            async def health(_: web.Request) -> web.Response:
-                return web.json_response({"status": "ok"})
-
-            async def room_state(request: web.Request) -> web.Response:
-                room_id = request.match_info["room_id"]
-                state = await rs.current_state(room_id)
-                body = [
-                    {"type": t, "state_key": k, "event_id": e}
-                    for (t, k), e in sorted(state.items())
-                ]
-                return web.Response(text=json.dumps(body), content_type="application/json")
-
-            app.router.add_get("/metrics", metrics)
-            app.router.add_get("/healthz", health)
-            app.router.add_get("/admin/rooms/{room_id}/state", room_state)
+            token = await load_api_token(config.http)
+            app = build_app(rs, token=token, max_body_bytes=int(config.http.max_body_bytes))
             runner = web.AppRunner(app)
             await runner.setup()
             host, port = _split_listen(config.metrics.listen)
             await web.TCPSite(runner, host, port).start()
             log.info("metrics and admin endpoint on http://%s:%d/metrics", host, port)
+            if token is None:
+                log.warning("HTTP API and console disabled: no http.token or http.token_file")
+            else:
+                log.info("console on http://%s:%d/, API under /_roomserver/v1/", host, port)
         log.info(
             "roomserver %s ready (nats %s, database %s)",
             config.server_name,

@@ -20,7 +20,7 @@ from roomserver.ports import (
     StateKey,
     with_placeholders_resolved,
 )
-from roomserver.storage import authchain, events, state
+from roomserver.storage import authchain, events, inspect, state
 from roomserver.storage.cache import Caches, TxCache
 from roomserver.storage.dialect import Dialect
 from roomserver.storage.engine import Engine, Tx
@@ -95,6 +95,16 @@ class SqlStorage:
 
     async def room(self, room_id: str) -> RoomInfo | None:
         return await self._run(lambda tx, _: events.room_info(tx, room_id))
+
+    # -- operator overviews (roomserver.storage.inspect) ------------------------------------------
+    async def list_rooms(self, *, limit: int = 1000) -> list[inspect.RoomOverview]:
+        return await self._run(lambda tx, _: inspect.list_rooms(tx, limit=limit))
+
+    async def event_counts(self, room_id: str) -> inspect.EventCounts:
+        return await self._run(lambda tx, _: inspect.event_counts(tx, room_id))
+
+    async def newest_event_ids(self, room_id: str, *, limit: int) -> list[str]:
+        return await self._run(lambda tx, _: inspect.newest_event_ids(tx, room_id, limit=limit))
 
     async def persist(self, write: EventWrite) -> PersistResult:
         encoded = _encode(write)
