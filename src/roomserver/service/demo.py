@@ -29,15 +29,15 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey, VerifyKey
 
-from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome
+from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome, StoredEvent
 from roomserver.core.pdu import Event
 from roomserver.service.config import Config
+from roomserver.service.dag_svg import render_dag_svg
 from roomserver.testing.builder import RoomBuilder
 
 if TYPE_CHECKING:
@@ -228,7 +228,9 @@ async def run_demo(config: Config, args: argparse.Namespace) -> int:
         state = await rs.current_state(room.room_id)
         latest = await rs.latest_events(room.room_id)
     svg_path = Path(args.svg) if args.svg else Path(config.data_dir) / "demo-dag.svg"
-    svg = render_dag_svg([(r.event.event, r.outcome) for r in results], latest)
+    svg = render_dag_svg(
+        [_stored(r) for r in results], forward_extremities=latest, title=room.room_id
+    )
     await asyncio.to_thread(_write_text, svg_path, svg)
     through_serve = not run_workers
     if args.json:
@@ -243,6 +245,17 @@ async def run_demo(config: Config, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if mismatches else 0
+
+
+def _stored(result: DemoResult) -> StoredEvent:
+    """The event as the roomserver stored it (for the picture)."""
+    return StoredEvent(
+        event=result.event.event,
+        outlier=False,
+        rejected=result.outcome is Outcome.REJECTED,
+        rejection_reason=result.reason if result.outcome is Outcome.REJECTED else None,
+        soft_failed=result.outcome is Outcome.SOFT_FAILED,
+    )
 
 
 async def _trust_demo_keys(rs: Roomserver) -> None:
@@ -345,73 +358,6 @@ def _as_json(
 # ---------------------------------------------------------------------------------------------
 # The DAG picture
 
-_FILL = {
-    Outcome.ACCEPTED: "#4caf50",
-    Outcome.SOFT_FAILED: "#ff9800",
-    Outcome.REJECTED: "#e53935",
-}
-_ROW, _COLUMN, _MARGIN, _LEGEND_HEIGHT = 64, 260, 40, 30
-
-
-def render_dag_svg(events: Sequence[tuple[Event, Outcome]], extremities: Sequence[str]) -> str:
-    """A small SVG of the demo's DAG: one row per depth, nodes coloured by outcome (state events
-    square, forward extremities outlined thick), one line per prev event reference, and a
-    tooltip (``<title>``) with type, sender and event ID. Fine for tens of events."""
-    rows: dict[int, list[Event]] = {}
-    for event, _ in events:
-        rows.setdefault(event.depth, []).append(event)
-    position: dict[str, tuple[int, int]] = {}
-    for row, depth in enumerate(sorted(rows)):
-        for column, event in enumerate(
-            sorted(rows[depth], key=lambda e: (e.origin_server_ts, e.event_id))
-        ):
-            position[event.event_id] = (_MARGIN + column * _COLUMN, _MARGIN + row * _ROW)
-    columns = max((len(r) for r in rows.values()), default=1)
-    width = max(_MARGIN * 2 + _COLUMN * columns, 720)  # wide enough for the legend
-    height = _MARGIN * 2 + _ROW * max(len(rows) - 1, 0) + _LEGEND_HEIGHT
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        '<g class="edges" stroke="#888" stroke-width="1.5">',
-    ]
-    for event, _ in events:
-        x, y = position[event.event_id]
-        for prev in event.prev_event_ids:
-            if prev in position:
-                px, py = position[prev]
-                out.append(
-                    f'<line class="edge" data-from="{escape(event.event_id)}" '
-                    f'data-to="{escape(prev)}" x1="{x}" y1="{y}" x2="{px}" y2="{py}"/>'
-                )
-    out.append("</g>")
-    out.append('<g class="nodes">')
-    for event, outcome in events:
-        out.append(_node(event, outcome, position[event.event_id], event.event_id in extremities))
-    out.append("</g>")
-    out.append(
-        f'<text class="legend" x="{_MARGIN}" y="{height - _LEGEND_HEIGHT / 2}" fill="#333">'
-        "squares: state events · circles: other events · green: accepted · orange: "
-        "soft-failed · red: rejected · thick outline: forward extremity</text>"
-    )
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def _node(event: Event, outcome: Outcome, at: tuple[int, int], extremity: bool) -> str:
-    x, y = at
-    fill = _FILL.get(outcome, "#9e9e9e")
-    stroke = 'stroke="#000" stroke-width="3"' if extremity else 'stroke="#333" stroke-width="1"'
-    if event.state_key is not None:
-        shape = f'<rect x="{x - 10}" y="{y - 10}" width="20" height="20" fill="{fill}" {stroke}/>'
-    else:
-        shape = f'<circle cx="{x}" cy="{y}" r="10" fill="{fill}" {stroke}/>'
-    title = f"{event.type} from {event.sender}\n{event.event_id}\n{outcome.value}"
-    label = f"{event.type.removeprefix('m.room.')} · {event.sender.split(':', 1)[0]}"
-    return (
-        f'<g class="node" data-event-id="{escape(event.event_id)}" '
-        f'data-outcome="{outcome.value}"><title>{escape(title)}</title>{shape}'
-        f'<text x="{x + 16}" y="{y + 4}">{escape(label)}</text></g>'
-    )
 
 
 __all__ = [
@@ -422,6 +368,5 @@ __all__ = [
     "build_demo_room",
     "demo_signing_key",
     "demo_verify_keys",
-    "render_dag_svg",
     "run_demo",
 ]
