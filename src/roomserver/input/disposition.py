@@ -104,6 +104,8 @@ class MessageProcessor(Protocol):
 
     async def end_message(self, room_id: str) -> None: ...
 
+    def abort_message(self, room_id: str) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -161,6 +163,21 @@ async def handle_message(
         )  # fmt: skip
         result = EventResult(None, Outcome.INVALID, f"undecodable message: {exc}")
         return Decision(Disposition.TERMINATE, (result,), encode_event_result(result))
+    try:
+        return await _handle_items(processor, room_id, version, items, info, max_attempts)
+    except BaseException:  # cancelled (handler timeout, shutdown): nothing half-done is kept
+        processor.abort_message(room_id)
+        raise
+
+
+async def _handle_items(
+    processor: MessageProcessor,
+    room_id: str,
+    version: int,
+    items: Sequence[InputRoomEvent],
+    info: DeliveryInfo,
+    max_attempts: int,
+) -> Decision:
     attempt = info.num_delivered
     results: list[EventResult] = []
     try:

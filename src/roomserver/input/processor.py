@@ -277,6 +277,14 @@ class InputProcessor:
         if message is not None and message.has_outputs:
             await self._outbox.publish(room_id, pending)
 
+    def abort_message(self, room_id: str) -> None:
+        """The message of ``room_id`` was cancelled mid-way (its handler timed out, or the
+        process is stopping): drop its buffered writes and what was cached from them."""
+        self._messages.pop(room_id, None)
+        if self._write_behind is not None:
+            self._write_behind.discard(room_id)
+        self._forget_room(room_id)
+
     def _forget_room(self, room_id: str) -> None:
         self._rooms.pop(room_id, None)
         self._events.forget_room(room_id)

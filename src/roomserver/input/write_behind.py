@@ -179,6 +179,17 @@ class WriteBehind:
         for event_id in redactions_of:
             self._prefetched[event_id] = buffer
 
+    def discard(self, room_id: str) -> None:
+        """Drop the room's buffered writes without committing them (its message was cancelled;
+        the redelivery decides again)."""
+        buffer = self._buffers.pop(room_id, None)
+        if buffer is None:
+            return
+        buffer.failed = buffer.failed or RuntimeError("discarded")
+        self._drop(buffer)
+        for event_id in [e for e, b in self._prefetched.items() if b is buffer]:
+            del self._prefetched[event_id]
+
     def resolve(self, snapshot: SnapshotId | None) -> SnapshotId | None:
         """The real ID of a flushed placeholder (other IDs as they are); ``KeyError`` if the
         placeholder is not flushed (or long forgotten)."""
