@@ -231,6 +231,9 @@ def _loads(data: bytes | str) -> dict[str, Any]:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireFormatError(f"not JSON: {exc}") from None
+    except RecursionError:
+        # The JSON parser gives up on deep nesting (about 1,000 levels) with a RecursionError.
+        raise WireFormatError("not JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise WireFormatError("message body must be a JSON object")
     if value.get("v") != WIRE_VERSION:
