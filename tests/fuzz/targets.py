@@ -39,17 +39,19 @@ def _json(data: bytes) -> tuple[bool, Any]:
 
 
 def parse_event_target(data: bytes) -> None:
-    """First byte: the room version (modulo the known versions); the rest: a PDU as JSON.
-    ``parse_event`` returns an ``Event`` or raises ``InvalidEvent`` (``CanonicalJSONError`` and
-    ``InvalidSignature`` are kinds of it)."""
+    """First byte: the room version (modulo the known versions) and whether the prev/auth event
+    count limits apply (as for backfilled events, they do not when the byte is 12-23 modulo 24);
+    the rest: a PDU as JSON. ``parse_event`` returns an ``Event`` or raises ``InvalidEvent``
+    (``CanonicalJSONError`` and ``InvalidSignature`` are kinds of it)."""
     if not data:
         return
     version = VERSIONS[data[0] % len(VERSIONS)]
+    check_edge_counts = (data[0] // len(VERSIONS)) % 2 == 0
     ok, pdu = _json(data[1:])
     if not ok:
         return
     try:
-        event = parse_event(pdu, version)
+        event = parse_event(pdu, version, check_edge_counts=check_edge_counts)
     except InvalidEvent as exc:
         assert isinstance(exc.reason, str) and exc.reason, "InvalidEvent without a reason"
         return
