@@ -1,6 +1,6 @@
 """State resolution benchmark: forks in rooms of 1,000 / 10,000 / 100,000 members.
 
-Run everything (setup of .bench-venv with Synapse included) with one command:
+Run everything (setup of .synapse-venv with Synapse included) with one command:
 
     bash bench/run_stateres.sh            # or: .venv/bin/python bench/bench_stateres.py
 
@@ -14,7 +14,7 @@ branch tips' states are resolved:
   chain cover index. This is the production path; its time should not grow with the room.
 * ours, "memory": a plain mapping of events; the auth chain questions are answered in memory.
 * Synapse (``synapse.state.v2.resolve_events_with_store`` from matrix-synapse on PyPI, run in
-  .bench-venv by bench/synapse_stateres.py on the same PDUs), its store answering the auth
+  .synapse-venv by bench/synapse_stateres.py on the same PDUs), its store answering the auth
   chain difference from an answer computed before the clock starts, as its database does.
 
 Prints median times per size, the Synapse/ours ratio, and checks both results are identical.
@@ -43,7 +43,7 @@ from roomserver.core.stateres import resolve_state  # noqa: E402
 from roomserver.testing.builder import RoomBuilder  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
-BENCH_PYTHON = ROOT / ".bench-venv" / "bin" / "python"
+BENCH_PYTHON = ROOT / ".synapse-venv" / "bin" / "python"
 ALICE = "@alice:example.org"
 MODS = [f"@mod{i}:example.org" for i in range(4)]
 PL_KEY = ("m.room.power_levels", "")
@@ -247,7 +247,7 @@ def main() -> int:
     args = parser.parse_args()
     use_synapse = not args.no_synapse and BENCH_PYTHON.exists()
     if not args.no_synapse and not use_synapse:
-        print("(.bench-venv missing: run bash bench/setup_synapse_env.sh; comparing skipped)")
+        print("(.synapse-venv missing: run bash bench/setup_synapse_venv.sh; comparing skipped)")
     rows = []
     ok = True
     for version in args.versions.split(","):

@@ -1,6 +1,6 @@
 """Runs Synapse's state resolution on inputs written by bench_stateres.py (or the tests).
 
-Runs inside .bench-venv (matrix-synapse from PyPI), never inside the project's venv. Reads a
+Runs inside .synapse-venv (matrix-synapse from PyPI), never inside the project's venv. Reads a
 JSON document on stdin:
 
     {"room_version": "10", "pdus": [...], "event_ids": [...] (or "pdus_file": path),

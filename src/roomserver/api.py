@@ -243,8 +243,11 @@ def _loads(
 ) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise WireFormatError(f"not JSON: {exc}") from None
+    except RecursionError:
+        # The JSON parser gives up on deep nesting (about 1,000 levels) with a RecursionError.
+        raise WireFormatError("not JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise WireFormatError("message body must be a JSON object")
     version = value.get("v")

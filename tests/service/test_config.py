@@ -35,7 +35,12 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
             "ROOMSERVER_FEDERATION__ENABLED": "false",
             "ROOMSERVER_FEDERATION__NOTARY_SERVERS": "a.example,b.example",
             "ROOMSERVER_INPUT__MAX_MISSING_PROCESSING_S": "12.5",
-            "ROOMSERVER_REQUIRE_POSTGRES": "1",  # a test switch, not a config key
+            # Test and CI switches, not config keys:
+            "ROOMSERVER_REQUIRE_POSTGRES": "1",
+            "ROOMSERVER_REQUIRE_SYNAPSE": "1",
+            "ROOMSERVER_REQUIRE_ATHERIS": "1",
+            "ROOMSERVER_TEST_PG": "postgresql://127.0.0.1:5432",
+            "ROOMSERVER_FUZZ_SECONDS": "20",
         },
     )
     assert config.server_name == "file.example"

@@ -4,7 +4,7 @@ Run: ``.venv/bin/python -m tests.stateres.generate_fixtures`` (from the reposito
 
 Each scenario builds a room with ``RoomBuilder`` (hashed, signed events), forks it, and states
 the expected resolution *by reasoning* (see each docstring), not by running the resolver. The
-script then checks the resolver agrees, and, when ``.bench-venv`` has Synapse installed, that
+script then checks the resolver agrees, and, when ``.synapse-venv`` has Synapse installed, that
 Synapse agrees too (except where a scenario documents that the two differ).
 Fixture format (one JSON object per file):
 
@@ -390,7 +390,7 @@ def _state(rows: list[list[str]]) -> StateSet:
 
 
 def _synapse(fixture: dict[str, Any]) -> StateSet | None:
-    python = ROOT / ".bench-venv" / "bin" / "python"
+    python = ROOT / ".synapse-venv" / "bin" / "python"
     if not python.exists():
         return None
     request = {

@@ -3,6 +3,8 @@
 Every key, with its default (the file ``config.example.yaml`` at the repository root shows the
 same). An environment variable ``ROOMSERVER_<SECTION>__<KEY>`` (or ``ROOMSERVER_<KEY>`` for
 top-level keys) overrides the file, e.g. ``ROOMSERVER_DATABASE__URL=postgresql://...``.
+Variables starting ``ROOMSERVER_REQUIRE_``, ``ROOMSERVER_TEST_`` or ``ROOMSERVER_FUZZ_`` are the
+test suite's switches and are ignored here.
 
     server_name: localhost           # our Matrix server name
     data_dir: ./data                 # embedded NATS store, SQLite file and signing key live here
@@ -232,10 +234,15 @@ def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
     return replace(defaults, **values)
 
 
+# Switches of the test suite and CI (ROOMSERVER_REQUIRE_POSTGRES, ROOMSERVER_TEST_PG,
+# ROOMSERVER_FUZZ_SECONDS, ...), never configuration keys.
+_TEST_SWITCH_PREFIXES = ("ROOMSERVER_REQUIRE_", "ROOMSERVER_TEST_", "ROOMSERVER_FUZZ_")
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith("ROOMSERVER_") or key == "ROOMSERVER_REQUIRE_POSTGRES":
+        if not key.startswith("ROOMSERVER_") or key.startswith(_TEST_SWITCH_PREFIXES):
             continue
         parts = key[len("ROOMSERVER_") :].lower().split("__")
         node = out
