@@ -14,11 +14,17 @@ from collections.abc import Callable
 from typing import Any
 
 from roomserver.api import (
+    EventResult,
+    InputRoomEvent,
     WireFormatError,
     decode_event_result,
+    decode_event_results,
+    decode_input_message,
     decode_input_room_event,
     decode_output_event,
     encode_event_result,
+    encode_event_results,
+    encode_input_batch,
     encode_input_room_event,
     encode_output_event,
 )
@@ -96,20 +102,34 @@ def _roundtrip(decode: Callable[[bytes], Any], encode: Callable[[Any], bytes], d
     assert encode(decode(body)) == body, "decode(encode(x)) changed the message"
 
 
+def _encode_input_message(decoded: tuple[int, list[InputRoomEvent]]) -> bytes:
+    version, items = decoded
+    return encode_input_room_event(items[0]) if version == 1 else encode_input_batch(items)
+
+
+def _encode_results(results: list[EventResult]) -> bytes:
+    return encode_event_results(results)
+
+
 def wire_codec_target(data: bytes) -> None:
-    """First byte: which decoder (input event, output event, event result); the rest: a message
-    body. Each decoder returns its value or raises ``WireFormatError``; a decoded value encodes
-    to a body that decodes to the same value."""
+    """First byte: which decoder (input event, output event, event result, input message of
+    version 1 or 2, results of version 2); the rest: a message body. Each decoder returns its
+    value or raises ``WireFormatError``; a decoded value encodes to a body that decodes to the
+    same value."""
     if not data:
         return
-    which = data[0] % 3
+    which = data[0] % 5
     body = data[1:]
     if which == 0:
         _roundtrip(decode_input_room_event, encode_input_room_event, body)
     elif which == 1:
         _roundtrip(decode_output_event, encode_output_event, body)
-    else:
+    elif which == 2:
         _roundtrip(decode_event_result, encode_event_result, body)
+    elif which == 3:
+        _roundtrip(decode_input_message, _encode_input_message, body)
+    else:
+        _roundtrip(decode_event_results, _encode_results, body)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
