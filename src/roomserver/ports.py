@@ -427,6 +427,3 @@ class OutputPublisher(Protocol):
         them. Each carries its ``msg_id``, so the stream drops a repeat."""
         ...
 
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...

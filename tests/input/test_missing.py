@@ -204,3 +204,25 @@ async def test_sender_joined_inside_the_gap_is_not_soft_failed(harness: HarnessF
         assert (await h.stored(event.event_id)).outcome is Outcome.ACCEPTED
     assert await h.current_state() == builder.state
     assert await h.extremities() == {latest.event_id}
+
+
+async def test_servers_to_ask_are_ordered_deduplicated_and_valid(harness: HarnessFactory) -> None:
+    from roomserver.input.processor import _Job
+
+    builder, events = new_room()
+    events.append(builder.join(BOB))
+    h = await harness(builder)
+    await h.accept_all(events)
+    room = await h.store.room(builder.room_id)
+    msg = builder.message(BOB)
+    ask = h.processor.servers_for
+    # Origin first, then the sender's server, then the joined servers (ours never).
+    assert await ask(_Job(event=msg, kind=Kind.NEW, origin="a.test"), room) == [
+        "a.test",
+        "remote.test",
+    ]
+    assert await ask(_Job(event=msg, kind=Kind.NEW, origin="remote.test"), room) == ["remote.test"]
+    # A name that is no server name is never asked.
+    assert await ask(_Job(event=msg, kind=Kind.NEW, origin="not a server"), room) == [
+        "remote.test"
+    ]

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from roomserver.core.errors import InvalidEvent
-from roomserver.core.identifiers import is_valid_server_name, server_name_of
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.redaction import redact
 from roomserver.core.signatures import check_content_hash
@@ -30,15 +29,12 @@ from roomserver.federation.errors import (
     NoServerSucceeded,
 )
 from roomserver.federation.ordering import topological_order
+from roomserver.ports import HaveEvents
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 JSONObject = dict[str, Any]
-ServerAllowed = Callable[[str], bool]
-HaveEvents = Set[str] | Callable[[Sequence[str]], Awaitable[Set[str]]]
-"""What the caller already holds: a set of event IDs, or an async callback returning the subset
-of the given IDs it holds."""
 
 MAXIMUM_MISSING_PROCESSING_TIME = 300.0
 MISSING_EVENTS_PAGE = 20
@@ -167,29 +163,6 @@ class FederationFetcher:
     def deadline(self) -> Deadline:
         """A new deadline ``max_missing_processing_time`` from now, for one whole procedure."""
         return Deadline.after(self.max_missing_processing_time, self._clock)
-
-    def server_list(
-        self,
-        *,
-        origin: str | None,
-        sender: str | None = None,
-        joined_servers: Iterable[str] = (),
-        allowed: ServerAllowed | None = None,
-    ) -> list[str]:
-        """Servers to ask, in order: the origin, the sender's server, then ``joined_servers``.
-
-        Deduplicated; never this server, never an invalid name, never one ``allowed`` (the
-        room's server ACL) denies.
-        """
-        candidates = [origin, server_name_of(sender) if sender else None, *joined_servers]
-        out: list[str] = []
-        for server in candidates:
-            if not server or server in out or server == self.server_name:
-                continue
-            if not is_valid_server_name(server) or (allowed is not None and not allowed(server)):
-                continue
-            out.append(server)
-        return out
 
     # -- procedures ---------------------------------------------------------------------------
     async def fetch_event(

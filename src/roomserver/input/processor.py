@@ -38,7 +38,7 @@ from roomserver.core.auth import (
     check_auth_rules,
 )
 from roomserver.core.errors import InvalidEvent, Rejected, UnknownRoomVersion
-from roomserver.core.identifiers import server_name_of
+from roomserver.core.identifiers import is_valid_server_name, server_name_of
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.redaction import redact_with
 from roomserver.core.signatures import check_content_hash
@@ -60,7 +60,6 @@ from roomserver.input.state import StateBefore, StateResolver, state_from_prevs,
 from roomserver.input.store import EventCache, InputStore, Prefetched, SnapshotEntries
 from roomserver.input.write_behind import BufferedWriteFailed, WriteBehind
 from roomserver.ports import (
-    Clock,
     ConcurrentUpdate,
     EventStatus,
     EventWrite,
@@ -142,7 +141,6 @@ class InputProcessor:
         *,
         server_name: str,
         acl: ServerAclChecker | None = None,
-        clock: Clock | None = None,
         config: InputConfig | None = None,
     ) -> None:
         self.config = config or InputConfig()
@@ -159,7 +157,6 @@ class InputProcessor:
         self._fetcher = fetcher
         self._publisher = publisher
         self._server_name = server_name
-        self._clock = clock
         self._events = EventCache(store)
         self._snapshot_entries = SnapshotEntries()
         self._acl: ServerAclChecker = acl or StoredAclChecker(store, self._events)
@@ -758,6 +755,8 @@ class InputProcessor:
         out: list[str] = []
         for server in candidates:
             if not server or server == self._server_name or server in out:
+                continue
+            if not is_valid_server_name(server):
                 continue
             if allowed(server):
                 out.append(server)
