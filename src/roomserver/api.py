@@ -22,7 +22,6 @@ WIRE_VERSION = 1
 #: The version of input messages and of the sync replies to them (a batch of events / results).
 INPUT_WIRE_VERSION = 2
 
-StateKey = tuple[str, str]
 
 
 class WireFormatError(ValueError):

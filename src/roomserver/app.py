@@ -49,6 +49,7 @@ from roomserver.core.errors import CoreError
 from roomserver.core.hashes import compute_event_id, compute_room_id
 from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
 from roomserver.core.room_versions import room_version as lookup_room_version
+from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
@@ -64,7 +65,6 @@ from roomserver.storage.inspect import EventCounts, RoomOverview
 
 log = logging.getLogger(__name__)
 
-StateKey = tuple[str, str]
 
 #: The file (under data_dir) where a running embedded nats-server's URL is written, so that
 #: ``roomserver input`` / ``state`` on the same data directory can reach the running service.

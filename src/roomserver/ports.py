@@ -17,8 +17,8 @@ from typing import Any, NewType, Protocol
 
 from roomserver.api import StoredEvent
 from roomserver.core.pdu import Event
+from roomserver.core.state_keys import StateKey as StateKey
 
-StateKey = tuple[str, str]
 SnapshotId = NewType("SnapshotId", int)
 
 

@@ -28,13 +28,13 @@ from roomserver.core.identifiers import (
 )
 from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for
+from roomserver.core.state_keys import StateKey as StateKey
 
 MAX_PDU_BYTES = 65_536
 MAX_PREV_EVENTS = 20
 MAX_AUTH_EVENTS = 10
 _INT64_MAX = 2**63 - 1
 
-StateKey = tuple[str, str]
 
 
 class Event:

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from roomserver.core.acl import acl_predicate
+from roomserver.core.state_keys import SERVER_ACL_KEY
 from roomserver.input.store import EventCache, InputStore
 from roomserver.ports import RoomInfo, SnapshotId
-
-ACL_KEY = ("m.room.server_acl", "")
 
 
 class ServerAclChecker(Protocol):
@@ -39,8 +38,8 @@ class StoredAclChecker:
         if room.current_state in self._by_snapshot:
             acl_id = self._by_snapshot[room.current_state]
         else:
-            entries = await self._store.state_entries(room.current_state, [ACL_KEY])
-            acl_id = entries.get(ACL_KEY)
+            entries = await self._store.state_entries(room.current_state, [SERVER_ACL_KEY])
+            acl_id = entries.get(SERVER_ACL_KEY)
             if len(self._by_snapshot) > 10_000:
                 self._by_snapshot.clear()
             self._by_snapshot[room.current_state] = acl_id

@@ -9,6 +9,7 @@ from typing import Any
 from roomserver.core.auth import CREATE_KEY, auth_types_for_event, check_soft_fail
 from roomserver.core.errors import SoftFailed
 from roomserver.core.pdu import Event
+from roomserver.core.state_keys import HISTORY_VISIBILITY_KEY
 from roomserver.input.state import StateBefore, StateResolver
 from roomserver.input.store import (
     EventCache,
@@ -18,8 +19,6 @@ from roomserver.input.store import (
     state_after_delta,
 )
 from roomserver.ports import RoomInfo, StateKey
-
-HISTORY_VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
 
 
 async def needed_state_events(

@@ -36,6 +36,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome, StoredEvent
 from roomserver.core.pdu import Event
+from roomserver.core.state_keys import StateKey
 from roomserver.service.config import Config
 from roomserver.service.dag_svg import render_dag_svg
 from roomserver.testing.builder import RoomBuilder
@@ -53,7 +54,6 @@ BOB = "@bob:south.example"
 CAROL = "@carol:east.example"
 DAVE = "@dave:south.example"
 
-StateKey = tuple[str, str]
 
 
 def demo_signing_key(server_name: str) -> SigningKey:

@@ -6,12 +6,12 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from roomserver.core.state_keys import StateKey as StateKey
 from roomserver.ports import CorruptData, StorageError
 from roomserver.storage.cache import TxCache
 from roomserver.storage.engine import Tx
 
 T = TypeVar("T")
-StateKey = tuple[str, str]
 CHUNK = 2000  # values per IN list: well under SQLite's limit of 32,766 parameters
 
 

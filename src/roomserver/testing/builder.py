@@ -17,8 +17,7 @@ from roomserver.core.hashes import room_id_from_create_event_id
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.room_versions import RoomVersion, room_version
 from roomserver.core.signatures import sign_event
-
-StateKey = tuple[str, str]
+from roomserver.core.state_keys import StateKey
 
 
 def test_signing_key(seed_byte: int = 1) -> SigningKey:

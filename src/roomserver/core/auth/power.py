@@ -13,14 +13,14 @@ from typing import Any, Final, TypeAlias
 
 from roomserver.core.pdu import Event
 from roomserver.core.room_versions import RoomVersion
+from roomserver.core.state_keys import CREATE_KEY as CREATE_KEY
+from roomserver.core.state_keys import JOIN_RULES_KEY as JOIN_RULES_KEY
+from roomserver.core.state_keys import POWER_LEVELS_KEY as POWER_LEVELS_KEY
+from roomserver.core.state_keys import StateKey as StateKey
 
-StateKey: TypeAlias = tuple[str, str]
 PowerLevel: TypeAlias = int | float
 """An integer, or ``CREATOR_POWER_LEVEL`` for room version 12 creators."""
 
-CREATE_KEY: Final[StateKey] = ("m.room.create", "")
-POWER_LEVELS_KEY: Final[StateKey] = ("m.room.power_levels", "")
-JOIN_RULES_KEY: Final[StateKey] = ("m.room.join_rules", "")
 
 CREATOR_POWER_LEVEL: Final[float] = math.inf
 """Room version 12: creators outrank every integer power level (MSC4289)."""

@@ -13,10 +13,9 @@ from collections.abc import Set as AbstractSet
 
 from roomserver.core.errors import Rejected
 from roomserver.core.pdu import Event
+from roomserver.core.state_keys import CREATE_KEY
 from roomserver.core.stateres._rules import auth_types_for_event, check_auth_rules
 from roomserver.core.stateres.provider import EventLookup, StateKey
-
-CREATE_KEY: StateKey = ("m.room.create", "")
 
 
 class PartialState:

@@ -22,11 +22,10 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from roomserver.core.errors import CoreError
 from roomserver.core.pdu import Event, is_create_event
+from roomserver.core.state_keys import CREATE_KEY, POWER_LEVELS_KEY
+from roomserver.core.state_keys import StateKey as StateKey
 
-StateKey: TypeAlias = tuple[str, str]
 StateMap: TypeAlias = Mapping[StateKey, str]
-_POWER_LEVELS_KEY: StateKey = ("m.room.power_levels", "")
-_CREATE_KEY: StateKey = ("m.room.create", "")
 
 
 class MissingEvent(CoreError, LookupError):
@@ -210,7 +209,7 @@ class EventLookup:
 
     def power_levels_auth_event(self, event: Event) -> Event | None:
         """The ``m.room.power_levels`` event among ``event``'s auth events, if it cites one."""
-        return self.auth_events_by_key(event).get(_POWER_LEVELS_KEY)
+        return self.auth_events_by_key(event).get(POWER_LEVELS_KEY)
 
     def create_event_for(self, event: Event) -> Event | None:
         """The room's create event as ``event`` knows it.
@@ -229,4 +228,4 @@ class EventLookup:
                     return None  # the room ID names no create event
                 self._create_by_room[room_id] = create
             return create
-        return self.auth_events_by_key(event).get(_CREATE_KEY)
+        return self.auth_events_by_key(event).get(CREATE_KEY)

@@ -20,11 +20,10 @@ from collections.abc import Mapping, Sequence
 
 from roomserver.core.errors import Rejected
 from roomserver.core.pdu import Event
+from roomserver.core.state_keys import POWER_LEVELS_KEY
 from roomserver.core.stateres._rules import check_auth_rules
 from roomserver.core.stateres.conflicts import disagreeing_keys
 from roomserver.core.stateres.provider import EventLookup, StateKey, StateMap
-
-POWER_LEVELS_KEY: StateKey = ("m.room.power_levels", "")
 
 
 def resolve_v1(state_sets: Sequence[StateMap], lookup: EventLookup) -> dict[StateKey, str]:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
 from roomserver.core.room_versions import RoomVersion, StateResAlgorithm
+from roomserver.core.state_keys import POWER_LEVELS_KEY
 from roomserver.core.stateres import auth_chains
 from roomserver.core.stateres._rules import is_power_event
 from roomserver.core.stateres.conflicts import (
@@ -39,8 +40,6 @@ from roomserver.core.stateres.provider import (
     StateKey,
     StateMap,
 )
-
-POWER_LEVELS_KEY: StateKey = ("m.room.power_levels", "")
 
 
 def resolve_v2(
