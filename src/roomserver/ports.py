@@ -171,7 +171,7 @@ class InputReads:
     (``InputReadBatch.read_for_input``)."""
 
     events: Mapping[str, StoredEvent]  # get_events(event_ids)
-    referenced: AbstractSet[str]  # referenced_as_prev(referenced_ids)
+    referenced: AbstractSet[str]  # referenced_as_prev(room_id, referenced_ids)
     redactions: Sequence[RedactionRecord]  # redactions_for(redactions_of), [] if None
 
 
@@ -201,8 +201,11 @@ class EventStore(Protocol):
         """Apply ``write`` atomically. Raises ``ConcurrentUpdate`` if the room moved on."""
         ...
 
-    async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
-        """The IDs among ``event_ids`` that some stored event lists in its prev_events."""
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """The IDs among ``event_ids`` that some event of ``room_id`` in the room's DAG lists in
+        its prev_events: stored with state, not rejected, not soft-failed. Citations by
+        outliers, rejected or soft-failed events, or by events of other rooms, do not count
+        (such an event cannot be built upon, so what it alone cites stays an extremity)."""
         ...
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
@@ -222,6 +225,7 @@ class InputReadBatch(Protocol):
         self,
         event_ids: Iterable[str],
         *,
+        room_id: str,
         referenced_ids: Iterable[str],
         redactions_of: str | None,
     ) -> InputReads: ...

@@ -129,3 +129,152 @@ async def test_message_before_its_prev_is_rejected_then_accepted(
     [(_, outcome, reason)] = await _feed(rs, late, ["topic"])
     assert outcome is Outcome.ACCEPTED, reason
     assert await _held(rs, room_id, late) == expected
+
+
+async def test_outlier_citing_an_event_does_not_make_it_late(
+    open_roomserver: OpenRoomserver,
+) -> None:
+    """The message arrives first as an outlier (as a fetched auth or state event would): it
+    cites the join, but an outlier is not built upon, so the join still becomes the extremity;
+    the message sent as NEW then gains state and ends as in order."""
+    rs = await open_roomserver()
+    in_order, late = await _two_rooms(rs, _first_message_before_join)
+    setup = ["create", "alice", "power", "rules"]
+    await _feed(rs, in_order, [*setup, "join", "message"])
+    expected = await _held(rs, in_order["create"].room_id, in_order)
+
+    await _feed(rs, late, setup)
+    [(_, outcome, reason)] = await _feed(rs, late, ["message"], kind=Kind.OUTLIER)
+    assert outcome is Outcome.REJECTED and reason is not None and reason.startswith(MISSING_AUTH)
+    [(_, outcome, _)] = await _feed(rs, late, ["join"])
+    assert outcome is Outcome.ACCEPTED
+    room_id = late["create"].room_id
+    assert (await _held(rs, room_id, late))["latest"] == ["join"]
+    # Now its auth events are known: as an outlier it is accepted, still without state.
+    [(_, outcome, _)] = await _feed(rs, late, ["message"], kind=Kind.OUTLIER)
+    assert outcome is Outcome.ACCEPTED
+    held = await _held(rs, room_id, late)
+    assert held["latest"] == ["join"] and held["outliers"] == ["message"]
+    [(_, outcome, reason)] = await _feed(rs, late, ["message"])
+    assert outcome is Outcome.ACCEPTED, reason
+    assert await _held(rs, room_id, late) == expected
+
+
+def _ban_races_join(b: RoomBuilder) -> dict[str, Event]:
+    """Bob joins while Alice bans him on a concurrent branch; Bob then speaks on his branch."""
+    create, alice, power, rules = b.create_room(ALICE)
+    join = b.join(BOB)
+    ban = b.send(
+        "m.room.member",
+        ALICE,
+        {"membership": "ban"},
+        state_key=BOB,
+        prev_events=[rules.event_id],
+        auth_events=[create.event_id, alice.event_id, power.event_id],
+    )
+    bob_speaks = b.add(
+        b.make_pdu(
+            "m.room.message",
+            BOB,
+            {"msgtype": "m.text", "body": "am I still here?"},
+            prev_events=[join.event_id],
+            auth_events=[create.event_id, power.event_id, join.event_id],
+        )
+    )
+    after_ban = b.add(
+        b.make_pdu("m.room.message", ALICE, {"body": "bye"}, prev_events=[ban.event_id])
+    )
+    merge = b.add(
+        b.make_pdu(
+            "m.room.message",
+            ALICE,
+            {"body": "merge"},
+            prev_events=[bob_speaks.event_id, after_ban.event_id],
+        )
+    )
+    return {
+        "create": create,
+        "alice": alice,
+        "power": power,
+        "rules": rules,
+        "join": join,
+        "ban": ban,
+        "bob_speaks": bob_speaks,
+        "after_ban": after_ban,
+        "merge": merge,
+    }
+
+
+async def test_event_cited_only_by_a_soft_failed_event_stays_an_extremity(
+    open_roomserver: OpenRoomserver,
+) -> None:
+    """The soft-failed sibling. Bob's message on his join's branch is soft-failed (current
+    state has him banned). It cites the join, but a soft-failed event is not built upon: the
+    join stays an extremity when Alice writes on the ban's branch. An event that does cite the
+    soft-failed message builds on the join through it: then the join stops being one."""
+    rs = await open_roomserver()
+    b = RoomBuilder("10")
+    trust(rs, b)
+    events = _ban_races_join(b)
+    room_id = events["create"].room_id
+    fed = await _feed(rs, events, ["create", "alice", "power", "rules", "join", "ban"])
+    assert {o for _, o, _ in fed} == {Outcome.ACCEPTED}
+    held = await _held(rs, room_id, events)
+    assert held["latest"] == ["ban", "join"]
+    assert held["state"][("m.room.member", BOB)] == "ban"
+
+    [(_, outcome, _)] = await _feed(rs, events, ["bob_speaks"])
+    assert outcome is Outcome.SOFT_FAILED
+    assert (await _held(rs, room_id, events))["latest"] == ["ban", "join"]
+
+    [(_, outcome, _)] = await _feed(rs, events, ["after_ban"])
+    assert outcome is Outcome.ACCEPTED
+    held = await _held(rs, room_id, events)
+    assert held["latest"] == ["after_ban", "join"]
+    assert held["state"][("m.room.member", BOB)] == "ban"
+
+    [(_, outcome, reason)] = await _feed(rs, events, ["merge"])
+    assert outcome is Outcome.ACCEPTED, reason
+    held = await _held(rs, room_id, events)
+    assert held["latest"] == ["merge"]
+    assert held["state"][("m.room.member", BOB)] == "ban"
+    assert held["outcomes"]["bob_speaks"] is Outcome.SOFT_FAILED
+
+
+async def test_citations_from_another_room_do_not_count(open_roomserver: OpenRoomserver) -> None:
+    """Room scope: events of another room that cite this room's next event (a rejected one,
+    and one accepted with supplied state) do not make it look late here."""
+    rs = await open_roomserver()
+    in_order, here = await _two_rooms(rs, _first_message_before_join)
+    setup = ["create", "alice", "power", "rules"]
+    await _feed(rs, in_order, [*setup, "join", "message"])
+    expected = await _held(rs, in_order["create"].room_id, in_order)
+    await _feed(rs, here, setup)
+
+    elsewhere = RoomBuilder("10")
+    trust(rs, elsewhere)
+    base = _first_message_before_join(elsewhere)
+    await _feed(rs, base, ["create", "alice", "power", "rules", "join"])
+    cites = [here["join"].event_id, base["join"].event_id]
+    rejected = elsewhere.add(
+        elsewhere.make_pdu("m.room.message", BOB, {"body": "which room?"}, prev_events=cites)
+    )
+    [result] = (await submit(rs, [rejected.pdu])).results
+    assert result.outcome is Outcome.REJECTED  # its prev is not known (in this room)
+    state_ids = tuple(sorted(elsewhere.state.values()))
+    accepted = elsewhere.add(
+        elsewhere.make_pdu("m.room.message", BOB, {"body": "from the past"}, prev_events=cites)
+    )
+    [result] = (
+        await submit(rs, [accepted.pdu], kind=Kind.OLD, has_state=True, state_event_ids=state_ids)
+    ).results
+    assert result.outcome is Outcome.ACCEPTED, result.reason
+    stored = await rs.event(accepted.event_id)
+    assert stored is not None and not stored.outlier
+
+    [(_, outcome, _)] = await _feed(rs, here, ["join"])
+    assert outcome is Outcome.ACCEPTED
+    room_id = here["create"].room_id
+    assert (await _held(rs, room_id, here))["latest"] == ["join"]
+    await _feed(rs, here, ["message"])
+    assert await _held(rs, room_id, here) == expected

@@ -196,7 +196,7 @@ class InputProcessor:
         if self._batch is not None:
             cited = _cited_ids(event, room)
             reads = await self._batch.read_for_input(
-                wanted, referenced_ids=cited, redactions_of=event.event_id
+                wanted, room_id=event.room_id, referenced_ids=cited, redactions_of=event.event_id
             )
             found = dict(reads.events)
             prefetched = Prefetched(

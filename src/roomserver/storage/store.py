@@ -95,25 +95,30 @@ class SqlStorage:
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
         return await self._run(lambda tx, _: events.redactions_for(tx, event_id))
 
-    async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
-        """The IDs among ``event_ids`` that some stored event lists in its prev_events."""
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """The IDs among ``event_ids`` that an accepted, not soft-failed event of ``room_id``
+        with state lists in its prev_events (see ``ports.EventStore.referenced_as_prev``)."""
         wanted = sorted(set(event_ids))
-        return await self._run(lambda tx, _: events.referenced_as_prev(tx, wanted))
+        return await self._run(lambda tx, _: events.referenced_as_prev(tx, room_id, wanted))
 
     async def read_for_input(
         self,
         event_ids: Iterable[str],
         *,
+        room_id: str,
         referenced_ids: Iterable[str],
         redactions_of: str | None,
     ) -> InputReads:
-        """``get_events``, ``referenced_as_prev`` and ``redactions_for`` in one hand-off."""
+        """``get_events``, ``referenced_as_prev(room_id, referenced_ids)`` and
+        ``redactions_for`` in one hand-off."""
         wanted = list(event_ids)
         cited = sorted(set(referenced_ids))
 
         async def fn(tx: Tx, cache: TxCache) -> InputReads:
             found = await events.get_events(tx, cache, wanted) if wanted else {}
-            referenced = await events.referenced_as_prev(tx, cited) if cited else set()
+            referenced = (
+                await events.referenced_as_prev(tx, room_id, cited) if cited else set()
+            )
             redactions = (
                 await events.redactions_for(tx, redactions_of) if redactions_of is not None else []
             )
