@@ -278,3 +278,56 @@ async def test_citations_from_another_room_do_not_count(open_roomserver: OpenRoo
     assert (await _held(rs, room_id, here))["latest"] == ["join"]
     await _feed(rs, here, ["message"])
     assert await _held(rs, room_id, here) == expected
+
+
+async def test_event_citing_an_auth_event_rejected_for_missing_data_waits_for_it(
+    open_roomserver: OpenRoomserver,
+) -> None:
+    """Bob's join cites power levels not received yet, and his message cites the join (and no
+    other unknown event): both are rejected for missing auth events (the message too: its
+    auth event is stored but was rejected only for missing data).
+    Once the power levels arrive, the join and then the message sent again are accepted."""
+    rs = await open_roomserver()
+
+    def script(b: RoomBuilder) -> dict[str, Event]:
+        create, alice, power, rules = b.create_room(ALICE)
+        levels = b.send(
+            "m.room.power_levels",
+            ALICE,
+            {"users": {ALICE: 100}, "users_default": 0, "state_default": 50, "ban": 50},
+            state_key="",
+        )
+        join = b.join(BOB)
+        # Citing the first power levels (allowed: an auth event of the right type): its only
+        # unknown auth event is the join.
+        message = b.add(
+            b.make_pdu(
+                "m.room.message",
+                BOB,
+                {"msgtype": "m.text", "body": "hi"},
+                auth_events=[create.event_id, power.event_id, join.event_id],
+            )
+        )
+        return {
+            "create": create,
+            "alice": alice,
+            "power": power,
+            "rules": rules,
+            "levels": levels,
+            "join": join,
+            "message": message,
+        }
+
+    in_order, late = await _two_rooms(rs, script)
+    setup = ["create", "alice", "power", "rules"]
+    await _feed(rs, in_order, [*setup, "levels", "join", "message"])
+    expected = await _held(rs, in_order["create"].room_id, in_order)
+    assert expected["latest"] == ["message"]
+
+    await _feed(rs, late, setup)
+    for name in ("join", "message"):
+        [(_, outcome, reason)] = await _feed(rs, late, [name])
+        assert outcome is Outcome.REJECTED and (reason or "").startswith(MISSING_AUTH), reason
+    outcomes = await _feed(rs, late, ["levels", "join", "message"])
+    assert [o for _, o, _ in outcomes] == [Outcome.ACCEPTED] * 3, outcomes
+    assert await _held(rs, late["create"].room_id, late) == expected

@@ -50,7 +50,13 @@ from roomserver.input.missing import Budget, FetchedJob, MissingPrevEvents
 from roomserver.input.outputs import OutboxBuilder, OutboxSender
 from roomserver.input.redactions import RedactionEffects, Redactions
 from roomserver.input.state import StateBefore, StateResolver, state_from_prevs, supplied_state
-from roomserver.input.store import EventCache, InputStore, Prefetched, SnapshotEntries
+from roomserver.input.store import (
+    EventCache,
+    InputStore,
+    Prefetched,
+    SnapshotEntries,
+    rejected_for_missing_data,
+)
 from roomserver.ports import (
     Clock,
     ConcurrentUpdate,
@@ -464,11 +470,11 @@ class InputProcessor:
         if event.rules.room_id_from_create_event:
             wanted.append("$" + event.room_id[1:])  # v12: the room ID names the create event
         loaded = await self._events.get(wanted)
-        missing = [i for i in wanted if i not in loaded]
+        missing = _missing_auth(wanted, loaded)
         if missing and not job.fetched and self._fetcher is not None:
             await self._fetch_auth_chain(event, await servers.get(), budget)
             loaded = await self._events.get(wanted)
-            missing = [i for i in wanted if i not in loaded]
+            missing = _missing_auth(wanted, loaded)
         rejected = {i for i, s in loaded.items() if s.rejected}
         try:
             check_auth_events(event, [s.event for s in loaded.values()], rejected=rejected)
@@ -643,6 +649,13 @@ def _cited_ids(event: Event, room: RoomInfo | None) -> list[str]:
     prevs = set(event.prev_event_ids)
     kept = [e for e in room.forward_extremities if e not in prevs and e != event.event_id]
     return [event.event_id, *kept]
+
+
+def _missing_auth(wanted: Sequence[str], loaded: Mapping[str, StoredEvent]) -> list[str]:
+    """Auth events unknown, or stored but rejected only for lack of data: the event waits for
+    them (rejected for missing auth events, processed again when resubmitted), as it would
+    had they arrived in order."""
+    return [i for i in wanted if i not in loaded or rejected_for_missing_data(loaded[i])]
 
 
 def _missing_prevs(event: Event, prevs: Mapping[str, StoredEvent]) -> list[str]:
