@@ -71,3 +71,40 @@ async def test_same_server_redaction_is_applied_v11(harness: HarnessFactory) -> 
     h = await harness(builder)
     await h.accept_all([*events, target, redaction])
     assert [r.redacted_event_id for r in h.publisher.outputs("redacted_event")] == [target.event_id]
+
+
+async def test_redaction_waits_for_a_target_rejected_for_missing_data(
+    harness: HarnessFactory,
+) -> None:
+    """A target rejected for missing data is not redacted (a rejected event never is); the
+    redaction stays pending, and is applied once the target is processed again and accepted.
+    A rejected or soft-failed redaction records nothing, so it is never applied later."""
+    builder, events = new_room()
+    join = builder.join(BOB)
+    fork = join.event_id
+    target = builder.send("m.room.message", BOB, {"body": "secret"}, prev_events=[fork])
+    redaction = builder.send(
+        "m.room.redaction", ALICE, {}, extra={"redacts": target.event_id}, prev_events=[fork]
+    )
+    mallory_redaction = builder.send(
+        "m.room.redaction", CAROL, {}, extra={"redacts": target.event_id}, prev_events=[fork]
+    )
+    h = await harness(builder)
+    await h.accept_all(events)
+    early = await h.submit(target)  # before Bob's join: missing auth events
+    assert early.outcome is Outcome.REJECTED
+    assert (early.reason or "").startswith("missing auth events")
+    rejected = await h.submit(mallory_redaction)  # Carol never joined
+    assert rejected.outcome is Outcome.REJECTED
+    await h.accept_all([join, redaction])
+    assert h.publisher.outputs("redacted_event") == []
+    assert (await h.stored(target.event_id)).redacted_because is None
+    records = await h.store.redactions_for(target.event_id)
+    assert [(r.redaction_id, r.validated) for r in records] == [(redaction.event_id, False)]
+
+    await h.accept_all([target])
+    redacted = h.publisher.outputs("redacted_event")
+    assert [r.redacted_event_id for r in redacted] == [target.event_id]
+    stored = await h.stored(target.event_id)
+    assert stored.redacted_because == redaction.event_id and stored.event.content == {}
+    assert await h.extremities() == {redaction.event_id, target.event_id}
