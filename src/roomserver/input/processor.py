@@ -397,14 +397,14 @@ class InputProcessor:
                         history_visibility=facts.history_visibility,
                     )
                 )
-            if facts.soft_failed is None:
-                effects = await self._redactions.effects(
-                    event,
-                    state,
-                    outbox,
-                    room_current_state=room.current_state if room is not None else None,
-                    prefetched=prefetched,
-                )
+            effects = await self._redactions.effects(
+                event,
+                state,
+                outbox,
+                room_current_state=room.current_state if room is not None else None,
+                prefetched=prefetched,
+                soft_failed=facts.soft_failed is not None,
+            )
         marks = self._outbox.marks_for(event.room_id)
         persisted = await self._store.persist(
             EventWrite(
