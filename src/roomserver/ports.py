@@ -63,6 +63,7 @@ class SchemaTooNew(StorageError):
 class RoomInfo:
     room_id: str
     room_version: str
+    # Accepted, not soft-failed events with state (only accepted NEW events update them).
     forward_extremities: tuple[str, ...]
     current_state: SnapshotId | None
     last_sent_event_id: str | None
@@ -126,9 +127,11 @@ class RedactionRecord:
 class EventWrite:
     """Everything persisting one event changes, applied in ONE transaction.
 
-    Idempotent: writing an event that is already stored never changes its JSON; it may give an
-    outlier a state snapshot, clear a rejection (never set one on an accepted event), and apply
-    the room update and outbox entries if the room's version still matches.
+    Idempotent: writing an event that is already stored never changes its JSON (nor its prev
+    edges); it may give an outlier a state snapshot, replace a stored rejection by the new
+    outcome (cleared, or the new reason and soft-failed flag; never set a rejection on an
+    accepted event), and apply the room update and outbox entries if the room's version still
+    matches.
     """
 
     event: Event
@@ -192,7 +195,8 @@ class ServerKeyRecord:
 
 class EventStore(Protocol):
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        """The stored events among ``event_ids`` (missing ones are simply absent)."""
+        """The stored events among ``event_ids`` (missing ones are simply absent), whatever
+        their flags: rejected, soft-failed and outlier events are returned with them."""
         ...
 
     async def room(self, room_id: str) -> RoomInfo | None: ...
@@ -209,7 +213,9 @@ class EventStore(Protocol):
         ...
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
-        """Redactions targeting ``event_id`` and, for a redaction, the record it created."""
+        """Redactions targeting ``event_id`` and, for a redaction, the record it created. Only
+        accepted, not soft-failed redactions create records (the input pipeline writes them);
+        the target may be stored with any flags, or not at all."""
         ...
 
     async def pending_outbox(self, room_id: str) -> list[OutboxEntry]: ...
@@ -252,7 +258,9 @@ class StateStore(Protocol):
 
 class AuthChainIndex(Protocol):
     async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
-        """Every event reachable through auth_events from ``event_ids`` (excluding them)."""
+        """Every event reachable through auth_events from ``event_ids`` (excluding them), with
+        any flags: an accepted event's chain holds only accepted events (a rejected auth event
+        rejects the event citing it); a rejected event's may hold rejected ones."""
         ...
 
     async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
@@ -261,6 +269,9 @@ class AuthChainIndex(Protocol):
 
 
 class MembershipStore(Protocol):
+    """Memberships in the room's current state: written only by ``RoomUpdate`` s (accepted, not
+    soft-failed NEW events), so rejected, soft-failed and outlier events never show here."""
+
     async def membership(self, room_id: str, user_id: str) -> str | None: ...
 
     async def joined_servers(self, room_id: str) -> list[str]: ...

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import pytest
+
 from roomserver.api import Kind, Outcome
 from roomserver.app import Roomserver
 from roomserver.core.pdu import Event
 from roomserver.input.errors import MISSING_AUTH, MISSING_PREVS
+from roomserver.query.queries import UnknownEvents
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.conftest import OpenRoomserver
 from tests.e2e.helpers import ALICE, BOB, submit, trust
@@ -84,9 +87,12 @@ async def test_message_before_join_ends_as_in_order(open_roomserver: OpenRoomser
     [(_, outcome, reason)] = await _feed(rs, late, ["message"])
     assert outcome is Outcome.REJECTED and reason is not None and reason.startswith(MISSING_AUTH)
 
+    room_id = late["create"].room_id
+    with pytest.raises(UnknownEvents):  # rejected without state: an outlier
+        await rs.state_after(room_id, [late["message"].event_id])
+
     [(_, outcome, reason)] = await _feed(rs, late, ["join"])
     assert outcome is Outcome.ACCEPTED, reason
-    room_id = late["create"].room_id
     after_join = await _held(rs, room_id, late)
     assert after_join["latest"] == ["join"]
     assert after_join["state"][("m.room.member", BOB)] == "join"
@@ -181,6 +187,16 @@ def _ban_races_join(b: RoomBuilder) -> dict[str, Event]:
             auth_events=[create.event_id, power.event_id, join.event_id],
         )
     )
+    bob_topic = b.add(  # Bob lacks the power to set state
+        b.make_pdu(
+            "m.room.topic",
+            BOB,
+            {"topic": "mine"},
+            state_key="",
+            prev_events=[join.event_id],
+            auth_events=[create.event_id, power.event_id, join.event_id],
+        )
+    )
     after_ban = b.add(
         b.make_pdu("m.room.message", ALICE, {"body": "bye"}, prev_events=[ban.event_id])
     )
@@ -200,6 +216,7 @@ def _ban_races_join(b: RoomBuilder) -> dict[str, Event]:
         "join": join,
         "ban": ban,
         "bob_speaks": bob_speaks,
+        "bob_topic": bob_topic,
         "after_ban": after_ban,
         "merge": merge,
     }
@@ -225,6 +242,18 @@ async def test_event_cited_only_by_a_soft_failed_event_stays_an_extremity(
 
     [(_, outcome, _)] = await _feed(rs, events, ["bob_speaks"])
     assert outcome is Outcome.SOFT_FAILED
+    assert (await _held(rs, room_id, events))["latest"] == ["ban", "join"]
+    # The state after a soft-failed event is that of its branch (Bob still joined there).
+    after = await rs.state_after(room_id, [events["bob_speaks"].event_id])
+    assert after[("m.room.member", BOB)] == events["join"].event_id
+    # A rejected state event with state: the state after it is the state before it.
+    [(_, outcome, _)] = await _feed(rs, events, ["bob_topic"])
+    assert outcome is Outcome.REJECTED
+    stored = await rs.event(events["bob_topic"].event_id)
+    assert stored is not None and not stored.outlier
+    after = await rs.state_after(room_id, [events["bob_topic"].event_id])
+    assert ("m.room.topic", "") not in after
+    assert after == await rs.state_after(room_id, [events["join"].event_id])
     assert (await _held(rs, room_id, events))["latest"] == ["ban", "join"]
 
     [(_, outcome, _)] = await _feed(rs, events, ["after_ban"])

@@ -196,6 +196,8 @@ class LatestEvents:
         after = dict(before)
         if event.state_key is not None:
             after[event.state_tuple] = event.event_id
+        # Extremities are accepted, not soft-failed events with state; an outlier (which
+        # cannot be one) would contribute no state.
         others = [e for e in extremities if e != event.event_id]
         stored = await self._store.get_events(others)
         sets = [after] if event.event_id in extremities else []

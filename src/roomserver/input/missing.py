@@ -80,7 +80,9 @@ class MissingPrevEvents:
         self._fetcher = fetcher
         self._process = process
         self._limit = limit
-        self.referenced: set[str] = set()  # prev events of the events processed here
+        # Prev events of the events found in the gap, whatever their outcome: the gap's events
+        # are ancestors of the NEW event, so all they cite is behind it (not an extremity).
+        self.referenced: set[str] = set()
 
     async def have_with_state(self, event_ids: Sequence[str]) -> AbstractSet[str]:
         """Stored with state (``get_missing_events`` stops there; the state before an event

@@ -93,6 +93,8 @@ class SqlStorage:
         return await self._run(lambda tx, cache: events.persist(tx, cache, encoded), write=True)
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
+        """The records naming ``event_id`` as target or redaction (no flags are read: only
+        accepted, not soft-failed redactions are recorded)."""
         return await self._run(lambda tx, _: events.redactions_for(tx, event_id))
 
     async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
@@ -167,6 +169,8 @@ class SqlStorage:
         return await self._run(lambda tx, cache: authchain.auth_chain_difference(tx, cache, sets))
 
     # -- MembershipStore --------------------------------------------------------------------------
+    # Rows change only with a RoomUpdate's membership changes (the current state's member
+    # events): rejected, soft-failed and outlier events never appear here.
     async def membership(self, room_id: str, user_id: str) -> str | None:
         async def fn(tx: Tx, _: TxCache) -> str | None:
             row = await tx.fetchrow(
