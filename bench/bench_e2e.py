@@ -1,12 +1,25 @@
 """End-to-end throughput and latency of the roomserver on its embedded defaults.
 
     .venv/bin/python bench/bench_e2e.py [--events 10000] [--rooms 100] [--per-room 100]
-                                        [--latency 200] [--database-url URL] [--profile]
+                                        [--request 50] [--callers 8] [--singles 5000]
+                                        [--latency 200] [--database-url URL] [--phases]
+                                        [--profile]
 
 Signature verification is on (events are signed by a server whose key is given out of band).
-Reports, in one run: events/s for one room of N events; events/s for R rooms x M events in
-parallel; and the median and p99 latency of a synchronous ``input_room_events`` of one event
-on an idle server. ``--profile`` prints where the time goes (cProfile, cumulative, top 30).
+Scenarios, in one run (the issue's table):
+
+* one room of ``--events`` events, synchronous requests of ``--request`` events (the shape of a
+  federation transaction), one caller;
+* ``--rooms`` rooms x ``--per-room`` events, requests of ``--request`` events of one room,
+  ``--callers`` concurrent synchronous callers;
+* one room, ``--singles`` single-event asynchronous submissions, until all are processed;
+* the median and p99 latency of a synchronous ``input_room_events`` of one event on an idle
+  server.
+
+Each throughput line gives events/s and the CPU time per event of this process (roomserver and
+the benchmark's own callers, all threads) and of the embedded nats-server. ``--phases`` adds
+wall-clock µs per event of the storage calls, signature checks and output publishing of the
+first scenario; ``--profile`` prints a cProfile of it (tottime, top 30).
 """
 
 from __future__ import annotations
@@ -14,12 +27,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
+import os
 import pstats
+import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -29,6 +49,11 @@ from roomserver.testing.builder import RoomBuilder
 
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
+_TICK = os.sysconf("SC_CLK_TCK")
+STORAGE_CALLS = (
+    "read_for_input", "persist_many", "persist", "state_entries", "get_events", "room",
+    "pending_outbox", "mark_outbox_sent",
+)  # fmt: skip
 
 
 def build_room(room_id: str, messages: int) -> RoomBuilder:
@@ -49,14 +74,94 @@ def trust(rs: Roomserver, builders: list[RoomBuilder]) -> None:
             rs.keyring.add_verify_key(server, key_id, key.verify_key, 2**62)
 
 
-async def publish(rs: Roomserver, b: RoomBuilder, batch: int = 500) -> None:
+def _nats_server_pids() -> list[int]:
+    """The nats-server processes this process started (the embedded one)."""
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if comm == "nats-server" and int(fields[1]) == me:
+            out.append(int(entry))
+    return out
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class Cpu:
+    """CPU seconds of this process (all threads) and of the embedded nats-server."""
+
+    def __init__(self) -> None:
+        self.nats = _nats_server_pids()
+
+    def sample(self) -> tuple[float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime, sum(_cpu_of(p) for p in self.nats)
+
+
+@contextmanager
+def measured(label: str, events: int, cpu: Cpu) -> Iterator[None]:
+    ours0, nats0 = cpu.sample()
+    t = time.perf_counter()
+    yield
+    elapsed = time.perf_counter() - t
+    ours1, nats1 = cpu.sample()
+    print(
+        f"{label:<34} {events:>6} events in {elapsed:6.2f} s = {events / elapsed:7,.0f} ev/s; "
+        f"CPU/event: ours {1e6 * (ours1 - ours0) / events:5.0f} µs, "
+        f"nats-server {1e6 * (nats1 - nats0) / events:4.0f} µs"
+    )
+
+
+class Phases:
+    """Wall-clock time and call counts of wrapped coroutine methods."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap(self, obj: Any, name: str, label: str) -> None:
+        inner: Callable[..., Awaitable[Any]] = getattr(obj, name)
+
+        @functools.wraps(inner)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - t
+                self.calls[label] += 1
+
+        setattr(obj, name, timed)
+
+    def report(self, events: int) -> None:
+        print(f"  phases (wall clock, µs per event over {events} events):")
+        for name in sorted(self.seconds, key=lambda k: -self.seconds[k]):
+            print(
+                f"    {name:<28} {self.calls[name] / events:5.2f} calls/event "
+                f"{1e6 * self.seconds[name] / events:7.1f} µs/event"
+            )
+
+
+async def sync_requests(rs: Roomserver, b: RoomBuilder, size: int) -> None:
     pdus = b.pdus()
-    for start in range(0, len(pdus), batch):
+    for start in range(0, len(pdus), size):
         request = InputRoomEventsRequest(
-            events=[InputRoomEvent(event=p) for p in pdus[start : start + batch]],
-            asynchronous=True,
+            events=[InputRoomEvent(event=p) for p in pdus[start : start + size]]
         )
-        await rs.input_room_events(request)
+        response = await rs.input_room_events(request)
+        bad = [r for r in response.results if r.outcome is not Outcome.ACCEPTED]
+        if bad:
+            raise SystemExit(f"unexpected outcome: {bad[0]}")
 
 
 async def wait_done(rs: Roomserver, builders: list[RoomBuilder], limit_s: float) -> None:
@@ -75,10 +180,14 @@ async def wait_done(rs: Roomserver, builders: list[RoomBuilder], limit_s: float)
 
 
 async def run(args: argparse.Namespace) -> None:
-    print(f"generating rooms ({args.events} events; {args.rooms} x {args.per_room})...")
+    print(
+        f"generating rooms ({args.events} events; {args.rooms} x {args.per_room}; "
+        f"{args.singles} singles)..."
+    )
     t = time.perf_counter()
     single = build_room("!single:example.org", args.events - 5)
     many = [build_room(f"!r{i}:example.org", args.per_room - 5) for i in range(args.rooms)]
+    singles = build_room("!singles:example.org", args.singles - 5)
     latency_room = build_room("!latency:example.org", 0)
     probes = [latency_room.message(ALICE, f"probe {i}") for i in range(args.latency)]
     print(f"  generated in {time.perf_counter() - t:.1f} s")
@@ -90,29 +199,48 @@ async def run(args: argparse.Namespace) -> None:
             database_url=args.database_url,
             federation=False,
         ) as rs:
-            trust(rs, [single, *many, latency_room])
+            trust(rs, [single, *many, singles, latency_room])
+            cpu = Cpu()
+            phases = Phases() if args.phases else None
+            if phases is not None:
+                for name in STORAGE_CALLS:
+                    phases.wrap(rs.storage, name, f"storage.{name}")
+                phases.wrap(rs.keyring, "verify_event", "keyring.verify_event")
+                phases.wrap(rs.bus, "publish_room_outputs", "publish outputs")
             profiler = cProfile.Profile() if args.profile else None
 
+            n = len(single.events)
             if profiler:
                 profiler.enable()
-            t = time.perf_counter()
-            await publish(rs, single)
-            await wait_done(rs, [single], limit_s=600)
-            elapsed = time.perf_counter() - t
+            with measured(f"one room, sync requests of {args.request}", n, cpu):
+                await sync_requests(rs, single, args.request)
             if profiler:
                 profiler.disable()
-            n = len(single.events)
-            print(f"one room:         {n} events in {elapsed:.2f} s = {n / elapsed:,.0f} events/s")
+            if phases is not None:
+                phases.report(n)
+                for name in list(phases.seconds):
+                    phases.seconds[name] = 0.0
+                    phases.calls[name] = 0
 
-            t = time.perf_counter()
-            await asyncio.gather(*(publish(rs, b, batch=100) for b in many))
-            await wait_done(rs, many, limit_s=600)
-            elapsed = time.perf_counter() - t
             n = sum(len(b.events) for b in many)
-            print(
-                f"{len(many)} rooms parallel: {n} events in {elapsed:.2f} s = "
-                f"{n / elapsed:,.0f} events/s"
-            )
+            queue: asyncio.Queue[RoomBuilder] = asyncio.Queue()
+            for b in many:
+                queue.put_nowait(b)
+
+            async def caller() -> None:
+                while not queue.empty():
+                    await sync_requests(rs, queue.get_nowait(), args.request)
+
+            label = f"{len(many)} rooms, {args.callers} callers"
+            with measured(label, n, cpu):
+                await asyncio.gather(*(caller() for _ in range(args.callers)))
+
+            n = len(singles.events)
+            with measured("one room, single async submissions", n, cpu):
+                for pdu in singles.pdus():
+                    one = InputRoomEventsRequest([InputRoomEvent(event=pdu)], asynchronous=True)
+                    await rs.input_room_events(one)
+                await wait_done(rs, [singles], limit_s=600)
 
             setup = InputRoomEventsRequest(
                 events=[InputRoomEvent(event=e.pdu) for e in list(latency_room.events.values())[:5]]
@@ -129,12 +257,12 @@ async def run(args: argparse.Namespace) -> None:
             samples.sort()
             p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
             print(
-                f"sync latency:     median {statistics.median(samples) * 1000:.2f} ms, "
-                f"p99 {p99 * 1000:.2f} ms ({len(samples)} calls)"
+                f"sync latency, one event, idle:    median {statistics.median(samples) * 1000:.2f}"
+                f" ms, p99 {p99 * 1000:.2f} ms ({len(samples)} calls)"
             )
             if profiler:
-                print("\nprofile of the one-room run (cumulative, top 30):")
-                pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+                print("\nprofile of the one-room run (tottime, top 30):")
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
 def main() -> None:
@@ -142,8 +270,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--per-room", type=int, default=100)
+    parser.add_argument("--request", type=int, default=50, help="events per request")
+    parser.add_argument("--callers", type=int, default=8)
+    parser.add_argument("--singles", type=int, default=5000)
     parser.add_argument("--latency", type=int, default=200)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument("--phases", action="store_true")
     parser.add_argument("--profile", action="store_true")
     asyncio.run(run(parser.parse_args()))
 

@@ -1,11 +1,12 @@
 """In-process cost of the input pipeline plus SQLite storage, without the bus.
 
     .venv/bin/python bench/bench_input.py [--events 3000] [--rooms 0] [--per-room 50]
-                                          [--repeat 3] [--phases] [--profile]
+                                          [--batch 50] [--repeat 3] [--phases] [--profile]
                                           [--database-url URL]
 
-Drives ``handle_message(InputProcessor.process_or_raise, ...)`` directly (the same call the
-bus handler makes in ``app.py``: decode the input message, process, encode the reply) against
+Drives ``handle_message(InputProcessor, ...)`` directly (the same call the bus handler makes in
+``app.py``: decode the input message, process its events, publish, encode the reply), with
+messages of ``--batch`` events of one room (1: one event per message), against
 real storage (SQLite in a temp dir by default) with a no-op publisher and the real ``KeyRing``
 (signature verification on, the signer's key given out of band, storage as its key cache, as
 ``app.py`` wires it). One room of ``--events`` events is processed sequentially, as the bus
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from roomserver.api import (
     InputRoomEvent,
     Outcome,
-    decode_event_result,
-    encode_input_room_event,
+    decode_event_results,
+    encode_input_batch,
 )
 from roomserver.federation.keyring import KeyRing
 from roomserver.input import InputProcessor, handle_message
+from roomserver.ports import OutboxEntry
 from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
 
@@ -62,10 +64,8 @@ class NullPublisher:
     def __init__(self) -> None:
         self.published = 0
 
-    async def publish_output(
-        self, room_id: str, output_type: str, payload: bytes, *, msg_id: str
-    ) -> None:
-        self.published += 1
+    async def publish_room_outputs(self, room_id: str, outputs: Sequence[OutboxEntry]) -> None:
+        self.published += len(outputs)
 
 
 class _Delivery:
@@ -108,11 +108,12 @@ STORE_METHODS = (
     "auth_chain",
     "get_server_keys",
     "read_for_input",
+    "persist_many",
 )
 
 
 async def run_once(
-    rooms: list[RoomBuilder], database_url: str | None, phases: Phases | None
+    rooms: list[RoomBuilder], database_url: str | None, phases: Phases | None, batch: int
 ) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         store = await open_storage(database_url or f"sqlite:///{tmp}/bench.db")
@@ -128,28 +129,34 @@ async def run_once(
                     if hasattr(store, name):
                         phases.wrap(store, name, f"storage.{name}")
                 phases.wrap(keyring, "verify_event", "keyring.verify_event")
-                phases.wrap(publisher, "publish_output", "publish_output")
+                phases.wrap(publisher, "publish_room_outputs", "publish_room_outputs")
             # Messages as the bus carries them, interleaved round-robin across rooms.
-            queues = [
-                [(b.room_id, encode_input_room_event(InputRoomEvent(event=p))) for p in b.pdus()]
-                for b in rooms
-            ]
+            queues = []
+            events = 0
+            for b in rooms:
+                items = [InputRoomEvent(event=p) for p in b.pdus()]
+                events += len(items)
+                queues.append(
+                    [
+                        (b.room_id, encode_input_batch(items[i : i + batch]))
+                        for i in range(0, len(items), batch)
+                    ]
+                )
             messages = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
             info = _Delivery()
             t = time.perf_counter()
             for room_id, payload in messages:
-                decision = await handle_message(
-                    processor.process_or_raise, room_id, payload, info, max_attempts=10
-                )
+                decision = await handle_message(processor, room_id, payload, info, max_attempts=10)
                 assert decision.reply is not None
-                result = decode_event_result(decision.reply) if phases is None else None
-                if result is not None and result.outcome is not Outcome.ACCEPTED:
-                    raise SystemExit(f"unexpected outcome: {result}")
+                results = decode_event_results(decision.reply) if phases is None else []
+                for result in results:
+                    if result.outcome is not Outcome.ACCEPTED:
+                        raise SystemExit(f"unexpected outcome: {result}")
             elapsed = time.perf_counter() - t
             close = getattr(processor, "close", None)  # absent before deferred marking
             if close is not None:
                 await close()
-            return elapsed, len(messages)
+            return elapsed, events
         finally:
             await store.close()
 
@@ -157,7 +164,7 @@ async def run_once(
 async def measure(label: str, rooms: list[RoomBuilder], args: argparse.Namespace) -> None:
     rates = []
     for _ in range(args.repeat):
-        elapsed, n = await run_once(rooms, args.database_url, None)
+        elapsed, n = await run_once(rooms, args.database_url, None, args.batch)
         rates.append(n / elapsed)
     print(
         f"{label}: {n} events, median {statistics.median(rates):,.0f} events/s "
@@ -167,7 +174,7 @@ async def measure(label: str, rooms: list[RoomBuilder], args: argparse.Namespace
     )
     if args.phases:
         phases = Phases()
-        elapsed, n = await run_once(rooms, args.database_url, phases)
+        elapsed, n = await run_once(rooms, args.database_url, phases, args.batch)
         print(f"  phases ({label}, one run, {1e6 * elapsed / n:.0f} µs/event in all):")
         accounted = 0.0
         for name in sorted(phases.seconds, key=lambda k: -phases.seconds[k]):
@@ -181,7 +188,7 @@ async def measure(label: str, rooms: list[RoomBuilder], args: argparse.Namespace
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        await run_once(rooms, args.database_url, None)
+        await run_once(rooms, args.database_url, None, args.batch)
         profiler.disable()
         print(f"\ncProfile ({label}, tottime, top 40):")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
@@ -200,6 +207,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--rooms", type=int, default=0)
     parser.add_argument("--per-room", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=50, help="events per input message")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--phases", action="store_true")
     parser.add_argument("--profile", action="store_true")

@@ -1,8 +1,10 @@
 """Public request, response and output types of the roomserver, and their JSON wire format.
 
-Wire format (version 1): every message body is a JSON object with ``"v": 1``. Input messages
-carry one ``InputRoomEvent``; output messages carry one ``OutputEvent``; sync replies carry one
-``EventResult``. Field names are documented with the codec functions at the end of this module
+Wire format: every message body is a JSON object with a version ``"v"``. Input messages are
+version 2 (a batch: the events of one request for one room, in order) and sync replies to them
+carry one ``EventResult`` per event; version-1 input messages (one ``InputRoomEvent``) and
+replies (one ``EventResult``) are still decoded. Output messages are version 1 and carry one
+``OutputEvent``. Field names are documented with the codec functions at the end of this module
 (``encode_*`` / ``decode_*``). Decoders reject unknown versions with ``WireFormatError``.
 """
 
@@ -17,12 +19,14 @@ from typing import Any
 from roomserver.core.pdu import Event
 
 WIRE_VERSION = 1
+#: The version of input messages and of the sync replies to them (a batch of events / results).
+INPUT_WIRE_VERSION = 2
 
 StateKey = tuple[str, str]
 
 
 class WireFormatError(ValueError):
-    """A message body that is not a valid version-1 wire message."""
+    """A message body that is not a valid wire message of a supported version."""
 
 
 class Kind(enum.IntEnum):
@@ -211,6 +215,14 @@ class OutputEvent:
 #      "verified": false,              optional (default false)
 #      "room_version": "10"}           optional
 #
+# Input message body, version 2 (a batch: one request's events for one room, in order):
+#
+#     {"v": 2, "events": [{"event": {...}, "kind": 2, ...}, ...]}
+#
+# each element has the fields of a version-1 body, without "v". Sync replies to a version-2
+# message: {"v": 2, "results": [{"event_id": ..., "outcome": ..., "reason": ...}, ...]}, one
+# per event, in order.
+#
 # Output message body (one OutputEvent): an envelope naming the type, with the payload under a
 # key equal to the type (the payload's keys are the dataclass field names):
 #
@@ -226,16 +238,22 @@ def _dumps(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _loads(data: bytes | str) -> dict[str, Any]:
+def _loads(
+    data: bytes | str, versions: frozenset[int] = frozenset({WIRE_VERSION})
+) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise WireFormatError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise WireFormatError("message body must be a JSON object")
-    if value.get("v") != WIRE_VERSION:
-        raise WireFormatError(f"unsupported wire version {value.get('v')!r}")
+    version = value.get("v")
+    if type(version) is not int or version not in versions:
+        raise WireFormatError(f"unsupported wire version {version!r}")
     return value
+
+
+_INPUT_VERSIONS = frozenset({WIRE_VERSION, INPUT_WIRE_VERSION})
 
 
 def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
@@ -284,9 +302,8 @@ def _txn_from_json(value: Any) -> TransactionId | None:
     return TransactionId(value["session_id"], value["transaction_id"])
 
 
-def encode_input_room_event(item: InputRoomEvent) -> bytes:
-    """The version-1 wire body of ``item`` (see the format above)."""
-    body: dict[str, Any] = {"v": WIRE_VERSION, "event": dict(item.event), "kind": int(item.kind)}
+def _input_item_to_json(item: InputRoomEvent) -> dict[str, Any]:
+    body: dict[str, Any] = {"event": dict(item.event), "kind": int(item.kind)}
     if item.origin is not None:
         body["origin"] = item.origin
     if item.has_state:
@@ -301,15 +318,10 @@ def encode_input_room_event(item: InputRoomEvent) -> bytes:
         body["verified"] = True
     if item.room_version is not None:
         body["room_version"] = item.room_version
-    return _dumps(body)
+    return body
 
 
-def decode_input_room_event(data: bytes | str) -> InputRoomEvent:
-    """Parse a version-1 input body; raise ``WireFormatError`` on anything malformed.
-
-    Only the envelope is checked here; the PDU itself is validated by the input pipeline.
-    """
-    body = _loads(data)
+def _input_item_from_json(body: Mapping[str, Any]) -> InputRoomEvent:
     kind_value = body.get("kind", int(Kind.NEW))
     if type(kind_value) is not int or kind_value not in {k.value for k in Kind}:
         raise WireFormatError(f"kind: unknown value {kind_value!r}")
@@ -324,6 +336,57 @@ def decode_input_room_event(data: bytes | str) -> InputRoomEvent:
         verified=_bool(body, "verified"),
         room_version=_opt_str(body, "room_version"),
     )
+
+
+def encode_input_room_event(item: InputRoomEvent) -> bytes:
+    """The version-1 wire body of one ``item`` (see the format above). Still decoded; new
+    messages are batches (``encode_input_batch``)."""
+    return _dumps({"v": WIRE_VERSION, **_input_item_to_json(item)})
+
+
+def decode_input_room_event(data: bytes | str) -> InputRoomEvent:
+    """Parse a version-1 input body; raise ``WireFormatError`` on anything malformed.
+
+    Only the envelope is checked here; the PDU itself is validated by the input pipeline.
+    """
+    return _input_item_from_json(_loads(data))
+
+
+def encode_input_item(item: InputRoomEvent) -> bytes:
+    """One element of a version-2 batch, encoded on its own (``join_input_batch`` joins them),
+    so that a publisher can measure each event before deciding where a batch ends."""
+    return _dumps(_input_item_to_json(item))
+
+
+def join_input_batch(encoded_items: Sequence[bytes]) -> bytes:
+    """The version-2 body made of items encoded by ``encode_input_item``, in order."""
+    return b'{"v":2,"events":[' + b",".join(encoded_items) + b"]}"
+
+
+def encode_input_batch(items: Sequence[InputRoomEvent]) -> bytes:
+    """The version-2 wire body of a batch: events of one room, in order."""
+    return join_input_batch([encode_input_item(item) for item in items])
+
+
+def decode_input_message(data: bytes | str) -> tuple[int, list[InputRoomEvent]]:
+    """Parse an input message of version 1 (one event) or 2 (a batch): its version and its
+    events, in order. Raise ``WireFormatError`` on anything malformed (then no event of it is
+    used)."""
+    body = _loads(data, _INPUT_VERSIONS)
+    if body["v"] == WIRE_VERSION:
+        return WIRE_VERSION, [_input_item_from_json(body)]
+    events = body.get("events")
+    if not isinstance(events, list) or not events:
+        raise WireFormatError("events: must be a non-empty list")
+    out: list[InputRoomEvent] = []
+    for index, element in enumerate(events):
+        if not isinstance(element, dict):
+            raise WireFormatError(f"events[{index}]: must be a JSON object")
+        try:
+            out.append(_input_item_from_json(element))
+        except WireFormatError as exc:
+            raise WireFormatError(f"events[{index}]: {exc}") from None
+    return INPUT_WIRE_VERSION, out
 
 
 def _payload_to_json(payload: OutputPayload) -> dict[str, Any]:
@@ -405,23 +468,39 @@ def decode_output_event(data: bytes | str) -> OutputEvent:
     return OutputEvent(room_id=room_id, payload=payload)
 
 
-def encode_event_result(result: EventResult) -> bytes:
-    """The version-1 reply body to a synchronous caller:
-    ``{"v": 1, "event_id": "$..." | null, "outcome": "accepted", "reason": null | "..."}``."""
-    return _dumps(
-        {
-            "v": WIRE_VERSION,
-            "event_id": result.event_id,
-            "outcome": result.outcome.value,
-            "reason": result.reason,
-        }
-    )
+def _result_to_json(result: EventResult) -> dict[str, Any]:
+    return {"event_id": result.event_id, "outcome": result.outcome.value, "reason": result.reason}
 
 
-def decode_event_result(data: bytes | str) -> EventResult:
-    body = _loads(data)
+def _result_from_json(body: Mapping[str, Any]) -> EventResult:
     try:
         outcome = Outcome(body.get("outcome"))
     except ValueError:
         raise WireFormatError(f"outcome: unknown value {body.get('outcome')!r}") from None
     return EventResult(_opt_str(body, "event_id"), outcome, _opt_str(body, "reason"))
+
+
+def encode_event_result(result: EventResult) -> bytes:
+    """The version-1 reply body to a synchronous caller of a version-1 message:
+    ``{"v": 1, "event_id": "$..." | null, "outcome": "accepted", "reason": null | "..."}``."""
+    return _dumps({"v": WIRE_VERSION, **_result_to_json(result)})
+
+
+def decode_event_result(data: bytes | str) -> EventResult:
+    return _result_from_json(_loads(data))
+
+
+def encode_event_results(results: Sequence[EventResult]) -> bytes:
+    """The version-2 reply body: one result per event of the message, in order."""
+    return _dumps({"v": INPUT_WIRE_VERSION, "results": [_result_to_json(r) for r in results]})
+
+
+def decode_event_results(data: bytes | str) -> list[EventResult]:
+    """Parse a reply of version 1 (one result) or 2 (one per event of the message)."""
+    body = _loads(data, _INPUT_VERSIONS)
+    if body["v"] == WIRE_VERSION:
+        return [_result_from_json(body)]
+    results = body.get("results")
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise WireFormatError("results: must be a list of JSON objects")
+    return [_result_from_json(r) for r in results]

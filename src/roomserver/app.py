@@ -34,9 +34,11 @@ from roomserver.api import (
     Outcome,
     OutputEvent,
     StoredEvent,
-    decode_event_result,
+    WireFormatError,
+    decode_event_results,
     decode_output_event,
-    encode_input_room_event,
+    encode_input_item,
+    join_input_batch,
 )
 from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, HandlerResult
 from roomserver.bus.subjects import input_stream_name
@@ -44,6 +46,7 @@ from roomserver.bus.types import SyncReplyTimeout
 from roomserver.core.base64 import decode_base64, encode_base64
 from roomserver.core.errors import CoreError
 from roomserver.core.hashes import compute_event_id, compute_room_id
+from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
 from roomserver.core.room_versions import room_version as lookup_room_version
 from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
@@ -108,7 +111,7 @@ def route_room_id(item: InputRoomEvent) -> str:
         raise ValueError("event: must be a JSON object")
     room_id = pdu.get("room_id")
     if isinstance(room_id, str) and room_id:
-        return room_id
+        return _routable(room_id)
     if pdu.get("type") == "m.room.create" and pdu.get("state_key") == "":
         content = pdu.get("content")
         version = item.room_version or (
@@ -125,6 +128,18 @@ def route_room_id(item: InputRoomEvent) -> str:
     raise ValueError("room_id: missing or not a string")
 
 
+def _routable(room_id: str) -> str:
+    """``room_id`` if it is a room ID of some room version (it travels in a message header, so
+    no control characters either); ``ValueError`` naming what is wrong otherwise."""
+    if len(room_id) > MAX_ID_BYTES or len(room_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ValueError(f"room_id: longer than {MAX_ID_BYTES} bytes")
+    if not (is_valid_room_id(room_id) or is_valid_room_id(room_id, hashed=True)):
+        raise ValueError(f"room_id: {room_id!r} is not a valid room ID")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in room_id):
+        raise ValueError(f"room_id: {room_id!r} contains control characters")
+    return room_id
+
+
 def _event_id_hint(item: InputRoomEvent) -> str | None:
     """The event ID if it can be told without knowing the room (best effort, for replies)."""
     try:
@@ -134,6 +149,53 @@ def _event_id_hint(item: InputRoomEvent) -> str | None:
         return value if isinstance(value, str) else None
     except Exception:
         return None
+
+
+#: Time a room worker's handler gets beyond the message's fetch deadline, to process and
+#: commit its batch of events (a batch of a few hundred events takes well under a second).
+BATCH_PROCESSING_MARGIN_S = 30.0
+
+#: The most a batched input message carries (its events' encoded size): well under NATS's
+#: default 1 MiB ``max_payload``. A larger single event travels alone.
+MAX_INPUT_MESSAGE_BYTES = 256 * 1024
+
+
+class _Batch:
+    """The events of one request for one room that travel as one input message."""
+
+    __slots__ = ("encoded", "indexes", "room_id", "size")
+
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
+        self.indexes: list[int] = []  # positions in the request
+        self.encoded: list[bytes] = []
+        self.size = 0
+
+    def add(self, index: int, encoded: bytes) -> None:
+        self.indexes.append(index)
+        self.encoded.append(encoded)
+        self.size += len(encoded) + 1
+
+    def payload(self) -> bytes:
+        return join_input_batch(self.encoded)
+
+
+def _decode_replies(reply: bytes | None, count: int) -> list[EventResult | None]:
+    """The results in a sync reply to a message of ``count`` events (``None``: unknown)."""
+    if reply is None:
+        return [None] * count
+    try:
+        results: list[EventResult | None] = list(decode_event_results(reply))
+    except WireFormatError as exc:
+        log.error("undecodable reply to an input message: %s", exc)
+        return [None] * count
+    if len(results) == 1 and count > 1 and results[0] is not None:
+        # The whole message failed as one (undecodable): every event shares its result.
+        return results * count
+    if len(results) != count:
+        log.error("reply to an input message of %d events has %d results", count, len(results))
+        return [None] * count
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +273,8 @@ class Roomserver:
         """Open a roomserver. ``federation``: a ``FederationConfig``, a mapping of server name to
         base URL (overrides for tests and private deployments), ``False`` to never fetch over
         federation, or ``None`` for the defaults. ``max_missing_processing_s`` bounds the time
-        one event may spend fetching missing data (the stream's AckWait is 10 s more)."""
+        one input message (a batch of one room's events) may spend fetching missing data (its
+        handler gets ``BATCH_PROCESSING_MARGIN_S`` more, the stream's AckWait 10 s more)."""
         config = Config(server_name=server_name, data_dir=str(data_dir))
         fed = config.federation
         if isinstance(federation, FederationConfig):
@@ -281,11 +344,14 @@ class Roomserver:
             await asyncio.to_thread(url_file.write_text, nats_url + "\n")
             stack.push_async_callback(asyncio.to_thread, url_file.unlink, True)
 
+        # A message's fetches share max_missing_processing_s; the handler also gets time to
+        # process and commit the whole batch.
+        handler_timeout = config.input.max_missing_processing_s + BATCH_PROCESSING_MARGIN_S
         bus_config = BusConfig(
             prefix=config.nats.stream_prefix,
-            handler_timeout=config.input.max_missing_processing_s,
-            ack_wait=config.input.max_missing_processing_s + 10.0,
-            progress_interval=min(60.0, (config.input.max_missing_processing_s + 10.0) / 3),
+            handler_timeout=handler_timeout,
+            ack_wait=handler_timeout + 10.0,
+            progress_interval=min(60.0, (handler_timeout + 10.0) / 3),
             output_max_age=7 * 24 * 3600.0,
         )
         bus = await Bus.connect(
@@ -400,57 +466,95 @@ class Roomserver:
         started = time.perf_counter()
         if info.num_delivered > 1:
             self.metrics.redeliveries.inc()
-        decision = await handle_message(
-            self.processor.process_or_raise, room_id, payload, info, max_attempts=10
-        )
+        decision = await handle_message(self.processor, room_id, payload, info, max_attempts=10)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if decision.disposition is InputDisposition.RETRY:
             return HandlerResult.nak(decision.delay_s)
-        result = decision.result
-        outcome = result.outcome.value if result is not None else "error"
-        self.metrics.events_processed.labels(outcome=outcome).inc()
+        for result in decision.results:
+            self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
         if decision.disposition is InputDisposition.TERMINATE:
-            reason = (result.reason if result is not None else None) or "terminated"
-            return HandlerResult.term(reason, decision.reply)
+            reason = decision.results[0].reason if decision.results else None
+            return HandlerResult.term(reason or "terminated", decision.reply)
         return HandlerResult.ack(decision.reply)
 
     # -- input ---------------------------------------------------------------------------------
 
     async def input_room_events(self, request: InputRoomEventsRequest) -> InputRoomEventsResponse:
         """Queue the events on the input stream; for a synchronous request wait for each
-        event's outcome (results in request order)."""
+        event's outcome (results in request order).
+
+        The events of one room travel together: one message per (request, room), split in
+        order beyond ``MAX_INPUT_MESSAGE_BYTES``. Never raises for bad input or a failing
+        stream: an event that cannot be routed is ``INVALID``; one that could not be queued, or
+        whose outcome did not arrive in time, is ``ERROR`` (submitting it again is safe)."""
         results: list[EventResult | None] = [None] * len(request.events)
-        routed: list[tuple[int, str, bytes]] = []
-        for index, item in enumerate(request.events):
+        batches = self._batches(request.events, results)
+        if request.asynchronous:
+            await self._publish_async(request.events, batches, results)
+        elif batches:
+            await self._submit_sync(request.events, batches, results)
+        return InputRoomEventsResponse(results=[r for r in results if r is not None])
+
+    def _batches(
+        self, events: Sequence[InputRoomEvent], results: list[EventResult | None]
+    ) -> list[_Batch]:
+        """Group routable events into messages per room, in request order; the others get their
+        ``INVALID`` result in ``results``."""
+        open_batches: dict[str, _Batch] = {}
+        batches: list[_Batch] = []
+        for index, item in enumerate(events):
             try:
                 room_id = route_room_id(item)
-                payload = encode_input_room_event(item)
-            except (ValueError, TypeError) as exc:
+                encoded = encode_input_item(item)
+            except (ValueError, TypeError, RecursionError) as exc:
                 results[index] = EventResult(_event_id_hint(item), Outcome.INVALID, str(exc))
                 continue
-            routed.append((index, room_id, payload))
-        items = [(room_id, payload) for _, room_id, payload in routed]
-        if request.asynchronous:
-            await self.bus.publish_inputs(items)
-            for index, _, _ in routed:
-                results[index] = EventResult(
-                    _event_id_hint(request.events[index]), Outcome.QUEUED, None
+            batch = open_batches.get(room_id)
+            if batch is None or batch.size + len(encoded) > MAX_INPUT_MESSAGE_BYTES:
+                batch = open_batches[room_id] = _Batch(room_id)
+                batches.append(batch)
+            batch.add(index, encoded)
+        return batches
+
+    async def _publish_async(
+        self,
+        events: Sequence[InputRoomEvent],
+        batches: Sequence[_Batch],
+        results: list[EventResult | None],
+    ) -> None:
+        failure: str | None = None
+        try:
+            await self.bus.publish_inputs([(b.room_id, b.payload()) for b in batches])
+        except Exception as exc:  # some may be stored: resubmitting is idempotent
+            log.warning("queueing input failed: %s: %s", type(exc).__name__, exc)
+            failure = f"could not queue the event: {type(exc).__name__}: {exc}"
+        for batch in batches:
+            for index in batch.indexes:
+                outcome = Outcome.QUEUED if failure is None else Outcome.ERROR
+                results[index] = EventResult(_event_id_hint(events[index]), outcome, failure)
+
+    async def _submit_sync(
+        self,
+        events: Sequence[InputRoomEvent],
+        batches: Sequence[_Batch],
+        results: list[EventResult | None],
+    ) -> None:
+        replies: Sequence[bytes | None]
+        failure = "timed out waiting for the outcome; the event stays queued"
+        try:
+            replies = await self.bus.submit_sync([(b.room_id, b.payload()) for b in batches])
+        except SyncReplyTimeout as exc:
+            replies = exc.replies
+        except Exception as exc:  # some may be stored: resubmitting is idempotent
+            log.warning("submitting input failed: %s: %s", type(exc).__name__, exc)
+            replies = [None] * len(batches)
+            failure = f"could not queue the event: {type(exc).__name__}: {exc}"
+        for batch, reply in zip(batches, replies, strict=True):
+            answers = _decode_replies(reply, len(batch.indexes))
+            for index, answer in zip(batch.indexes, answers, strict=True):
+                results[index] = answer or EventResult(
+                    _event_id_hint(events[index]), Outcome.ERROR, failure
                 )
-        elif items:
-            try:
-                replies: Sequence[bytes | None] = await self.bus.submit_sync(items)
-            except SyncReplyTimeout as exc:
-                replies = exc.replies
-            for (index, _, _), reply in zip(routed, replies, strict=True):
-                if reply is None:
-                    results[index] = EventResult(
-                        _event_id_hint(request.events[index]),
-                        Outcome.ERROR,
-                        "timed out waiting for the outcome; the event stays queued",
-                    )
-                else:
-                    results[index] = decode_event_result(reply)
-        return InputRoomEventsResponse(results=[r for r in results if r is not None])
 
     # -- queries -------------------------------------------------------------------------------
 

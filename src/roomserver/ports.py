@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NewType, Protocol
 
 from roomserver.api import StoredEvent
@@ -148,6 +148,14 @@ class EventWrite:
     # Outbox sequences of this room already published: marked sent in the same transaction
     # (saves a separate ``mark_outbox_sent``). Unknown sequences are ignored.
     outbox_sent: Sequence[int] = ()
+    # A write without a room update that was decided against this version of the room (a
+    # soft-failed event: checked against current state): ``ConcurrentUpdate`` if the room
+    # moved on. ``None``: not checked.
+    expected_room_version: int | None = None
+    # In ``BatchPersist.persist_many``: the placeholder snapshot IDs (negative) that later
+    # writes of the same call use for this write's state-before and the room's new current
+    # state (``PersistResult.state_before`` / ``current_state``).
+    snapshot_placeholders: tuple[SnapshotId | None, SnapshotId | None] = (None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +183,7 @@ class InputReads:
 
     events: Mapping[str, StoredEvent]  # get_events(event_ids)
     referenced: AbstractSet[str]  # referenced_as_prev(room_id, referenced_ids)
-    redactions: Sequence[RedactionRecord]  # redactions_for(redactions_of), [] if None
+    redactions: Sequence[RedactionRecord]  # redactions_for(each of redactions_of), [] if None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +241,46 @@ class InputReadBatch(Protocol):
         *,
         room_id: str,
         referenced_ids: Iterable[str],
-        redactions_of: str | None,
-    ) -> InputReads: ...
+        redactions_of: str | Sequence[str] | None,
+    ) -> InputReads:
+        """``redactions_of``: one event ID, or several (the records of each, in one list)."""
+        ...
+
+
+class BatchPersist(Protocol):
+    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+        """Persist ``writes`` in order in ONE transaction (all or nothing). A ``StateDelta``
+        base may be a placeholder (a negative ``SnapshotId``) named by an earlier write's
+        ``snapshot_placeholders``; it is replaced by the real snapshot. Only the last result
+        of each room reports ``pending_outbox``."""
+        ...
+
+
+def with_placeholders_resolved(
+    write: EventWrite, resolved: Mapping[int, int | None], *, partial: bool = False
+) -> EventWrite:
+    """``write`` with the placeholder snapshot bases of its deltas replaced by ``resolved``
+    (``StorageError`` for a placeholder that no earlier write defined; with ``partial``, such
+    a placeholder is left for a later resolution)."""
+
+    def base(delta: StateDelta) -> StateDelta:
+        if delta.base is None or delta.base >= 0:
+            return delta
+        if delta.base not in resolved:
+            if partial:
+                return delta
+            raise StorageError(f"snapshot placeholder {delta.base} is not defined")
+        real = resolved[delta.base]
+        return StateDelta(None if real is None else SnapshotId(real), delta.changes)
+
+    state_before = write.state_before
+    update = write.room_update
+    changed: dict[str, Any] = {}
+    if state_before is not None and (state_before.base or 0) < 0:
+        changed["state_before"] = base(state_before)
+    if update is not None and (update.current_state.base or 0) < 0:
+        changed["room_update"] = replace(update, current_state=base(update.current_state))
+    return replace(write, **changed) if changed else write
 
 
 class StateStore(Protocol):
@@ -290,8 +336,9 @@ class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol)
 
 
 class KeyRing(Protocol):
-    async def verify_event(self, pdu: Mapping[str, Any], room_version: str) -> None:
-        """Check the event's signatures, fetching keys as needed; raise ``InvalidSignature``."""
+    async def verify_event(self, event: Event | Mapping[str, Any], room_version: str) -> None:
+        """Check the event's signatures, fetching keys as needed; raise ``InvalidSignature``.
+        Given an ``Event``, the bytes it computed for its event ID are reused."""
         ...
 
 
@@ -390,9 +437,10 @@ class MissingEventFetcher(Protocol):
 
 
 class OutputPublisher(Protocol):
-    async def publish_output(
-        self, room_id: str, output_type: str, payload: bytes, *, msg_id: str
-    ) -> None: ...
+    async def publish_room_outputs(self, room_id: str, outputs: Sequence[OutboxEntry]) -> None:
+        """Publish a room's outputs in order (pipelined); return once the stream stored all of
+        them. Each carries its ``msg_id``, so the stream drops a repeat."""
+        ...
 
 
 class Clock(Protocol):

@@ -131,7 +131,7 @@ async def test_serve_metrics_client_input_and_sigterm(tmp_path: Path) -> None:
                 metrics = await response.text()
             line = f'roomserver_events_processed_total{{outcome="accepted"}} {len(b.events)}.0'
             assert line in metrics
-            assert "roomserver_event_processing_seconds_count" in metrics
+            assert "roomserver_input_message_seconds_count" in metrics
             assert "roomserver_input_queue_depth 0.0" in metrics
             assert "roomserver_active_room_workers" in metrics
             assert "room_id" not in metrics

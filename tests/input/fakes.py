@@ -30,6 +30,7 @@ from roomserver.ports import (
     SnapshotId,
     StateDelta,
     StateKey,
+    with_placeholders_resolved,
 )
 from roomserver.testing.builder import RoomBuilder
 
@@ -65,6 +66,20 @@ class MemoryStorage:
         snapshot = next(self._ids)
         self.snapshots[snapshot] = state
         return SnapshotId(snapshot)
+
+    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+        """In order, with placeholder snapshots resolved (not atomic: a fake)."""
+        resolved: dict[int, int | None] = {}
+        results = []
+        for write in writes:
+            result = await self.persist(with_placeholders_resolved(write, resolved))
+            before, current = write.snapshot_placeholders
+            if before is not None:
+                resolved[before] = result.state_before
+            if current is not None:
+                resolved[current] = result.current_state
+            results.append(result)
+        return results
 
     async def persist(self, write: EventWrite) -> PersistResult:
         self.persist_calls += 1
@@ -231,7 +246,7 @@ class FakeKeyRing:
         self.builders = builders
         self.calls = 0
 
-    async def verify_event(self, pdu: Mapping[str, Any], room_version: str) -> None:
+    async def verify_event(self, pdu: Event | Mapping[str, Any], room_version: str) -> None:
         self.calls += 1
         keys: dict[str, dict[str, Any]] = {}
         for builder in self.builders:
@@ -244,14 +259,15 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.published: list[tuple[str, str, bytes, str]] = []
         self.fail_next: Exception | None = None
+        self.calls = 0  # publish_room_outputs calls (one per published batch)
 
-    async def publish_output(
-        self, room_id: str, output_type: str, payload: bytes, *, msg_id: str
-    ) -> None:
+    async def publish_room_outputs(self, room_id: str, outputs: Sequence[OutboxEntry]) -> None:
+        self.calls += 1
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc
-        self.published.append((room_id, output_type, payload, msg_id))
+        for o in outputs:
+            self.published.append((room_id, o.output_type, o.payload, o.msg_id))
 
     def outputs(self, output_type: str | None = None) -> list[Any]:
         return [

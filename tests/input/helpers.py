@@ -24,14 +24,36 @@ class FaultyStore:
     def __init__(self, inner: InputStore) -> None:
         self.inner = inner
         self.fail_next_persist: Exception | None = None
+        self.persists_before_failing = 0  # successful persists before fail_next_persist raises
+        self.poisoned: dict[str, Exception] = {}  # event ID -> what every write of it raises
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def persist(self, write: EventWrite) -> PersistResult:
+    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+        """One transaction: a failure planned for any of ``writes`` fails them all."""
+        for write in writes:
+            if write.event.event_id in self.poisoned:
+                raise self.poisoned[write.event.event_id]
         if self.fail_next_persist is not None:
-            exc, self.fail_next_persist = self.fail_next_persist, None
-            raise exc
+            if self.persists_before_failing >= len(writes):
+                self.persists_before_failing -= len(writes)
+            else:
+                exc, self.fail_next_persist = self.fail_next_persist, None
+                self.persists_before_failing = 0
+                raise exc
+        result: list[PersistResult] = await self.inner.persist_many(writes)
+        return result
+
+    async def persist(self, write: EventWrite) -> PersistResult:
+        if write.event.event_id in self.poisoned:
+            raise self.poisoned[write.event.event_id]
+        if self.fail_next_persist is not None:
+            if self.persists_before_failing > 0:
+                self.persists_before_failing -= 1
+            else:
+                exc, self.fail_next_persist = self.fail_next_persist, None
+                raise exc
         return await self.inner.persist(write)
 
 

@@ -85,23 +85,29 @@ async def test_handle_message_acks_outcomes_and_replies(harness: HarnessFactory)
     builder, events = new_room()
     h = await harness(builder)
     payload = encode_input_room_event(InputRoomEvent(event=dict(events[0].pdu)))
-    decision = await handle_message(h.processor.process_or_raise, builder.room_id, payload, Info())
+    decision = await handle_message(h.processor, builder.room_id, payload, Info())
     assert decision.disposition is Disposition.ACK
     assert decision.reply is not None
     assert decode_event_result(decision.reply) == EventResult(events[0].event_id, Outcome.ACCEPTED)
     bad = encode_input_room_event(InputRoomEvent(event={"type": "x"}))
-    decision = await handle_message(h.processor.process_or_raise, builder.room_id, bad, Info())
+    decision = await handle_message(h.processor, builder.room_id, bad, Info())
     assert decision.disposition is Disposition.ACK
-    assert decision.result is not None and decision.result.outcome is Outcome.INVALID
+    assert [r.outcome for r in decision.results] == [Outcome.INVALID]
 
 
 async def test_handle_message_terminates_undecodable(harness: HarnessFactory) -> None:
     builder, _ = new_room()
     h = await harness(builder)
-    for payload in (b"not json", b'{"v": 99}', b'{"v": 1, "event": 5}'):
-        decision = await handle_message(
-            h.processor.process_or_raise, builder.room_id, payload, Info()
-        )
+    bodies = (
+        b"not json",
+        b'{"v": 99}',
+        b'{"v": 1, "event": 5}',
+        b'{"v": 2, "events": []}',
+        b'{"v": 2, "events": [{"event": {}}, 5]}',
+        b'{"v": "2", "events": [{"event": {}}]}',
+    )
+    for payload in bodies:
+        decision = await handle_message(h.processor, builder.room_id, payload, Info())
         assert decision.disposition is Disposition.TERMINATE
         assert decision.reply is not None
 
@@ -111,9 +117,7 @@ async def test_handle_message_retries_transient_failures(harness: HarnessFactory
     h = await harness(builder)
     h.store.fail_next_persist = StorageUnavailable("db down")
     payload = encode_input_room_event(InputRoomEvent(event=dict(events[0].pdu)))
-    decision = await handle_message(
-        h.processor.process_or_raise, builder.room_id, payload, Info(num_delivered=3)
-    )
+    decision = await handle_message(h.processor, builder.room_id, payload, Info(num_delivered=3))
     assert decision.disposition is Disposition.RETRY
     assert decision.reply is None
     assert decision.delay_s == retry_delay_s(3) == 4.0

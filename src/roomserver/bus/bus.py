@@ -28,6 +28,7 @@ from roomserver.bus.publisher import InputPublisher
 from roomserver.bus.streams import ensure_streams
 from roomserver.bus.types import Handler
 from roomserver.bus.workers import WorkerPool, WorkerStats
+from roomserver.ports import OutboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,12 @@ class Bus:
 
     async def publish_outputs(self, items: Sequence[OutputItem]) -> None:
         await self.output.publish_outputs(items)
+
+    async def publish_room_outputs(self, room_id: str, outputs: Sequence[OutboxEntry]) -> None:
+        """``roomserver.ports.OutputPublisher``: a room's outbox entries, pipelined, in order."""
+        await self.output.publish_outputs(
+            [OutputItem(room_id, o.output_type, o.payload, o.msg_id) for o in outputs]
+        )
 
     async def output_subscription(self, durable: str, *, batch: int = 64) -> OutputSubscription:
         """A durable subscription over the output stream (created if missing)."""

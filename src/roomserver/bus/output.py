@@ -78,10 +78,11 @@ class OutputPublisher:
             )
             for item in items
         ]
-        for future in futures:
-            ack = await future
-            if ack.duplicate:
-                self.duplicates += 1
+        async with asyncio.timeout(self.config.publish_timeout):
+            for future in futures:
+                ack = await future
+                if ack.duplicate:
+                    self.duplicates += 1
 
 
 @dataclass(slots=True)

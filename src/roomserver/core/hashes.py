@@ -30,18 +30,31 @@ def compute_content_hash(pdu: Mapping[str, Any]) -> str:
     return encode_base64(content_hash_bytes(pdu))
 
 
-def reference_hash(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
-    """SHA-256 of the redacted PDU without signatures and unsigned (spec: reference hashes).
+def reference_bytes(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
+    """The redacted PDU without signatures and unsigned, as canonical JSON: what the reference
+    hash hashes, and (for an event within the size and number limits of its version, where the
+    canonical JSON modes agree) what its signatures sign.
 
     From room version 3 on, PDUs carry no ``event_id``; a stray one is not part of the event and
-    is left out of the hash (``parse_event`` and ``verify_event`` ignore it the same way).
+    is left out (``parse_event`` and ``verify_event`` ignore it the same way).
     """
     redacted = redacted_view(pdu, rules)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     if rules.event_id_format is not EventIdFormat.SERVER_ASSIGNED:
         redacted.pop("event_id", None)
-    return hashlib.sha256(canonical_json(redacted, strict=False)).digest()
+    return canonical_json(redacted, strict=False)
+
+
+def reference_hash(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
+    """SHA-256 of ``reference_bytes`` (spec: reference hashes)."""
+    return hashlib.sha256(reference_bytes(pdu, rules)).digest()
+
+
+def event_id_from_reference_bytes(data: bytes, rules: RoomVersion) -> str:
+    """The event ID (room version 3+) of an event whose ``reference_bytes`` are ``data``."""
+    url_safe = rules.event_id_format is EventIdFormat.URL_SAFE_BASE64
+    return "$" + encode_base64(hashlib.sha256(data).digest(), url_safe=url_safe)
 
 
 def event_id_for(pdu: Mapping[str, Any], rules: RoomVersion) -> str:

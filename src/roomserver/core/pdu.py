@@ -13,7 +13,12 @@ from typing import Any
 
 from roomserver.core.canonical_json import MAX_SAFE_INTEGER, MIN_SAFE_INTEGER, canonical_json
 from roomserver.core.errors import InvalidEvent
-from roomserver.core.hashes import event_id_for, room_id_from_create_event_id
+from roomserver.core.hashes import (
+    event_id_for,
+    event_id_from_reference_bytes,
+    reference_bytes,
+    room_id_from_create_event_id,
+)
 from roomserver.core.identifiers import (
     MAX_ID_BYTES,
     is_valid_event_id,
@@ -39,6 +44,7 @@ class Event:
 
     __slots__ = (
         "auth_event_ids",
+        "canonical_bytes",
         "content",
         "depth",
         "event_id",
@@ -50,6 +56,7 @@ class Event:
         "room_version",
         "rules",
         "sender",
+        "signed_bytes",
         "state_key",
         "type",
     )
@@ -68,6 +75,13 @@ class Event:
     rules: RoomVersion
     redacts: str | None
     pdu: Mapping[str, Any]
+    #: The PDU as canonical JSON (as its room version encodes it), when ``parse_event`` computed
+    #: it (size check): storage reuses it instead of encoding the event again.
+    canonical_bytes: bytes | None
+    #: What the event's signatures sign (its redacted form without signatures and unsigned, as
+    #: canonical JSON), when ``parse_event`` computed it (event ID, v3+): signature checks reuse
+    #: it.
+    signed_bytes: bytes | None
 
     def __init__(
         self,
@@ -85,6 +99,8 @@ class Event:
         rules: RoomVersion,
         redacts: str | None,
         pdu: Mapping[str, Any],
+        canonical_bytes: bytes | None = None,
+        signed_bytes: bytes | None = None,
     ) -> None:
         sa = object.__setattr__
         sa(self, "event_id", event_id)
@@ -101,6 +117,8 @@ class Event:
         sa(self, "rules", rules)
         sa(self, "redacts", redacts)
         sa(self, "pdu", pdu)
+        sa(self, "canonical_bytes", canonical_bytes)
+        sa(self, "signed_bytes", signed_bytes)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Event is immutable (tried to set {name!r})")
@@ -174,7 +192,7 @@ def _check_bytes(field: str, value: str) -> None:
         raise _fail(field, f"longer than {MAX_ID_BYTES} bytes")
 
 
-def _check_size(pdu: Mapping[str, Any], rules: RoomVersion) -> None:
+def _check_size(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
     """Spec size limits: the whole PDU is at most 65,536 bytes of canonical JSON.
 
     Encoding also enforces canonical JSON itself: from room version 6, integers outside
@@ -183,9 +201,12 @@ def _check_size(pdu: Mapping[str, Any], rules: RoomVersion) -> None:
     whichever canonical JSON mode a hash uses.
     """
     strict = rules.strict_canonical_json
-    size = len(canonical_json(pdu, strict=strict, integral_floats=not strict))
-    if size > MAX_PDU_BYTES:
-        raise _fail("event", f"is {size} bytes as canonical JSON, the limit is {MAX_PDU_BYTES}")
+    encoded = canonical_json(pdu, strict=strict, integral_floats=not strict)
+    if len(encoded) > MAX_PDU_BYTES:
+        raise _fail(
+            "event", f"is {len(encoded)} bytes as canonical JSON, the limit is {MAX_PDU_BYTES}"
+        )
+    return encoded
 
 
 def _parse_integers(pdu: Mapping[str, Any], rules: RoomVersion) -> tuple[int, int]:
@@ -246,14 +267,24 @@ def _edge_ids(
     return tuple(ids)
 
 
-def _parse_event_id(pdu: Mapping[str, Any], rules: RoomVersion, given: str | None) -> str:
-    """The event ID: given (trusted), read from the PDU (v1-v2) or the reference hash (v3+)."""
-    event_id = event_id_for(pdu, rules) if given is None else given
+def _parse_event_id(
+    pdu: Mapping[str, Any], rules: RoomVersion, given: str | None
+) -> tuple[str, bytes | None]:
+    """The event ID: given (trusted), read from the PDU (v1-v2) or the reference hash (v3+);
+    and the reference bytes when they were computed for it."""
+    signed: bytes | None = None
+    if given is not None:
+        event_id = given
+    elif rules.event_id_format is EventIdFormat.SERVER_ASSIGNED:
+        event_id = event_id_for(pdu, rules)
+    else:
+        signed = reference_bytes(pdu, rules)
+        event_id = event_id_from_reference_bytes(signed, rules)
     if not is_valid_event_id(event_id, format_name=rules.event_id_format.value):
         raise _fail(
             "event_id", f"{_show(event_id)} is not valid for room version {rules.identifier}"
         )
-    return event_id
+    return event_id, signed
 
 
 def _parse_room_id(
@@ -311,7 +342,7 @@ def parse_event(
         pdu = {k: v for k, v in pdu.items() if k != "event_id"}
     elif not isinstance(pdu, dict):
         pdu = dict(pdu)
-    _check_size(pdu, rules)
+    encoded = _check_size(pdu, rules)
 
     event_type = _require_str(pdu, "type")
     _check_bytes("type", event_type)
@@ -338,7 +369,7 @@ def parse_event(
     prev_event_ids = tuple(dict.fromkeys(_edge_ids(pdu, "prev_events", rules, prev_limit)))
     auth_event_ids = _edge_ids(pdu, "auth_events", rules, auth_limit)
 
-    event_id = _parse_event_id(pdu, rules, event_id)
+    event_id, signed = _parse_event_id(pdu, rules, event_id)
     return Event(
         event_id=event_id,
         room_id=_parse_room_id(pdu, rules, event_type, state_key, event_id),
@@ -353,4 +384,6 @@ def parse_event(
         rules=rules,
         redacts=_parse_redacts(pdu, rules, event_type, content),
         pdu=pdu,
+        canonical_bytes=encoded,
+        signed_bytes=signed,
     )

@@ -290,7 +290,10 @@ def verify_event(
     """
     rules = _room_version(room_version)
     event_id: str | None = None
+    signed_bytes: bytes | None = None
     if isinstance(pdu, Event):
+        if pdu.rules is rules:
+            signed_bytes = pdu.signed_bytes  # computed for the event ID already
         event_id, pdu = pdu.event_id, pdu.pdu
     if not isinstance(pdu, Mapping):
         raise InvalidSignature("event: must be a JSON object")
@@ -300,7 +303,8 @@ def verify_event(
     required = _required_signers_with_reasons(pdu, rules, event_id)
     if not required:
         return
-    signed_bytes = _event_signed_bytes(pdu, rules)
+    if signed_bytes is None:
+        signed_bytes = _event_signed_bytes(pdu, rules)
     # Room versions 1-4: valid_until_ts must be ignored (spec: signing key validity period).
     validity = key_validity if rules.enforce_key_validity else None
     event_ts: int | None = None

@@ -361,10 +361,9 @@ class KeyRing:
         ``KeyFetchError`` (transient) if the keys could not be obtained because every key source
         was unreachable.
         """
-        pdu = event.pdu if isinstance(event, Event) else event
         rules = get_room_version(room_version)
         verify_keys = await self.verify_keys_for_event(event, rules)
-        core_signatures.verify_event(pdu, room_version=room_version, verify_keys=verify_keys)
+        core_signatures.verify_event(event, room_version=room_version, verify_keys=verify_keys)
 
 
 def _fresh(key: ServerKey, min_ts: int) -> bool:

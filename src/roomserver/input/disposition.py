@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from roomserver.api import (
+    WIRE_VERSION,
     EventResult,
     InputRoomEvent,
     Outcome,
     WireFormatError,
-    decode_input_room_event,
+    decode_input_message,
     encode_event_result,
+    encode_event_results,
 )
 from roomserver.input.errors import MissingData, is_transient_fetch_error
 from roomserver.ports import StorageError
@@ -90,15 +92,30 @@ class DeliveryInfo(Protocol):
     def stream_seq(self) -> int: ...
 
 
+class MessageProcessor(Protocol):
+    """What ``handle_message`` drives (``InputProcessor`` satisfies it): a message is opened,
+    its events are processed in order, and it is closed (which publishes its outputs)."""
+
+    async def begin_message(
+        self, room_id: str, items: Sequence[InputRoomEvent] = (), *, batched: bool = True
+    ) -> None: ...
+
+    async def process_or_raise(self, item: InputRoomEvent) -> EventResult: ...
+
+    async def end_message(self, room_id: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The verdict on one input message: what to do with it and what to answer a sync caller.
 
-    ``reply`` is ``None`` while the message will be retried (the caller gets the final answer).
+    ``results`` has one entry per event of the message processed so far (all of them unless the
+    message is retried). ``reply`` is ``None`` while the message will be retried (the caller
+    gets the final answer).
     """
 
     disposition: Disposition
-    result: EventResult | None
+    results: tuple[EventResult, ...]
     reply: bytes | None
     delay_s: float = 0.0
 
@@ -111,40 +128,126 @@ def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> str | None
     return value if isinstance(value, str) else None
 
 
+def _reply(version: int, results: Sequence[EventResult]) -> bytes:
+    if version == WIRE_VERSION:
+        return encode_event_result(results[0])
+    return encode_event_results(results)
+
+
 async def handle_message(
-    process: Callable[[InputRoomEvent], Awaitable[EventResult]],
+    processor: MessageProcessor,
     room_id: str,
     payload: bytes,
     info: DeliveryInfo,
     *,
     max_attempts: int = 10,
 ) -> Decision:
-    """Decode one input message, process it with ``process`` (which raises for failures, e.g.
-    ``InputProcessor.process_or_raise``) and map the result through the table above."""
+    """Decode one input message (version 1: one event; version 2: a batch), process its events
+    in order and map the result through the table above.
+
+    A transient failure of one event retries the whole message: the events before it are
+    committed already and come back from storage as they were (idempotence). A failure that
+    outlasts ``max_attempts`` deliveries gives that event ``ERROR`` and the message goes on
+    with the next event, so one broken event never stalls its room. Outputs are published once,
+    at the end of the message (pipelined), before the message is acked.
+    """
     try:
-        item = decode_input_room_event(payload)
+        version, items = decode_input_message(payload)
     except WireFormatError as exc:
         log.error(
             "terminating undecodable input message room=%s seq=%s: %s",
             room_id, info.stream_seq, exc,
         )  # fmt: skip
         result = EventResult(None, Outcome.INVALID, f"undecodable message: {exc}")
-        return Decision(Disposition.TERMINATE, result, encode_event_result(result))
+        return Decision(Disposition.TERMINATE, (result,), encode_event_result(result))
+    attempt = info.num_delivered
+    results: list[EventResult] = []
     try:
-        result = await process(item)
+        await processor.begin_message(room_id, items)
     except Exception as exc:
-        attempt = info.num_delivered
-        disposition = disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts)
-        reason = f"{type(exc).__name__}: {exc}"
-        result = EventResult(_event_id_of_failure(exc, item), Outcome.ERROR, reason)
+        log.warning(
+            "input for room %s could not start (attempt %d), retrying: %s: %s",
+            room_id, attempt, type(exc).__name__, exc,
+        )  # fmt: skip
+        return Decision(Disposition.RETRY, (), None, retry_delay_s(attempt))
+    retry = await _process_items(processor, room_id, items, results, info, max_attempts)
+    try:
+        await processor.end_message(room_id)
+    except Exception as exc:
+        if disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts) is (
+            Disposition.RETRY
+        ):
+            log.warning(
+                "committing or publishing the input of room %s failed (attempt %d), "
+                "retrying: %s: %s",
+                room_id, attempt, type(exc).__name__, exc,
+            )  # fmt: skip
+            return Decision(Disposition.RETRY, tuple(results), None, retry_delay_s(attempt))
+        # The message's writes keep failing together: commit its events one by one, so the
+        # event that cannot be stored fails alone and the others go on.
+        log.error(
+            "committing the input of room %s failed for good after %d attempts (seq=%s): "
+            "%s: %s; committing its events one by one",
+            room_id, attempt, info.stream_seq, type(exc).__name__, exc,
+        )  # fmt: skip
+        return await _one_by_one(processor, room_id, version, items, info, max_attempts)
+    if retry is not None:
+        return retry
+    return Decision(Disposition.ACK, tuple(results), _reply(version, results))
+
+
+async def _one_by_one(
+    processor: MessageProcessor,
+    room_id: str,
+    version: int,
+    items: Sequence[InputRoomEvent],
+    info: DeliveryInfo,
+    max_attempts: int,
+) -> Decision:
+    """Process the message again, each event committed on its own."""
+    attempt = info.num_delivered
+    results: list[EventResult] = []
+    try:
+        await processor.begin_message(room_id, items, batched=False)
+        retry = await _process_items(processor, room_id, items, results, info, max_attempts)
+        await processor.end_message(room_id)
+    except Exception as exc:
+        log.warning(
+            "input for room %s failed (attempt %d), retrying: %s: %s",
+            room_id, attempt, type(exc).__name__, exc,
+        )  # fmt: skip
+        return Decision(Disposition.RETRY, tuple(results), None, retry_delay_s(attempt))
+    if retry is not None:
+        return retry
+    return Decision(Disposition.ACK, tuple(results), _reply(version, results))
+
+
+async def _process_items(
+    processor: MessageProcessor,
+    room_id: str,
+    items: Sequence[InputRoomEvent],
+    results: list[EventResult],
+    info: DeliveryInfo,
+    max_attempts: int,
+) -> Decision | None:
+    """Process ``items`` in order, appending to ``results``; a ``RETRY`` decision stops it."""
+    attempt = info.num_delivered
+    for item in items:
+        try:
+            results.append(await processor.process_or_raise(item))
+            continue
+        except Exception as exc:
+            disposition = disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts)
+            reason = f"{type(exc).__name__}: {exc}"
+            failed = EventResult(_event_id_of_failure(exc, item), Outcome.ERROR, reason)
         if disposition is Disposition.RETRY:
             log.warning(
                 "input for room %s failed (attempt %d), retrying: %s", room_id, attempt, reason
             )
-            return Decision(disposition, result, None, retry_delay_s(attempt))
+            return Decision(disposition, (*results, failed), None, retry_delay_s(attempt))
         log.error(
-            "input for room %s failed for good after %d attempts (seq=%s): %s",
-            room_id, attempt, info.stream_seq, reason,
+            "input event %s of room %s failed for good after %d attempts (seq=%s): %s",
+            failed.event_id, room_id, attempt, info.stream_seq, reason,
         )  # fmt: skip
-        return Decision(disposition, result, encode_event_result(result))
-    return Decision(disposition_for_outcome(result.outcome), result, encode_event_result(result))
+        results.append(failed)
+    return None

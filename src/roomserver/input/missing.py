@@ -31,9 +31,13 @@ T = TypeVar("T")
 class Budget:
     """The time one input event may spend fetching missing data (a loop-clock deadline)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, deadline: float | None = None) -> None:
+        """``deadline`` (loop time): a deadline shared with other events (their message's);
+        default ``seconds`` from now."""
         self.seconds = seconds
-        self.deadline = asyncio.get_running_loop().time() + seconds
+        self.deadline = (
+            asyncio.get_running_loop().time() + seconds if deadline is None else deadline
+        )
         self.outputs_queued = 0  # by fetched events processed on the way
         self.writes = 0  # persists made for this input so far (fetched events included)
 

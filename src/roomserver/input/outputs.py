@@ -82,12 +82,9 @@ class OutboxSender:
             return await self.flush(room_id)
         done = self._unmarked.get(room_id, set())
         todo = sorted((e for e in pending if e.sequence not in done), key=lambda e: e.sequence)
-        for entry in todo:
-            await self._publisher.publish_output(
-                room_id, entry.output_type, entry.payload, msg_id=entry.msg_id
-            )
-            self._unmarked.setdefault(room_id, set()).add(entry.sequence)
         if todo:
+            await self._publisher.publish_room_outputs(room_id, todo)
+            self._unmarked.setdefault(room_id, set()).update(e.sequence for e in todo)
             self._last_publish[room_id] = time.monotonic()
             self._schedule()
         return len(todo)
@@ -99,10 +96,8 @@ class OutboxSender:
             return 0
         done = self._unmarked.get(room_id, set())
         todo = sorted((e for e in pending if e.sequence not in done), key=lambda e: e.sequence)
-        for entry in todo:
-            await self._publisher.publish_output(
-                room_id, entry.output_type, entry.payload, msg_id=entry.msg_id
-            )
+        if todo:
+            await self._publisher.publish_room_outputs(room_id, todo)
         sequences = [e.sequence for e in pending]
         await self._store.mark_outbox_sent(room_id, sequences)
         self.marked(room_id, sequences)

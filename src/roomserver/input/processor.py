@@ -8,14 +8,21 @@
 
 ``process`` never raises: failures become ``Outcome.ERROR``. ``process_or_raise`` raises them
 instead, for ``disposition.handle_message`` to classify (retry or terminate).
+
+A bus message (a batch of one room's events) is bracketed by ``begin_message`` and
+``end_message``: the first proves the cached room row fresh (another process may have handled
+the room's previous message) and opens one deadline for the message's fetches; the second
+publishes the outputs of the whole message, pipelined, with one wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from roomserver.api import (
     EventResult,
@@ -57,6 +64,7 @@ from roomserver.input.store import (
     SnapshotEntries,
     rejected_for_missing_data,
 )
+from roomserver.input.write_behind import BufferedWriteFailed, WriteBehind
 from roomserver.ports import (
     Clock,
     ConcurrentUpdate,
@@ -110,6 +118,16 @@ class _Facts:
     prefetched_at: int = -1  # budget.writes when read
 
 
+@dataclass(slots=True)
+class _Message:
+    """A bus message of one room being processed (between ``begin_message``/``end_message``)."""
+
+    deadline: float  # loop time: the message's fetches share one deadline
+    has_outputs: bool = False  # an event queued outputs: end_message publishes them
+    # Events parsed when the message began, by id() of their PDU (kept alive by the entry).
+    parsed: dict[int, tuple[Mapping[str, Any], Kind, Event]] = field(default_factory=dict)
+
+
 class InputProcessor:
     """Processes input events of any room, one at a time per room (the bus guarantees that).
 
@@ -134,6 +152,14 @@ class InputProcessor:
         config: InputConfig | None = None,
     ) -> None:
         self.config = config or InputConfig()
+        # A message's writes are committed together when storage can take them at once.
+        self._write_behind: WriteBehind | None = (
+            WriteBehind(store)  # type: ignore[arg-type]
+            if callable(getattr(store, "persist_many", None))
+            else None
+        )
+        if self._write_behind is not None:
+            store = self._write_behind
         self._store = store
         self._keyring = keyring
         self._fetcher = fetcher
@@ -154,6 +180,7 @@ class InputProcessor:
         )
         self._outbox = OutboxSender(store, publisher, mark_idle_s=self.config.outbox_mark_idle_s)
         self._pending: dict[str, tuple[OutboxEntry, ...]] = {}  # as the last write reported
+        self._messages: dict[str, _Message] = {}  # rooms with an open message
 
     # -- entry points ---------------------------------------------------------------------------
     async def process(self, item: InputRoomEvent) -> EventResult:
@@ -178,6 +205,101 @@ class InputProcessor:
                     raise
                 log.info("room moved on while processing; retrying (attempt %d)", attempt + 1)
         raise AssertionError("unreachable")
+
+    async def begin_message(
+        self, room_id: str, items: Sequence[InputRoomEvent] = (), *, batched: bool = True
+    ) -> None:
+        """Open a message of ``room_id``: read the room row and use it instead of the cached one.
+        ``batched``: its writes are committed together at ``end_message`` (when storage can);
+        otherwise each event's on its own.
+
+        Rooms alternate between processes sharing a stream, so a cached row (and the events
+        cached with it) may be stale: when the stored row is not the one this processor last
+        wrote, the room's cached events are dropped too. Every decision of the message (soft
+        fail included) then starts from what is stored; the room row's version check on write
+        catches a room that moves on meanwhile."""
+        stored = await self._store.room(room_id)
+        cached = self._rooms.get(room_id)
+        if cached is None or stored is None or cached.version != stored.version:
+            self._forget_room(room_id)
+        if stored is not None:
+            self._remember_room(stored)
+        loop_time = asyncio.get_running_loop().time()
+        message = _Message(loop_time + self.config.max_missing_processing_s)
+        self._messages[room_id] = message
+        if self._write_behind is not None and batched:
+            self._write_behind.open(room_id)
+            if stored is not None and len(items) > 1:
+                await self._gather(stored, items, message)
+
+    async def _gather(
+        self, room: RoomInfo, items: Sequence[InputRoomEvent], message: _Message
+    ) -> None:
+        """Parse the message's events once, and read at once what each will ask storage first
+        (stored already? their prev events; which are cited as prevs; redactions)."""
+        assert self._write_behind is not None
+        ids: list[str] = []
+        prevs: set[str] = set()
+        for item in items:
+            pdu = item.event
+            if not isinstance(pdu, Mapping) or pdu.get("type") == "m.room.create":
+                continue
+            try:
+                event = parse_event(
+                    pdu, room.room_version, check_edge_counts=item.kind is not Kind.OLD
+                )
+            except (InvalidEvent, UnknownRoomVersion):
+                continue  # reported when the event's turn comes
+            if event.room_id != room.room_id:
+                continue
+            message.parsed[id(pdu)] = (pdu, item.kind, event)
+            ids.append(event.event_id)
+            prevs.update(event.prev_event_ids)
+        in_message = set(ids)
+        wanted = [*ids, *sorted(p for p in prevs - in_message if not self._stateful_cached([p]))]
+        await self._write_behind.prefetch(
+            room.room_id,
+            wanted,
+            referenced_ids=sorted(in_message | set(room.forward_extremities)),
+            redactions_of=ids,
+        )
+
+    async def end_message(self, room_id: str) -> None:
+        """Close the message of ``room_id``: commit its buffered writes (one transaction), then
+        publish the outputs its events queued (pipelined, one wait for the acknowledgements).
+        Raises when either fails (the message is then processed again)."""
+        message = self._messages.pop(room_id, None)
+        if self._write_behind is not None:
+            try:
+                last, marked = await self._write_behind.close(room_id)
+            except BufferedWriteFailed:
+                self._forget_room(room_id)  # the caches saw writes that were never committed
+                raise
+            if last is not None and last.pending_outbox is not None:
+                self._outbox.marked(room_id, marked)
+                self._pending[room_id] = last.pending_outbox
+            self._settle_cached(room_id)
+        pending = self._pending.pop(room_id, None)
+        if message is not None and message.has_outputs:
+            await self._outbox.publish(room_id, pending)
+
+    def _forget_room(self, room_id: str) -> None:
+        self._rooms.pop(room_id, None)
+        self._events.forget_room(room_id)
+        self._pending.pop(room_id, None)
+
+    def _settle_cached(self, room_id: str) -> None:
+        """Replace the placeholder snapshot IDs the room's cached rows got from buffered writes
+        with the real ones (the message is committed)."""
+        assert self._write_behind is not None
+        resolve = self._write_behind.resolve
+        try:
+            room = self._rooms.get(room_id)
+            if room is not None and room.current_state is not None and room.current_state < 0:
+                self._rooms[room_id] = replace(room, current_state=resolve(room.current_state))
+            self._events.settle_snapshots(room_id, resolve)
+        except KeyError:  # not committed after all: start from storage
+            self._forget_room(room_id)
 
     async def flush_outbox(self, room_id: str) -> int:
         """Publish the room's unsent outputs in order and mark them sent; returns how many."""
@@ -230,12 +352,19 @@ class InputProcessor:
             send_as_server=item.send_as_server,
             transaction_id=item.transaction_id,
         )
+        message = self._messages.get(event.room_id)
         try:
-            budget = Budget(self.config.max_missing_processing_s)
+            budget = Budget(
+                self.config.max_missing_processing_s,
+                deadline=message.deadline if message is not None else None,
+            )
             result, outputs = await self._handle(job, budget, room, prefetched)
-            pending = self._pending.pop(event.room_id, None)
-            if outputs or budget.outputs_queued:
-                await self._outbox.publish(event.room_id, pending)
+            if message is not None:
+                message.has_outputs |= bool(outputs or budget.outputs_queued)
+            else:
+                pending = self._pending.pop(event.room_id, None)
+                if outputs or budget.outputs_queued:
+                    await self._outbox.publish(event.room_id, pending)
         except InputInvalid as exc:
             return EventResult(event.event_id, Outcome.INVALID, str(exc))
         except Exception as exc:
@@ -269,6 +398,10 @@ class InputProcessor:
         if not isinstance(room_id, str):
             raise InputInvalid("room_id: missing or not a string")
         room = await self._room(room_id)
+        message = self._messages.get(room_id)
+        parsed = message.parsed.pop(id(pdu), None) if message is not None else None
+        if parsed is not None and parsed[0] is pdu and parsed[1] is item.kind and room is not None:
+            return parsed[2], room  # parsed for the room's version when the message began
         version = room.room_version if room is not None else item.room_version
         if version is None:
             raise InputInvalid(f"room {room_id} is unknown and the input names no room_version")
@@ -277,7 +410,7 @@ class InputProcessor:
     async def _verify(self, event: Event, origin: str | None, room: RoomInfo | None) -> Event:
         """Spec 7.2-7.3 and server ACLs: signatures (on the redacted form), the content hash
         (a mismatch means the event is used redacted), and the origin's server ACL."""
-        await self._keyring.verify_event(event.pdu, event.room_version)
+        await self._keyring.verify_event(event, event.room_version)
         if not check_content_hash(event.pdu):
             log.info("content hash mismatch for %s: using its redacted form", event.event_id)
             redacted = redact_with(event.pdu, event.rules)
@@ -418,6 +551,9 @@ class InputProcessor:
                 redaction_target=effects.redaction_target,
                 apply_redaction=effects.applied,
                 outbox_sent=marks,
+                expected_room_version=(
+                    room.version if facts.soft_failed is not None and room is not None else None
+                ),
             )
         )
         if persisted.pending_outbox is not None:

@@ -9,8 +9,8 @@ the state after a stored event is its state-before snapshot plus itself, never a
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from roomserver.api import StoredEvent
@@ -61,6 +61,7 @@ class EventCache:
         self._store = store
         self._capacity = capacity
         self._events: OrderedDict[str, StoredEvent] = OrderedDict()
+        self._by_room: dict[str, set[str]] = {}
 
     async def get(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
         out: dict[str, StoredEvent] = {}
@@ -91,13 +92,42 @@ class EventCache:
     def remember(self, stored: StoredEvent) -> None:
         if stored.rejected:
             return
-        self._events[stored.event.event_id] = stored
-        self._events.move_to_end(stored.event.event_id)
+        event = stored.event
+        self._events[event.event_id] = stored
+        self._events.move_to_end(event.event_id)
+        self._by_room.setdefault(event.room_id, set()).add(event.event_id)
         while len(self._events) > self._capacity:
-            self._events.popitem(last=False)
+            _, oldest = self._events.popitem(last=False)
+            self._unindex(oldest.event)
 
     def evict(self, event_id: str) -> None:
-        self._events.pop(event_id, None)
+        stored = self._events.pop(event_id, None)
+        if stored is not None:
+            self._unindex(stored.event)
+
+    def forget_room(self, room_id: str) -> None:
+        """Drop the room's cached events (another process may have changed them: applied a
+        redaction, given an outlier state)."""
+        for event_id in self._by_room.pop(room_id, ()):
+            self._events.pop(event_id, None)
+
+    def settle_snapshots(
+        self, room_id: str, resolve: Callable[[SnapshotId | None], SnapshotId | None]
+    ) -> None:
+        """Replace placeholder snapshot IDs (negative: from writes not yet committed when the
+        events were cached) of the room's cached events with what ``resolve`` says."""
+        for event_id in self._by_room.get(room_id, ()):
+            stored = self._events[event_id]
+            if stored.state_snapshot is not None and stored.state_snapshot < 0:
+                real = resolve(SnapshotId(stored.state_snapshot))
+                self._events[event_id] = replace(stored, state_snapshot=real)
+
+    def _unindex(self, event: Event) -> None:
+        ids = self._by_room.get(event.room_id)
+        if ids is not None:
+            ids.discard(event.event_id)
+            if not ids:
+                del self._by_room[event.room_id]
 
 
 class SnapshotEntries:

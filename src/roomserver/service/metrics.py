@@ -18,8 +18,8 @@ class Metrics:
             registry=self.registry,
         )
         self.processing_seconds = Histogram(
-            "roomserver_event_processing_seconds",
-            "Time to process one input event, from fetch to ack.",
+            "roomserver_input_message_seconds",
+            "Time to process one input message (a batch of one room's events), from fetch to ack.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 300),
             registry=self.registry,
         )

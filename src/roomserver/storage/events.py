@@ -242,16 +242,24 @@ async def _apply_room_update(
     return current
 
 
-async def persist(tx: Tx, cache: TxCache, enc: EncodedWrite) -> PersistResult:
+async def persist(
+    tx: Tx, cache: TxCache, enc: EncodedWrite, *, report_pending: bool = True
+) -> PersistResult:
     w = enc.write
     ev = w.event
     update = w.room_update
-    room = await _room_row(tx, ev.room_id, lock=update is not None)
+    lock = update is not None or w.expected_room_version is not None
+    room = await _room_row(tx, ev.room_id, lock=lock)
     if room is None:
-        room = await _ensure_room(tx, ev.room_id, ev.room_version, lock=update is not None)
+        room = await _ensure_room(tx, ev.room_id, ev.room_version, lock=lock)
     if update is not None:
         # After _ensure_room: a concurrent creator may have committed in between.
         _check_room_version(ev.room_id, room, update)
+    elif w.expected_room_version is not None and room.version != w.expected_room_version:
+        raise ConcurrentUpdate(
+            f"room {ev.room_id} is at version {room.version}, "
+            f"decided at version {w.expected_room_version}"
+        )
     tx.checkpoint("room")
     nid, state_before = await _store_event(tx, cache, room, enc)
     tx.checkpoint("event")
@@ -269,16 +277,20 @@ async def persist(tx: Tx, cache: TxCache, enc: EncodedWrite) -> PersistResult:
     if w.outbox_sent:
         await _mark_sent(tx, room.room_nid, sorted(set(w.outbox_sent)))
     tx.checkpoint("outbox")
-    pending = await tx.fetch(
-        "SELECT msg_id, output_type, payload, sequence FROM outbox "
-        "WHERE room_nid = ? AND sent = 0 ORDER BY sequence",
-        room.room_nid,
+    pending = (
+        await tx.fetch(
+            "SELECT msg_id, output_type, payload, sequence FROM outbox "
+            "WHERE room_nid = ? AND sent = 0 ORDER BY sequence",
+            room.room_nid,
+        )
+        if report_pending
+        else None
     )
     return PersistResult(
         state_before=None if state_before is None else SnapshotId(state_before),
         current_state=None if current is None else SnapshotId(current),
         stream_position=nid,
-        pending_outbox=tuple(_outbox_entry(r) for r in pending),
+        pending_outbox=None if pending is None else tuple(_outbox_entry(r) for r in pending),
     )
 
 
@@ -345,6 +357,21 @@ async def redactions_for(tx: Tx, event_id: str) -> list[RedactionRecord]:
         event_id,
     )
     return [RedactionRecord(r[0], r[1], bool(r[2])) for r in rows]
+
+
+async def redactions_for_many(tx: Tx, event_ids: list[str]) -> list[RedactionRecord]:
+    """``redactions_for`` of each of ``event_ids`` (sorted, distinct), in one list."""
+    out: dict[tuple[str, str], RedactionRecord] = {}
+    for part in chunks(event_ids):
+        rows = await tx.fetch(
+            "SELECT redaction_id, target_id, validated FROM redactions "
+            "WHERE target_id IN @LIST OR redaction_id IN @LIST",
+            part,
+            part,
+        )
+        for r in rows:
+            out[(r[0], r[1])] = RedactionRecord(r[0], r[1], bool(r[2]))
+    return [out[k] for k in sorted(out)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from roomserver.ports import (
     ServerKeyRecord,
     SnapshotId,
     StateKey,
+    with_placeholders_resolved,
 )
 from roomserver.storage import authchain, events, state
 from roomserver.storage.cache import Caches, TxCache
@@ -30,6 +31,20 @@ T = TypeVar("T")
 #: once; keys another process stores are seen within this delay (the key ring then at worst
 #: fetches a key again).
 SERVER_KEY_CACHE_S = 5.0
+
+
+def _encode(write: EventWrite) -> events.EncodedWrite:
+    """Encode a write's JSON before entering the transaction."""
+    strict = write.event.rules.strict_canonical_json
+    redacted = (
+        None
+        if write.apply_redaction is None
+        else canonical_json(write.apply_redaction.redacted_pdu, strict=strict)
+    )
+    encoded = write.event.canonical_bytes  # parse_event encoded it already (size check)
+    if encoded is None:
+        encoded = canonical_json(write.event.pdu, strict=strict)
+    return events.EncodedWrite(write, encoded, redacted)
 
 
 class SqlStorage:
@@ -82,15 +97,33 @@ class SqlStorage:
         return await self._run(lambda tx, _: events.room_info(tx, room_id))
 
     async def persist(self, write: EventWrite) -> PersistResult:
-        ev = write.event
-        strict = ev.rules.strict_canonical_json
-        redacted = (
-            None
-            if write.apply_redaction is None
-            else canonical_json(write.apply_redaction.redacted_pdu, strict=strict)
-        )
-        encoded = events.EncodedWrite(write, canonical_json(ev.pdu, strict=strict), redacted)
+        encoded = _encode(write)
         return await self._run(lambda tx, cache: events.persist(tx, cache, encoded), write=True)
+
+    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+        """``BatchPersist``: the writes in order, in one transaction (JSON encoded first)."""
+        encoded = [_encode(w) for w in writes]
+        last_of_room = {w.event.room_id: i for i, w in enumerate(writes)}
+
+        async def fn(tx: Tx, cache: TxCache) -> list[PersistResult]:
+            resolved: dict[int, int | None] = {}
+            results: list[PersistResult] = []
+            for index, enc in enumerate(encoded):
+                write = with_placeholders_resolved(enc.write, resolved)
+                if write is not enc.write:
+                    enc = events.EncodedWrite(write, enc.event_json, enc.redacted_json)
+                result = await events.persist(
+                    tx, cache, enc, report_pending=last_of_room[write.event.room_id] == index
+                )
+                before, current = write.snapshot_placeholders
+                if before is not None:
+                    resolved[before] = result.state_before
+                if current is not None:
+                    resolved[current] = result.current_state
+                results.append(result)
+            return results
+
+        return await self._run(fn, write=True)
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
         """The records naming ``event_id`` as target or redaction (no flags are read: only
@@ -109,21 +142,27 @@ class SqlStorage:
         *,
         room_id: str,
         referenced_ids: Iterable[str],
-        redactions_of: str | None,
+        redactions_of: str | Sequence[str] | None,
     ) -> InputReads:
         """``get_events``, ``referenced_as_prev(room_id, referenced_ids)`` and
         ``redactions_for`` in one hand-off."""
         wanted = list(event_ids)
         cited = sorted(set(referenced_ids))
+        targets = (
+            [] if redactions_of is None
+            else [redactions_of] if isinstance(redactions_of, str)
+            else sorted(set(redactions_of))
+        )  # fmt: skip
 
         async def fn(tx: Tx, cache: TxCache) -> InputReads:
             found = await events.get_events(tx, cache, wanted) if wanted else {}
             referenced = (
                 await events.referenced_as_prev(tx, room_id, cited) if cited else set()
             )
-            redactions = (
-                await events.redactions_for(tx, redactions_of) if redactions_of is not None else []
-            )
+            if len(targets) == 1:
+                redactions = await events.redactions_for(tx, targets[0])
+            else:
+                redactions = await events.redactions_for_many(tx, targets) if targets else []
             return InputReads(found, referenced, redactions)
 
         return await self._run(fn)

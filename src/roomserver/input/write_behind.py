@@ -1,0 +1,471 @@
+"""Write-behind: the writes of one input message, committed together in ONE transaction.
+
+While a message of a room is open (``open(room_id)`` ... ``close(room_id)``), ``persist`` does
+not go to storage: the write is kept in the room's buffer and answered at once, with
+*placeholder* snapshot IDs (negative ``SnapshotId``s) standing for the snapshots storage will
+write. The next events of the message see the buffered writes as if they were stored:
+
+* ``get_events`` / ``read_for_input`` answer buffered events from memory;
+* ``room`` answers the room row as the last buffered room update left it;
+* ``state_entries`` / ``state_map`` of a placeholder overlay its deltas on the stored base;
+* the answers storage could only give after the writes (``referenced_as_prev`` of an event a
+  buffered write cites, the auth chain index, memberships, state differences, the outbox)
+  first **flush** the buffers: the writes so far are committed (``BatchPersist.persist_many``),
+  then storage is asked. So no answer ever misses a write; flushing early costs only speed.
+
+``close`` flushes what is left and returns the room's last ``PersistResult`` (its pending
+outbox), so a message of N events costs one write transaction in the common case instead of N.
+A crash before the flush loses nothing that was acknowledged: the message is redelivered and
+its events are processed again. A failed flush (the room moved on, the database went away)
+drops the buffer and is raised, as ``BufferedWriteFailed`` (transient), to the room's next call
+and to ``close``: the message is retried, and the caller must drop what it cached from it.
+
+Writes that change another event (applying or recording a redaction) are flushed at once, so
+``redactions_for`` and the stored JSON of a redacted event never lag behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from roomserver.api import StoredEvent
+from roomserver.input.store import InputStore
+from roomserver.ports import (
+    BatchPersist,
+    EventStatus,
+    EventWrite,
+    InputReadBatch,
+    InputReads,
+    OutboxEntry,
+    PersistResult,
+    RedactionRecord,
+    RoomInfo,
+    SnapshotId,
+    StateDelta,
+    StateKey,
+    StorageError,
+    with_placeholders_resolved,
+)
+
+_RESOLVED_CAPACITY = 200_000
+
+
+class BufferedWriteFailed(StorageError):
+    """Committing a message's buffered writes failed; the message must be processed again.
+    Transient as its cause is (``transient``): a write that keeps failing is not."""
+
+    def __init__(self, room_id: str, cause: BaseException) -> None:
+        super().__init__(
+            f"committing the input of room {room_id} failed: {type(cause).__name__}: {cause}"
+        )
+        self.cause = cause
+        self.transient = bool(getattr(cause, "transient", False)) or isinstance(
+            cause, (OSError, TimeoutError)
+        )
+
+
+class WriteBehindStore(InputStore, InputReadBatch, BatchPersist, Protocol):
+    """What ``WriteBehind`` wraps: the pipeline's storage, with batched reads and writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefetch:
+    """``read_for_input`` answered once for a whole message (valid until its buffer flushes)."""
+
+    event_ids: frozenset[str]
+    found: dict[str, StoredEvent]
+    referenced_ids: frozenset[str]
+    referenced: frozenset[str]
+    redactions_of: frozenset[str]
+    redactions: tuple[RedactionRecord, ...]
+
+    def answer(
+        self, wanted: Sequence[str], cited: Sequence[str], redactions_of: str | None
+    ) -> tuple[dict[str, StoredEvent], set[str], list[RedactionRecord]] | None:
+        if not (
+            self.event_ids.issuperset(wanted)
+            and self.referenced_ids.issuperset(cited)
+            and (redactions_of is None or redactions_of in self.redactions_of)
+        ):
+            return None
+        found = {i: self.found[i] for i in wanted if i in self.found}
+        records = (
+            [r for r in self.redactions if redactions_of in (r.target_id, r.redaction_id)]
+            if redactions_of is not None
+            else []
+        )
+        return found, set(self.referenced.intersection(cited)), records
+
+
+@dataclass(slots=True)
+class _Buffer:
+    room_id: str
+    writes: list[EventWrite] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    cited: set[str] = field(default_factory=set)  # prev events of buffered writes
+    room: RoomInfo | None = None  # the room row after the last buffered room update
+    last: PersistResult | None = None  # the room's last committed result (real IDs)
+    marked: set[int] = field(default_factory=set)  # outbox sequences marked by flushed writes
+    failed: BaseException | None = None
+    prefetch: _Prefetch | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class WriteBehind:
+    """Wraps a storage that has ``persist_many`` (``roomserver.storage.SqlStorage`` does)."""
+
+    def __init__(self, store: WriteBehindStore) -> None:
+        self._store = store
+        self._buffers: dict[str, _Buffer] = {}
+        self._events: dict[str, StoredEvent] = {}  # buffered events of every open room
+        self._deltas: dict[int, StateDelta] = {}  # unflushed placeholder -> its delta
+        self._resolved: OrderedDict[int, SnapshotId | None] = OrderedDict()
+        self._placeholders = itertools.count(1)
+        self._prefetched: dict[str, _Buffer] = {}  # event ID -> the buffer that prefetched it
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything not overridden here reads nothing the buffers could change.
+        return getattr(self._store, name)
+
+    # -- messages ---------------------------------------------------------------------------
+    def open(self, room_id: str) -> None:
+        """Start buffering the writes of ``room_id`` (its message begins)."""
+        self._buffers.setdefault(room_id, _Buffer(room_id))
+
+    async def close(self, room_id: str) -> tuple[PersistResult | None, set[int]]:
+        """Commit what is left of the room's message; return its last ``PersistResult`` (None
+        if the message wrote nothing) and the outbox sequences its writes marked sent. Raises
+        ``BufferedWriteFailed`` when a flush of this message failed."""
+        buffer = self._buffers.get(room_id)
+        if buffer is None:
+            return None, set()
+        try:
+            await self._flush(buffer)
+        finally:
+            self._drop(buffer)
+            del self._buffers[room_id]
+            for event_id in [e for e, b in self._prefetched.items() if b is buffer]:
+                del self._prefetched[event_id]
+        return buffer.last, buffer.marked
+
+    async def prefetch(
+        self,
+        room_id: str,
+        event_ids: Sequence[str],
+        *,
+        referenced_ids: Sequence[str],
+        redactions_of: Sequence[str],
+    ) -> None:
+        """Read at once what ``read_for_input`` will be asked for the events of the room's
+        message (one storage round trip instead of one per event)."""
+        buffer = self._buffers.get(room_id)
+        if buffer is None:
+            return
+        reads = await self._read(room_id, event_ids, referenced_ids, list(redactions_of))
+        buffer.prefetch = _Prefetch(
+            frozenset(event_ids),
+            dict(reads.events),
+            frozenset(referenced_ids),
+            frozenset(reads.referenced),
+            frozenset(redactions_of),
+            tuple(reads.redactions),
+        )
+        for event_id in redactions_of:
+            self._prefetched[event_id] = buffer
+
+    def resolve(self, snapshot: SnapshotId | None) -> SnapshotId | None:
+        """The real ID of a flushed placeholder (other IDs as they are); ``KeyError`` if the
+        placeholder is not flushed (or long forgotten)."""
+        if snapshot is None or snapshot >= 0:
+            return snapshot
+        return self._resolved[snapshot]
+
+    # -- writes -----------------------------------------------------------------------------
+    async def persist(self, write: EventWrite) -> PersistResult:
+        room_id = write.event.room_id
+        buffer = self._buffers.get(room_id)
+        if buffer is None:
+            return await self._store.persist(self._resolved_write(write))
+        self._raise_if_failed(buffer)
+        update = write.room_update
+        placeholders = (
+            self._placeholder(write.state_before),
+            self._placeholder(update.current_state if update is not None else None),
+        )
+        buffer.writes.append(replace(write, snapshot_placeholders=placeholders))
+        before = _snapshot(write.state_before, placeholders[0])
+        current = _snapshot(update.current_state if update is not None else None, placeholders[1])
+        event = write.event
+        buffer.event_ids.append(event.event_id)
+        buffer.cited.update(event.prev_event_ids)
+        self._events[event.event_id] = StoredEvent(
+            event=event,
+            outlier=write.status is EventStatus.OUTLIER,
+            rejected=write.rejection_reason is not None,
+            rejection_reason=write.rejection_reason,
+            soft_failed=write.soft_failed,
+            state_snapshot=before,
+        )
+        if update is not None:
+            buffer.room = RoomInfo(
+                room_id=room_id,
+                room_version=update.room_version,
+                forward_extremities=tuple(update.forward_extremities),
+                current_state=current,
+                last_sent_event_id=update.last_sent_event_id,
+                version=(update.expected_version or 0) + 1,
+            )
+        if write.apply_redaction is not None or write.redaction_target is not None:
+            await self._flush(buffer)
+            assert buffer.last is not None
+            return buffer.last
+        return PersistResult(
+            state_before=before,
+            current_state=current if current is not None else _current(buffer),
+            stream_position=0,
+            pending_outbox=None,  # known once committed: ``close`` returns it
+        )
+
+    def _placeholder(self, delta: StateDelta | None) -> SnapshotId | None:
+        if delta is None or not delta.changes:
+            return None  # storage writes nothing either: the snapshot is the base
+        placeholder = -next(self._placeholders)
+        self._deltas[placeholder] = delta
+        return SnapshotId(placeholder)
+
+    def _resolved_write(self, write: EventWrite) -> EventWrite:
+        return with_placeholders_resolved(write, self._resolved)
+
+    async def _flush(self, buffer: _Buffer) -> None:
+        async with buffer.lock:
+            self._raise_if_failed(buffer)
+            if not buffer.writes:
+                return
+            writes, buffer.writes = buffer.writes, []
+            buffer.prefetch = None  # storage is about to change under it
+            try:
+                results = await self._store.persist_many(
+                    [with_placeholders_resolved(w, self._resolved, partial=True) for w in writes]
+                )
+            except BaseException as exc:
+                buffer.failed = exc
+                buffer.writes = writes  # dropped with the buffer's events and placeholders
+                self._drop(buffer)
+                raise BufferedWriteFailed(buffer.room_id, exc) from exc
+            for write, result in zip(writes, results, strict=True):
+                before, current = write.snapshot_placeholders
+                self._settle(before, result.state_before)
+                self._settle(current, result.current_state)
+                buffer.marked.update(write.outbox_sent)
+                self._events.pop(write.event.event_id, None)
+            buffer.last = results[-1]
+            # Writes buffered while this flush ran stay buffered.
+            buffer.event_ids = [w.event.event_id for w in buffer.writes]
+            buffer.cited = {p for w in buffer.writes for p in w.event.prev_event_ids}
+            if buffer.room is not None and buffer.room.current_state in self._resolved:
+                current = self.resolve(buffer.room.current_state)
+                buffer.room = replace(buffer.room, current_state=current)
+
+    def _settle(self, placeholder: SnapshotId | None, real: SnapshotId | None) -> None:
+        if placeholder is None:
+            return
+        self._deltas.pop(placeholder, None)
+        self._resolved[placeholder] = real
+        while len(self._resolved) > _RESOLVED_CAPACITY:
+            self._resolved.popitem(last=False)
+
+    def _drop(self, buffer: _Buffer) -> None:
+        """Forget the buffered events (committed now, or never to be)."""
+        for event_id in buffer.event_ids:
+            self._events.pop(event_id, None)
+        buffer.event_ids.clear()
+        buffer.cited.clear()
+        if buffer.failed is not None:
+            for write in buffer.writes:
+                for placeholder in write.snapshot_placeholders:
+                    if placeholder is not None:
+                        self._deltas.pop(placeholder, None)
+            buffer.writes.clear()
+            buffer.room = None
+
+    def _raise_if_failed(self, buffer: _Buffer) -> None:
+        if buffer.failed is not None:
+            raise BufferedWriteFailed(buffer.room_id, buffer.failed)
+
+    async def _flush_all(self) -> None:
+        """Before a read that storage can only answer with the writes: commit every buffer.
+        A failure is kept for its own room (raised to that room's next call)."""
+        for buffer in list(self._buffers.values()):
+            if buffer.writes:
+                with contextlib.suppress(BufferedWriteFailed):
+                    await self._flush(buffer)
+
+    async def _flush_if_cited(self, event_ids: Collection[str]) -> None:
+        if any(not b.cited.isdisjoint(event_ids) for b in self._buffers.values()):
+            await self._flush_all()
+
+    # -- reads answered from the buffers --------------------------------------------------------
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        wanted = list(event_ids)
+        out = {i: self._events[i] for i in wanted if i in self._events}
+        rest = [i for i in wanted if i not in out]
+        if rest:
+            out.update(await self._store.get_events(rest))
+        return out
+
+    async def room(self, room_id: str) -> RoomInfo | None:
+        buffer = self._buffers.get(room_id)
+        if buffer is not None:
+            self._raise_if_failed(buffer)
+            if buffer.room is not None:
+                return buffer.room
+        return await self._store.room(room_id)
+
+    async def read_for_input(
+        self,
+        event_ids: Iterable[str],
+        *,
+        room_id: str,
+        referenced_ids: Iterable[str],
+        redactions_of: str | Sequence[str] | None,
+    ) -> InputReads:
+        if redactions_of is not None and not isinstance(redactions_of, str):
+            await self._flush_all()
+            return await self._read(
+                room_id, list(event_ids), list(referenced_ids), list(redactions_of)
+            )
+        wanted = list(event_ids)
+        cited = list(referenced_ids)
+        await self._flush_if_cited(cited)
+        found = {i: self._events[i] for i in wanted if i in self._events}
+        rest = [i for i in wanted if i not in found]
+        buffer = self._prefetched.get(redactions_of) if redactions_of is not None else None
+        if buffer is not None and buffer.room_id != room_id:
+            buffer = None  # prefetched for another room: its referenced answers do not apply
+        prefetched = buffer.prefetch if buffer is not None else None
+        answer = prefetched.answer(rest, cited, redactions_of) if prefetched else None
+        if answer is not None:
+            return InputReads({**answer[0], **found}, answer[1], answer[2])
+        reads = await self._read(room_id, rest, cited, redactions_of)
+        if found:
+            return InputReads({**reads.events, **found}, reads.referenced, reads.redactions)
+        return reads
+
+    async def _read(
+        self,
+        room_id: str,
+        wanted: Sequence[str],
+        cited: Sequence[str],
+        redactions_of: str | list[str] | None,
+    ) -> InputReads:
+        if callable(getattr(self._store, "read_for_input", None)):
+            return await self._store.read_for_input(
+                wanted, room_id=room_id, referenced_ids=cited, redactions_of=redactions_of
+            )
+        # A storage without the batched read: the reads it stands for.
+        targets = [redactions_of] if isinstance(redactions_of, str) else redactions_of or []
+        records: list[RedactionRecord] = []
+        for target in targets:
+            records += await self._store.redactions_for(target)
+        return InputReads(
+            await self._store.get_events(wanted) if wanted else {},
+            await self._store.referenced_as_prev(room_id, cited) if cited else set(),
+            records,
+        )
+
+    async def state_entries(
+        self, snapshot: SnapshotId | None, keys: Iterable[StateKey]
+    ) -> dict[StateKey, str]:
+        wanted = list(keys)
+        out: dict[StateKey, str] = {}
+        while snapshot is not None and snapshot < 0 and snapshot in self._deltas and wanted:
+            delta = self._deltas[snapshot]
+            rest: list[StateKey] = []
+            for key in wanted:
+                if key in delta.changes:
+                    value = delta.changes[key]
+                    if value is not None:
+                        out[key] = value
+                else:
+                    rest.append(key)
+            wanted, snapshot = rest, delta.base
+        if wanted:
+            out.update(await self._store.state_entries(self.resolve(snapshot), wanted))
+        return out
+
+    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, str]:
+        overlays: list[StateDelta] = []
+        while snapshot is not None and snapshot < 0 and snapshot in self._deltas:
+            overlays.append(self._deltas[snapshot])
+            snapshot = overlays[-1].base
+        state = dict(await self._store.state_map(self.resolve(snapshot)))
+        for delta in reversed(overlays):
+            for key, value in delta.changes.items():
+                if value is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = value
+        return state
+
+    # -- reads that need the writes committed first ------------------------------------------
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """Flushes first when a buffered write cites one of them (whatever that write's flags:
+        storage decides which citations count)."""
+        wanted = list(event_ids)
+        await self._flush_if_cited(wanted)
+        return await self._store.referenced_as_prev(room_id, wanted)
+
+    async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
+        return await self._store.redactions_for(event_id)  # redaction writes are never buffered
+
+    async def state_diff(
+        self, old: SnapshotId | None, new: SnapshotId | None
+    ) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
+        await self._flush_all()
+        return await self._store.state_diff(self.resolve(old), self.resolve(new))
+
+    async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
+        await self._flush_all()
+        return await self._store.auth_chain(event_ids)
+
+    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
+        await self._flush_all()
+        return await self._store.auth_chain_difference(state_sets)
+
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        await self._flush_all()
+        return await self._store.membership(room_id, user_id)
+
+    async def joined_servers(self, room_id: str) -> list[str]:
+        await self._flush_all()
+        return await self._store.joined_servers(room_id)
+
+    async def joined_users(self, room_id: str) -> list[str]:
+        await self._flush_all()
+        return await self._store.joined_users(room_id)
+
+    async def pending_outbox(self, room_id: str) -> list[OutboxEntry]:
+        await self._flush_all()
+        return await self._store.pending_outbox(room_id)
+
+    async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None:
+        await self._flush_all()
+        await self._store.mark_outbox_sent(room_id, sequences)
+
+
+def _current(buffer: _Buffer) -> SnapshotId | None:
+    return buffer.room.current_state if buffer.room is not None else None
+
+
+def _snapshot(delta: StateDelta | None, placeholder: SnapshotId | None) -> SnapshotId | None:
+    """The snapshot a buffered write stands for: its placeholder, or its delta's base when the
+    delta changes nothing."""
+    if placeholder is not None:
+        return placeholder
+    return None if delta is None else delta.base
