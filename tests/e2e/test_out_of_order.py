@@ -360,3 +360,24 @@ async def test_event_citing_an_auth_event_rejected_for_missing_data_waits_for_it
     outcomes = await _feed(rs, late, ["levels", "join", "message"])
     assert [o for _, o, _ in outcomes] == [Outcome.ACCEPTED] * 3, outcomes
     assert await _held(rs, late["create"].room_id, late) == expected
+
+
+async def test_message_before_join_in_one_request(open_roomserver: OpenRoomserver) -> None:
+    """The same steps inside one request (one input message: its writes are buffered and
+    committed together): the rejected message's buffered write does not hide the join."""
+    rs = await open_roomserver()
+    in_order, late = await _two_rooms(rs, _first_message_before_join)
+    names = ["create", "alice", "power", "rules", "join", "message"]
+    response = await submit(rs, [in_order[n].pdu for n in names])
+    assert {r.outcome for r in response.results} == {Outcome.ACCEPTED}
+    expected = await _held(rs, in_order["create"].room_id, in_order)
+
+    first = ["create", "alice", "power", "rules", "message", "join"]
+    response = await submit(rs, [late[n].pdu for n in first])
+    outcomes = {n: r.outcome for n, r in zip(first, response.results, strict=True)}
+    assert outcomes["message"] is Outcome.REJECTED and outcomes["join"] is Outcome.ACCEPTED
+    room_id = late["create"].room_id
+    assert (await _held(rs, room_id, late))["latest"] == ["join"]
+    [result] = (await submit(rs, [late["message"].pdu])).results
+    assert result.outcome is Outcome.ACCEPTED, result.reason
+    assert await _held(rs, room_id, late) == expected
