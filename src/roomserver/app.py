@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from nacl.signing import SigningKey
+from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import (
     EventResult,
@@ -55,7 +55,7 @@ from roomserver.input import Disposition as InputDisposition
 from roomserver.input import InputConfig, InputProcessor, handle_message
 from roomserver.ports import Storage
 from roomserver.query import Queries
-from roomserver.service.config import Config, FederationConfig
+from roomserver.service.config import KEY_ID_RE, Config, FederationConfig
 from roomserver.service.metrics import Metrics
 from roomserver.storage import open_storage
 
@@ -76,21 +76,41 @@ DEFAULT_OUTPUT_DURABLE = "roomserver-outputs"
 # Signing key
 
 
+#: The key ID of a signing key given without one, and of key files written before key files
+#: carried their ID (a bare base64 seed).
+DEFAULT_KEY_ID = "ed25519:auto"
+
+
+def check_key_id(key_id: str) -> str:
+    """``key_id`` if it is an ed25519 signing key ID (``config.KEY_ID_RE``); else ``ValueError``."""
+    if not KEY_ID_RE.fullmatch(key_id):
+        raise ValueError(f"signing key ID {key_id!r}: expected 'ed25519:' then [a-zA-Z0-9_-]")
+    return key_id
+
+
 def load_or_create_signing_key(path: Path) -> tuple[str, SigningKey]:
-    """Read ``ed25519 <version> <unpadded base64 seed>`` from ``path``, creating it if missing."""
+    """Read ``ed25519 <version> <unpadded base64 seed>`` from ``path`` (key ID
+    ``ed25519:<version>``), creating it if missing. A file holding only the base64 seed (or
+    ``ed25519 <seed>``) is an older key file: its key ID is ``ed25519:auto``."""
     if path.exists():
         parts = path.read_text(encoding="ascii").split()
-        if len(parts) != 3 or parts[0] != "ed25519":
+        if len(parts) == 1 or (len(parts) == 2 and parts[0] == "ed25519"):
+            key_id, encoded = DEFAULT_KEY_ID, parts[-1]
+        elif len(parts) == 3 and parts[0] == "ed25519":
+            key_id, encoded = f"ed25519:{parts[1]}", parts[2]
+        else:
             raise ValueError(f"{path}: expected 'ed25519 <version> <base64 seed>'")
+        if not KEY_ID_RE.fullmatch(key_id):
+            raise ValueError(f"{path}: the key version must be [a-zA-Z0-9_-]")
         try:
-            seed = decode_base64(parts[2])
+            seed = decode_base64(encoded)
         except ValueError:
             raise ValueError(f"{path}: the key seed is not valid base64") from None
         if len(seed) != 32:
             raise ValueError(f"{path}: the key seed must be 32 bytes")
-        return f"ed25519:{parts[1]}", SigningKey(seed)
+        return key_id, SigningKey(seed)
     key = SigningKey.generate()
-    version = "a_" + encode_base64(bytes(key.verify_key)[:3], url_safe=True)
+    version = "a_" + encode_base64(bytes(key.verify_key)[:3], url_safe=True).replace("-", "_")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"ed25519 {version} {encode_base64(bytes(key))}\n", encoding="ascii")
     path.chmod(0o600)
@@ -263,6 +283,7 @@ class Roomserver:
         data_dir: str | Path,
         server_name: str,
         signing_key: SigningKey | None = None,
+        signing_key_id: str | None = None,
         nats_url: str | None = None,
         database_url: str | None = None,
         federation: FederationConfig | Mapping[str, str] | bool | None = None,
@@ -274,7 +295,9 @@ class Roomserver:
         base URL (overrides for tests and private deployments), ``False`` to never fetch over
         federation, or ``None`` for the defaults. ``max_missing_processing_s`` bounds the time
         one input message (a batch of one room's events) may spend fetching missing data (its
-        handler gets ``BATCH_PROCESSING_MARGIN_S`` more, the stream's AckWait 10 s more)."""
+        handler gets ``BATCH_PROCESSING_MARGIN_S`` more, the stream's AckWait 10 s more).
+        ``signing_key`` signs as ``signing_key_id`` (default ``ed25519:auto``); without it the
+        key and its ID come from ``<data_dir>/signing.key``, generated when missing."""
         config = Config(server_name=server_name, data_dir=str(data_dir))
         fed = config.federation
         if isinstance(federation, FederationConfig):
@@ -291,7 +314,12 @@ class Roomserver:
             metrics=replace(config.metrics, listen=None),
             input=replace(config.input, max_missing_processing_s=max_missing_processing_s),
         )
-        return cls.from_config(config, signing_key=signing_key, run_workers=run_workers)
+        return cls.from_config(
+            config,
+            signing_key=signing_key,
+            signing_key_id=signing_key_id,
+            run_workers=run_workers,
+        )
 
     @classmethod
     def from_config(
@@ -299,17 +327,23 @@ class Roomserver:
         config: Config,
         *,
         signing_key: SigningKey | None = None,
+        signing_key_id: str | None = None,
         run_workers: bool = True,
     ) -> _Opening:
-        return _Opening(lambda: cls._start(config, signing_key, run_workers))
+        if signing_key_id is not None:
+            if signing_key is None:
+                raise ValueError("signing_key_id: given without signing_key")
+            check_key_id(signing_key_id)
+        own_key = None if signing_key is None else (signing_key_id or DEFAULT_KEY_ID, signing_key)
+        return _Opening(lambda: cls._start(config, own_key, run_workers))
 
     @classmethod
     async def _start(
-        cls, config: Config, signing_key: SigningKey | None, run_workers: bool
+        cls, config: Config, own_key: tuple[str, SigningKey] | None, run_workers: bool
     ) -> Roomserver:
         stack = AsyncExitStack()
         try:
-            return await cls._start_in(stack, config, signing_key, run_workers)
+            return await cls._start_in(stack, config, own_key, run_workers)
         except BaseException:
             await stack.aclose()
             raise
@@ -319,18 +353,18 @@ class Roomserver:
         cls,
         stack: AsyncExitStack,
         config: Config,
-        signing_key: SigningKey | None,
+        own_key: tuple[str, SigningKey] | None,
         run_workers: bool,
     ) -> Roomserver:
         data_dir = Path(config.data_dir)
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
         key: SigningKey
-        if signing_key is None:
+        if own_key is None:
             key_id, key = await asyncio.to_thread(
                 load_or_create_signing_key, config.signing_key_file
             )
         else:
-            key_id, key = "ed25519:auto", signing_key
+            key_id, key = own_key
 
         storage = await open_storage(config.database_url)
         stack.push_async_callback(storage.close)
@@ -378,6 +412,11 @@ class Roomserver:
             notaries=[Notary(name) for name in fed.notary_servers],
         )
         keyring.add_verify_key(config.server_name, key_id, key.verify_key)
+        for trusted_server, keys in sorted(fed.trusted_keys.items()):
+            for trusted_id, verify_key in sorted(keys.items()):
+                keyring.add_verify_key(
+                    trusted_server, trusted_id, VerifyKey(decode_base64(verify_key))
+                )
         fetcher = (
             FederationFetcher(
                 client,

@@ -117,7 +117,15 @@ def raw_event(
     pdu_extra: Mapping[str, Any] | None = None,
 ) -> Event:
     """An event with arbitrary ``content`` (floats, huge numbers...), unsigned and unparsed."""
-    shape = candidate(b, event_type, sender, {}, state_key=state_key)
+    shape_content: dict[str, Any] = {}
+    shape_extra: dict[str, Any] = {}
+    if event_type == "m.room.redaction":  # a redaction must name a target to parse
+        target = b.latest[0]
+        if b.rules.redacts_in_content:
+            shape_content["redacts"] = target
+        else:
+            shape_extra["extra"] = {"redacts": target}
+    shape = candidate(b, event_type, sender, shape_content, state_key=state_key, **shape_extra)
     pdu = {**shape.pdu, "content": content, **(pdu_extra or {})}
     return Event(
         event_id=shape.event_id,

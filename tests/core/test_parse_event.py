@@ -9,7 +9,7 @@ import pytest
 
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
-from roomserver.core.hashes import compute_event_id
+from roomserver.core.hashes import compute_content_hash, compute_event_id
 from roomserver.core.pdu import MAX_PDU_BYTES, Event, parse_event
 from roomserver.core.room_versions import room_version
 from tests.core.helpers import V12_ROOM_ID, edges, event_ref, room_id_for, valid_pdu
@@ -476,13 +476,14 @@ def test_redacts(version: str) -> None:
     if not in_content:
         pdu["redacts"] = target
     assert parse_event(pdu, version).redacts == target
-    # The other place is ignored.
+    # The other place does not count: the target is missing (tests/core/test_edge_cases.py).
     other = valid_pdu(
         version, type="m.room.redaction", content={} if in_content else {"redacts": target}
     )
     if in_content:
         other["redacts"] = target
-    assert parse_event(other, version).redacts is None
+    other["hashes"] = {"sha256": compute_content_hash(other)}
+    assert_invalid(other, version, "content.redacts" if in_content else "redacts")
     # A malformed target makes the event invalid.
     field = "content.redacts" if in_content else "redacts"
     bad = valid_pdu(version, type="m.room.redaction", content={"redacts": 5} if in_content else {})

@@ -43,3 +43,35 @@ def test_public_names_with_keywords(version: str) -> None:
     with pytest.raises(InvalidSignature):
         verify_json(value, server_name="example.org", verify_keys={})
     assert issubclass(InvalidSignature, InvalidEvent)
+
+
+def test_core_stands_alone() -> None:
+    """``roomserver.core`` is usable as a library (README, "stability"): it imports no other
+    part of ``roomserver`` and no third-party package but PyNaCl."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import roomserver.core
+
+    root = Path(roomserver.core.__file__).parent
+    allowed_third_party = {"nacl"}
+    seen: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                seen.add(name)
+                if top == "roomserver":
+                    assert name.startswith("roomserver.core"), f"{path.name} imports {name}"
+                else:
+                    assert top in sys.stdlib_module_names or top in allowed_third_party, (
+                        f"{path.name} imports {name}"
+                    )
+    assert "roomserver.core.pdu" in seen  # the scan saw the core's own imports

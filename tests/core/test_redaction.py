@@ -168,8 +168,11 @@ def test_redact_returns_an_independent_copy(version: str) -> None:
     ("third_party_invite", "expected"),
     [
         ({"display_name": "B", "signed": {"token": "t"}}, {"signed": {"token": "t"}}),
-        ({"display_name": "B"}, None),  # no signed key: dropped entirely
-        ("not an object", None),
+        ({"display_name": "B"}, {}),  # no signed key: an empty object, as Synapse and ruma
+        ({}, {}),
+        ("not an object", None),  # not an object: dropped, as Synapse
+        (None, None),
+        (["signed"], None),
         ({"signed": "odd but kept"}, {"signed": "odd but kept"}),
     ],
 )

@@ -201,3 +201,27 @@ async def test_cache_is_shared_between_key_rings(remotes: StartRemote) -> None:
         second = KeyRing(net.client, cache=cache)
         await second.verify_event(builder.events[builder.latest[0]], "10")
     assert remote.count("key_server") == 1
+
+
+async def test_a_shared_key_is_trusted_by_every_key_ring_on_the_cache() -> None:
+    class NoClient:
+        async def get_server_keys(self, destination: str) -> dict[str, Any]:
+            raise AssertionError(f"no fetch expected, asked {destination}")
+
+        async def query_server_keys(self, notary: str, server_keys: Any) -> list[dict[str, Any]]:
+            raise AssertionError("no notary query expected")
+
+    cache = InMemoryKeyCache()
+    key = SigningKey(b"\x31" * 32)
+    here, there = KeyRing(NoClient(), cache=cache), KeyRing(NoClient(), cache=cache)
+    await here.share_verify_key("demo.example", "ed25519:demo", key.verify_key)
+    for ring in (here, there):
+        found = await ring.get_server_keys(
+            "demo.example", ["ed25519:demo"], minimum_valid_until_ts=2**61
+        )
+        assert found["ed25519:demo"].verify_key == key.verify_key
+        assert found["ed25519:demo"].expired_ts is None
+    builder = RoomBuilder("10", keys={"demo.example": ("ed25519:demo", key)})
+    builder.create_room("@alice:demo.example")
+    for event in builder.events.values():
+        await there.verify_event(event, "10")

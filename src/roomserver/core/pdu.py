@@ -14,6 +14,7 @@ from typing import Any
 from roomserver.core.canonical_json import MAX_SAFE_INTEGER, MIN_SAFE_INTEGER, canonical_json
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.hashes import (
+    compute_content_hash,
     event_id_for,
     event_id_from_reference_bytes,
     reference_bytes,
@@ -308,16 +309,37 @@ def _parse_room_id(
 def _parse_redacts(
     pdu: Mapping[str, Any], rules: RoomVersion, event_type: str, content: Mapping[str, Any]
 ) -> str | None:
-    """A redaction's target: top-level ``redacts`` (v1-v10) or ``content.redacts`` (v11+)."""
+    """A redaction's target: top-level ``redacts`` (v1-v10) or ``content.redacts`` (v11+).
+
+    Required: a redaction that names no event is not a valid event. One exception: up to room
+    version 10 the redaction algorithm drops the top-level ``redacts``, so the redacted form of
+    a redaction (stored after being redacted, or used because its content hash did not match)
+    has no target. Such a PDU is recognised by its content hash, which was computed over the
+    full event and so no longer matches; it parses with ``redacts`` ``None``.
+    """
     if event_type != "m.room.redaction":
         return None
     field = "content.redacts" if rules.redacts_in_content else "redacts"
     raw = content.get("redacts") if rules.redacts_in_content else pdu.get("redacts")
     if raw is None:
+        if rules.redacts_in_content or _content_hash_matches(pdu):
+            raise _fail(field, "missing: a redaction must name the event it redacts")
         return None
     if not is_valid_event_id(raw, format_name=rules.event_id_format.value):
         raise _fail(field, f"{_show(raw)} is not a valid event ID")
     return str(raw)
+
+
+def _content_hash_matches(pdu: Mapping[str, Any]) -> bool:
+    """Whether ``hashes.sha256`` (already checked to be a string) is the PDU's content hash."""
+    return bool(pdu["hashes"]["sha256"] == compute_content_hash(pdu))
+
+
+def is_create_event(event: Event) -> bool:
+    """Whether ``event`` can be a room's create event: type ``m.room.create`` and the empty
+    state key. An ``m.room.create`` event without a state key, or with another one, is
+    rejected by the authorization rules and never counts as the room's create event."""
+    return event.type == "m.room.create" and event.state_key == ""
 
 
 def parse_event(

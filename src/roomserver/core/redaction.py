@@ -77,21 +77,29 @@ def _redacted_content(event_type: object, content: object, rules: RoomVersion) -
         return dict(content)
     new_content = {k: v for k, v in content.items() if k in keys}
     if rules.redaction is _R.R11 and event_type == "m.room.member":
+        # The spec keeps "the signed key of third_party_invite". An object without ``signed``
+        # stays as an empty object, and a value that is not an object is dropped, as Synapse
+        # does (ruma agrees on objects): reference hashes depend on it.
         third_party_invite = content.get("third_party_invite")
-        if isinstance(third_party_invite, Mapping) and "signed" in third_party_invite:
-            new_content["third_party_invite"] = {"signed": third_party_invite["signed"]}
+        if isinstance(third_party_invite, Mapping):
+            new_content["third_party_invite"] = (
+                {"signed": third_party_invite["signed"]} if "signed" in third_party_invite else {}
+            )
     return new_content
 
 
 def redacted_view(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any]:
     """The redacted form of ``pdu`` as new top-level and ``content`` dicts sharing the kept values.
 
+    The result always has a ``content`` object (empty when ``pdu`` has none, or a non-object).
+
     Read-only use (hashing, signature checks): mutating nested values would change ``pdu``.
     """
     keep_top = top_level_keys_kept(rules)
     out: dict[str, Any] = {k: v for k, v in pdu.items() if k in keep_top}
-    if "content" in pdu:
-        out["content"] = _redacted_content(pdu.get("type"), pdu["content"], rules)
+    # Always a ``content`` object, even when the PDU has none (as Synapse and
+    # gomatrixserverlib do): hashes and signatures of such a PDU cover ``"content": {}``.
+    out["content"] = _redacted_content(pdu.get("type"), pdu.get("content"), rules)
     return out
 
 

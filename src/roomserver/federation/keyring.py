@@ -171,6 +171,13 @@ class KeyRing:
         key = ServerKey(server_name, key_id, verify_key, valid_until_ts)
         self._static.setdefault(server_name, {})[key_id] = key
 
+    async def share_verify_key(self, server_name: str, key_id: str, verify_key: VerifyKey) -> None:
+        """``add_verify_key``, and store the key in the cache, valid forever, so that every key
+        ring reading that cache (other processes on the same database) trusts it too."""
+        self.add_verify_key(server_name, key_id, verify_key)
+        key = ServerKey(server_name, key_id, verify_key, FOREVER_TS)
+        await self._cache.put_server_keys([key.to_record()])
+
     # -- key lookup ---------------------------------------------------------------------------
     async def get_server_keys(
         self, server_name: str, key_ids: Collection[str], *, minimum_valid_until_ts: int = 0

@@ -15,7 +15,7 @@ from roomserver.core.auth.power import CREATE_KEY, StateKey
 from roomserver.core.auth.rules import check_auth_rules, check_create_event
 from roomserver.core.auth.selection import auth_types_for_event
 from roomserver.core.hashes import room_id_from_create_event_id
-from roomserver.core.pdu import Event
+from roomserver.core.pdu import Event, is_create_event
 
 
 def check_auth_events(
@@ -39,7 +39,7 @@ def check_auth_events(
     for entry in auth_events:
         if entry.event_id in cited_ids:
             by_id[entry.event_id] = entry
-        if rules.room_id_from_create_event and entry.state_tuple == CREATE_KEY:
+        if rules.room_id_from_create_event and is_create_event(entry):
             implied_create = entry  # cited or not: a cited one fails the selection check
     if rules.room_id_from_create_event:
         check_room_id_is_create(event, implied_create, rejected)

@@ -47,12 +47,19 @@ def _power(user: str, state: Mapping[StateKey, Event], create: Event) -> PowerLe
 
 
 def check_member_event(event: Event, state: Mapping[StateKey, Event], create: Event) -> None:
-    """Rule "m.room.member": malformed, authorising signature, then by ``membership``."""
+    """Rule "m.room.member": malformed, authorising signature, then by ``membership``.
+
+    Malformed also covers a state key that is not a user ID (the spec's schema makes it the
+    target user's ID; the rules read it as one; ruma rejects it the same way). The historical
+    user ID grammar applies, as for ``sender``.
+    """
     rules = event.rules
     content = event.content
     target = event.state_key
     if target is None or "membership" not in content:
         raise reject(rules, "member.malformed", "m.room.member: no state_key or no membership")
+    if not is_valid_user_id(target):
+        raise reject(rules, "member.malformed", "m.room.member: state_key is not a user ID")
     if rules.restricted_joins and "join_authorised_via_users_server" in content:
         check_authorising_server_signed(event)
     membership = content["membership"]

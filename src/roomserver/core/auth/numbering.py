@@ -110,6 +110,7 @@ def rule_numbers(rules: RoomVersion) -> dict[str, str]:
 def _rule_numbers_of(identifier: str) -> dict[str, str]:
     rules = room_version(identifier)
     out: dict[str, str] = {
+        "create.state_key": "1",  # not a numbered rule of the spec: see check_create_event
         "create.prev_events": "1.1",
         "create.room_id": "1.2",
         "create.room_version": "1.3",

@@ -27,7 +27,7 @@ from roomserver.core.auth.power_levels_event import check_power_levels_event
 from roomserver.core.errors import Rejected, SoftFailed
 from roomserver.core.hashes import room_id_from_create_event_id
 from roomserver.core.identifiers import is_valid_user_id, server_name_of
-from roomserver.core.pdu import Event
+from roomserver.core.pdu import Event, is_create_event
 from roomserver.core.room_versions import KNOWN_ROOM_VERSIONS
 
 
@@ -76,8 +76,19 @@ def check_soft_fail(event: Event, current_state: Mapping[StateKey, Event]) -> No
 
 
 def check_create_event(event: Event) -> None:
-    """Rule 1, ``m.room.create``: no prev events, room ID, room version, creator(s)."""
+    """Rule 1, ``m.room.create``: the empty state key, no prev events, room ID, room version,
+    creator(s).
+
+    The state key check is ours: the spec defines the create event as the state event with the
+    empty state key but lists no rule for other state keys. Without it, an ``m.room.create``
+    event with no state key, or another one, would pass as a second "create event" (as in
+    gomatrixserverlib, which rejects it the same way).
+    """
     rules = event.rules
+    if event.state_key != "":
+        raise reject(
+            rules, "create.state_key", "m.room.create: state_key must be the empty string"
+        )
     if event.prev_event_ids:
         raise reject(rules, "create.prev_events", "m.room.create: has prev_events")
     if rules.room_id_from_create_event:
@@ -113,6 +124,8 @@ def find_create_event(event: Event, auth_events: Mapping[StateKey, Event]) -> Ev
     v1-v11 (rules 2.4, 2.5): the create event must be there, in the same room.
     """
     create = auth_events.get(CREATE_KEY)
+    if create is not None and not is_create_event(create):
+        create = None  # whatever was filed under the create key, it is not a create event
     rules = event.rules
     if rules.room_id_from_create_event:
         if create is None or room_id_from_create_event_id(create.event_id) != event.room_id:

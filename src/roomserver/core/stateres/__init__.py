@@ -1,8 +1,12 @@
 """State resolution: v1 (room version 1), v2 (versions 2-11) and v2.1 (version 12).
 
-``resolve_state`` is the one entry point; the room version's ``state_res`` flag picks the
-algorithm. Pure and synchronous: the caller gathers the events first and passes them as a
-mapping or an ``EventProvider`` (see ``provider`` and docs/stateres.md).
+``resolve_state`` resolves; the room version's ``state_res`` flag picks the algorithm. Each
+step of the algorithm is public too (module ``steps``: separating conflicted from unconflicted
+state, auth chains, the auth difference, the conflicted state subgraph, the orderings, the
+iterative auth checks, the sender's power level), over the same events. Pure and synchronous:
+the caller gathers the events first and passes them as a mapping or an ``EventProvider`` (see
+``provider`` and docs/stateres.md). The names in ``__all__`` are the public API; the other
+modules are internal.
 """
 
 from __future__ import annotations
@@ -24,6 +28,19 @@ from roomserver.core.stateres.provider import (
     SupportsRejection,
     SupportsStateDifference,
 )
+from roomserver.core.stateres.steps import (
+    SeparatedState,
+    auth_difference,
+    conflicted_state_subgraph,
+    full_auth_chain,
+    full_conflicted_set,
+    iterative_auth_checks,
+    lexicographical_topological_sort,
+    mainline_ordering,
+    reverse_topological_power_ordering,
+    sender_power_level,
+    separate_conflicted_state,
+)
 from roomserver.core.stateres.v1 import resolve_v1
 from roomserver.core.stateres.v2 import resolve_v2
 
@@ -31,13 +48,24 @@ __all__ = [
     "EventProvider",
     "MappingEventProvider",
     "MissingEvent",
+    "SeparatedState",
     "StateKey",
     "StateMap",
     "SupportsAuthChainDifference",
     "SupportsConflictedSubgraph",
     "SupportsRejection",
     "SupportsStateDifference",
+    "auth_difference",
+    "conflicted_state_subgraph",
+    "full_auth_chain",
+    "full_conflicted_set",
+    "iterative_auth_checks",
+    "lexicographical_topological_sort",
+    "mainline_ordering",
     "resolve_state",
+    "reverse_topological_power_ordering",
+    "sender_power_level",
+    "separate_conflicted_state",
 ]
 
 

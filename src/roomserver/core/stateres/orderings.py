@@ -11,8 +11,9 @@ Both compute every sort key once and sort with total keys ending in the event ID
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
+from typing import Any
 
 from roomserver.core.pdu import Event
 from roomserver.core.stateres._rules import user_power_level
@@ -65,29 +66,42 @@ def power_event_graph(
 def reverse_topological_power_ordering(
     graph: dict[str, set[str]], lookup: EventLookup
 ) -> list[str]:
-    """Kahn's algorithm emitting, among the events whose auth events are all out, the smallest
-    by ``power_sort_key`` (spec: "reverse topological power ordering").
+    """The events of ``graph`` in reverse topological power ordering (spec: "reverse
+    topological power ordering"): the lexicographical topological sort by ``power_sort_key``.
 
     ``graph`` maps each event to its auth events within the set being sorted.
     """
     keys = {event_id: power_sort_key(lookup.get(event_id), lookup) for event_id in graph}
-    waiting_on = {event_id: len(edges) for event_id, edges in graph.items()}
-    users: dict[str, list[str]] = {event_id: [] for event_id in graph}
-    for event_id, edges in graph.items():
-        for auth_id in edges:
-            users[auth_id].append(event_id)
-    ready = [keys[e] for e, count in waiting_on.items() if count == 0]
+    return lexicographical_topological_sort(graph, keys)
+
+
+def lexicographical_topological_sort(
+    graph: Mapping[str, AbstractSet[str]], keys: Mapping[str, tuple[Any, ...]]
+) -> list[str]:
+    """Kahn's algorithm emitting, among the vertices whose predecessors are all out, the one
+    with the smallest key (spec: the "lexicographically smallest topological ordering").
+
+    ``graph`` maps each vertex to the vertices that must come before it, all of them in
+    ``graph``; ``keys`` gives each vertex a total sort key whose last element is the vertex
+    itself. Vertices left behind by a cycle (no accepted event can be in one) come last, in
+    key order.
+    """
+    waiting_on = {vertex: len(edges) for vertex, edges in graph.items()}
+    users: dict[str, list[str]] = {vertex: [] for vertex in graph}
+    for vertex, edges in graph.items():
+        for before in edges:
+            users[before].append(vertex)
+    ready = [keys[v] for v, count in waiting_on.items() if count == 0]
     heapq.heapify(ready)
     ordered: list[str] = []
     while ready:
-        event_id = heapq.heappop(ready)[2]
-        ordered.append(event_id)
-        for user in users[event_id]:
+        vertex = heapq.heappop(ready)[-1]
+        ordered.append(vertex)
+        for user in users[vertex]:
             waiting_on[user] -= 1
             if waiting_on[user] == 0:
                 heapq.heappush(ready, keys[user])
     if len(ordered) != len(graph):
-        # Only a cycle in auth_events can leave events behind; no accepted event can be in one.
         left = sorted(set(graph) - set(ordered), key=keys.__getitem__)
         ordered.extend(left)
     return ordered

@@ -21,7 +21,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from roomserver.core.errors import CoreError
-from roomserver.core.pdu import Event
+from roomserver.core.pdu import Event, is_create_event
 
 StateKey: TypeAlias = tuple[str, str]
 StateMap: TypeAlias = Mapping[StateKey, str]
@@ -218,14 +218,15 @@ class EventLookup:
         Events cite it in their auth events up to room version 11; in room version 12 the room
         ID is derived from its event ID (spec: room version 12, "Room IDs").
         """
-        if event.type == "m.room.create" and event.state_key == "":
+        if is_create_event(event):
             return event
         if not event.rules.create_event_in_auth_events:
             room_id = event.room_id
             create = self._create_by_room.get(room_id)
             if create is None:
                 create = self.find("$" + room_id[1:])
-                if create is not None:
-                    self._create_by_room[room_id] = create
+                if create is None or not is_create_event(create):
+                    return None  # the room ID names no create event
+                self._create_by_room[room_id] = create
             return create
         return self.auth_events_by_key(event).get(_CREATE_KEY)
