@@ -43,7 +43,7 @@ class Prefetched:
     redactions: Sequence[RedactionRecord]
 
     def cited(self, event_ids: Iterable[str]) -> set[str] | None:
-        """``referenced_as_prev(event_ids)`` if known here, else ``None``."""
+        """``referenced_as_prev(room_id, event_ids)`` of its room if known here, else ``None``."""
         wanted = set(event_ids)
         if not wanted <= self.referenced_ids:
             return None
