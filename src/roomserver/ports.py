@@ -63,6 +63,7 @@ class SchemaTooNew(StorageError):
 class RoomInfo:
     room_id: str
     room_version: str
+    # Accepted, not soft-failed events with state (only accepted NEW events update them).
     forward_extremities: tuple[str, ...]
     current_state: SnapshotId | None
     last_sent_event_id: str | None
@@ -126,9 +127,11 @@ class RedactionRecord:
 class EventWrite:
     """Everything persisting one event changes, applied in ONE transaction.
 
-    Idempotent: writing an event that is already stored never changes its JSON; it may give an
-    outlier a state snapshot, clear a rejection (never set one on an accepted event), and apply
-    the room update and outbox entries if the room's version still matches.
+    Idempotent: writing an event that is already stored never changes its JSON (nor its prev
+    edges); it may give an outlier a state snapshot, replace a stored rejection by the new
+    outcome (cleared, or the new reason and soft-failed flag; never set a rejection on an
+    accepted event), and apply the room update and outbox entries if the room's version still
+    matches.
     """
 
     event: Event
@@ -179,7 +182,7 @@ class InputReads:
     (``InputReadBatch.read_for_input``)."""
 
     events: Mapping[str, StoredEvent]  # get_events(event_ids)
-    referenced: AbstractSet[str]  # referenced_as_prev(referenced_ids)
+    referenced: AbstractSet[str]  # referenced_as_prev(room_id, referenced_ids)
     redactions: Sequence[RedactionRecord]  # redactions_for(each of redactions_of), [] if None
 
 
@@ -200,7 +203,8 @@ class ServerKeyRecord:
 
 class EventStore(Protocol):
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        """The stored events among ``event_ids`` (missing ones are simply absent)."""
+        """The stored events among ``event_ids`` (missing ones are simply absent), whatever
+        their flags: rejected, soft-failed and outlier events are returned with them."""
         ...
 
     async def room(self, room_id: str) -> RoomInfo | None: ...
@@ -209,12 +213,17 @@ class EventStore(Protocol):
         """Apply ``write`` atomically. Raises ``ConcurrentUpdate`` if the room moved on."""
         ...
 
-    async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
-        """The IDs among ``event_ids`` that some stored event lists in its prev_events."""
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """The IDs among ``event_ids`` that some event of ``room_id`` in the room's DAG lists in
+        its prev_events: stored with state, not rejected, not soft-failed. Citations by
+        outliers, rejected or soft-failed events, or by events of other rooms, do not count
+        (such an event cannot be built upon, so what it alone cites stays an extremity)."""
         ...
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
-        """Redactions targeting ``event_id`` and, for a redaction, the record it created."""
+        """Redactions targeting ``event_id`` and, for a redaction, the record it created. Only
+        accepted, not soft-failed redactions create records (the input pipeline writes them);
+        the target may be stored with any flags, or not at all."""
         ...
 
     async def pending_outbox(self, room_id: str) -> list[OutboxEntry]: ...
@@ -230,6 +239,7 @@ class InputReadBatch(Protocol):
         self,
         event_ids: Iterable[str],
         *,
+        room_id: str,
         referenced_ids: Iterable[str],
         redactions_of: str | Sequence[str] | None,
     ) -> InputReads:
@@ -294,7 +304,9 @@ class StateStore(Protocol):
 
 class AuthChainIndex(Protocol):
     async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
-        """Every event reachable through auth_events from ``event_ids`` (excluding them)."""
+        """Every event reachable through auth_events from ``event_ids`` (excluding them), with
+        any flags: an accepted event's chain holds only accepted events (a rejected auth event
+        rejects the event citing it); a rejected event's may hold rejected ones."""
         ...
 
     async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
@@ -303,6 +315,9 @@ class AuthChainIndex(Protocol):
 
 
 class MembershipStore(Protocol):
+    """Memberships in the room's current state: written only by ``RoomUpdate`` s (accepted, not
+    soft-failed NEW events), so rejected, soft-failed and outlier events never show here."""
+
     async def membership(self, room_id: str, user_id: str) -> str | None: ...
 
     async def joined_servers(self, room_id: str) -> list[str]: ...

@@ -156,9 +156,17 @@ class MemoryStorage:
             )
         return PersistResult(state_before, current, stored.stream_position or 0)
 
-    async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """As ``SqlStorage``: only citations by events of the room with state, not rejected
+        and not soft-failed, count."""
         wanted = set(event_ids)
-        return {p for s in self.events.values() for p in s.event.prev_event_ids if p in wanted}
+        return {
+            p
+            for s in self.events.values()
+            if s.event.room_id == room_id and not (s.outlier or s.rejected or s.soft_failed)
+            for p in s.event.prev_event_ids
+            if p in wanted
+        }
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
         return sorted(

@@ -192,9 +192,8 @@ async def test_shuffled_arrival_orders_agree(version: str, harness: HarnessFacto
     assert state[("m.room.topic", "")] in {branch_a[0].event_id, branch_b[1].event_id}
 
 
-async def test_late_event_cited_by_a_stored_event_is_not_an_extremity(
-    harness: HarnessFactory,
-) -> None:
+async def test_event_cited_only_by_an_outlier_is_an_extremity(harness: HarnessFactory) -> None:
+    """An outlier is not built upon: what it cites as a prev event is not "late"."""
     builder, events = new_room()
     h = await harness(builder)
     await h.accept_all(events[:-1])
@@ -203,6 +202,23 @@ async def test_late_event_cited_by_a_stored_event_is_not_an_extremity(
     # The child arrives first, as an outlier; then the late event and its child as NEW.
     assert (await h.submit(child, Kind.OUTLIER)).outcome is Outcome.ACCEPTED
     await h.accept_all([late])
-    assert await h.extremities() == {events[-2].event_id}
+    assert await h.extremities() == {late.event_id}
     await h.accept_all([child])
     assert await h.extremities() == {child.event_id}
+
+
+async def test_late_event_cited_by_an_event_with_state_is_not_an_extremity(
+    harness: HarnessFactory,
+) -> None:
+    """An accepted event stored with state (here: backfilled with supplied state) that cites
+    an event makes that event late: it does not become a forward extremity."""
+    builder, events = new_room()
+    h = await harness(builder)
+    await h.accept_all(events[:-1])
+    late = events[-1]
+    child = builder.message(ALICE, "child of the late event")
+    state_ids = tuple(sorted(e for e in builder.state.values() if e != late.event_id))
+    result = await h.submit(child, Kind.OLD, has_state=True, state_event_ids=state_ids)
+    assert result.outcome is Outcome.ACCEPTED, result
+    await h.accept_all([late])
+    assert await h.extremities() == {events[-2].event_id}

@@ -226,3 +226,37 @@ async def test_servers_to_ask_are_ordered_deduplicated_and_valid(harness: Harnes
     assert await ask(_Job(event=msg, kind=Kind.NEW, origin="not a server"), room) == [
         "remote.test"
     ]
+
+
+async def test_state_event_rejected_for_missing_auth_is_fetched_again_for_state(
+    harness: HarnessFactory,
+) -> None:
+    """A state event stored rejected for missing auth events is not "held" when the state at a
+    gap's edge is fetched: it comes back, is processed again now that its auth events are
+    known, and is part of the state (a held rejected event would be left out of it)."""
+    builder, events = new_room()
+    power = builder.send(
+        "m.room.power_levels",
+        ALICE,
+        {"users": {ALICE: 100}, "users_default": 0, "invite": 0, "ban": 50},
+        state_key="",
+    )
+    join = builder.join(BOB)  # its auth events cite the new power levels
+    states: dict[str, dict[tuple[str, str], str]] = {}
+    grow(builder, 25, states)
+    latest = builder.message(ALICE, "after a long gap")
+    fetcher = remote_for(builder, states)
+    h = await harness(builder, fetcher=fetcher)
+    await h.accept_all(events)
+    del fetcher.events[power.event_id]  # not obtainable yet
+    early = await h.submit(join, Kind.OUTLIER, origin="remote.test")
+    assert early.outcome is Outcome.REJECTED
+    assert (early.reason or "").startswith("missing auth events")
+    fetcher.events[power.event_id] = power
+
+    result = await h.submit(latest, origin="remote.test")
+    assert result.outcome is Outcome.ACCEPTED, result
+    assert "state_ids" in fetcher.calls
+    stored = await h.stored(join.event_id)
+    assert not stored.rejected, stored.rejection_reason
+    assert await h.current_state() == builder.state

@@ -26,13 +26,15 @@ async def test_read_for_input_matches_the_separate_reads(store: SqlStorage) -> N
     wanted = [first, target.event_id, "$unknown"]
     cited = [first, room.latest[0], "$unknown"]
 
-    reads = await batch.read_for_input(wanted, referenced_ids=cited, redactions_of=target.event_id)
+    reads = await batch.read_for_input(
+        wanted, room_id=ROOM, referenced_ids=cited, redactions_of=target.event_id
+    )
 
     assert dict(reads.events) == await store.get_events(wanted)
-    assert set(reads.referenced) == await store.referenced_as_prev(cited) == {first}
+    assert set(reads.referenced) == await store.referenced_as_prev(ROOM, cited) == {first}
     assert list(reads.redactions) == await store.redactions_for(target.event_id)
     assert [r.redaction_id for r in reads.redactions] == [redaction.event_id]
-    empty = await batch.read_for_input([], referenced_ids=[], redactions_of=None)
+    empty = await batch.read_for_input([], room_id=ROOM, referenced_ids=[], redactions_of=None)
     assert (dict(empty.events), set(empty.referenced), list(empty.redactions)) == ({}, set(), [])
 
 

@@ -181,7 +181,7 @@ async def test_referenced_as_prev(store: SqlStorage) -> None:
     room = LinearRoom(store, ROOM)
     await room.create()
     first, last = next(iter(room.results)), room.latest[0]
-    assert await store.referenced_as_prev([first, last, "$unknown"]) == {first}
+    assert await store.referenced_as_prev(ROOM, [first, last, "$unknown"]) == {first}
 
 
 async def test_storage_satisfies_the_ports(store: SqlStorage) -> None:

@@ -56,7 +56,8 @@ async def soft_fail_reason(
     state then is the state before the event, which it already passed. After the missing-events
     procedure (``gap_filled``: the prev events the gap's events cite), the stored current state
     predates the gap: "current" is then the resolution of the state before the event with the
-    states after the extremities the gap does not reach."""
+    states after the extremities the gap does not reach. Extremities are accepted, not
+    soft-failed events with state (an outlier among them would be skipped)."""
     if room is None or room.current_state is None:
         return None
     extremities = set(room.forward_extremities)

@@ -36,6 +36,7 @@ from roomserver.input.store import (
 from roomserver.ports import MembershipChange, RoomInfo, RoomUpdate, StateDelta, StateKey
 
 MEMBER = "m.room.member"
+_FAILED_PREVS_WALK_LIMIT = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,18 +120,51 @@ class LatestEvents:
         referenced: frozenset[str],
         prefetched: Prefetched | None = None,
     ) -> tuple[str, ...]:
-        """Reference §7.3: the event is added unless a stored event already cites it as a prev
-        event (it arrived late); old extremities cited by a stored event are dropped."""
+        """Reference §7.3: the event is added unless an event of the room's DAG already cites
+        it as a prev event (it arrived late); old extremities such an event cites are dropped,
+        and so are those the event reaches through rejected or soft-failed prev events.
+
+        "Cites" counts only events stored with state, neither rejected nor soft-failed
+        (``referenced_as_prev``): an outlier, or an event that failed its checks, is not built
+        upon, so an event that only they cite is still an extremity. A rejected message sent
+        before its sender's join must not make the join look late."""
         prevs = set(event.prev_event_ids) | referenced
+        prevs |= await self._reached_through_failed_prevs(event)
         kept = [e for e in old if e not in prevs and e != event.event_id]
         ask = [event.event_id, *kept]
         cited = prefetched.cited(ask) if prefetched is not None else None
         if cited is None:
-            cited = await self._store.referenced_as_prev(ask)
+            cited = await self._store.referenced_as_prev(event.room_id, ask)
         if event.event_id in cited and old:
             return tuple(sorted(old))
         kept = [e for e in kept if e not in cited]
         return tuple(sorted([*kept, event.event_id]))
+
+    async def _reached_through_failed_prevs(self, event: Event) -> set[str]:
+        """The events ``event`` reaches through a path of rejected or soft-failed prev events
+        (stored with state): their own prevs, recursively while they failed too.
+
+        Those failed events' citations do not count in ``referenced_as_prev``, so what they
+        cite may still be an extremity; an accepted event that cites them builds on it all,
+        so it stops being one. The walk stops after ``_FAILED_PREVS_WALK_LIMIT`` events (a
+        longer chain leaves an extra extremity, never a wrong state). Prevs are usually in
+        the event cache: the common path costs no storage access."""
+        out: set[str] = set()
+        seen = set(event.prev_event_ids)
+        frontier = sorted(seen)
+        while frontier and len(seen) <= _FAILED_PREVS_WALK_LIMIT:
+            stored = await self._events.get(frontier)
+            frontier = []
+            for event_id in sorted(stored):
+                prev = stored[event_id]
+                if prev.outlier or not (prev.rejected or prev.soft_failed):
+                    continue
+                for grandparent in prev.event.prev_event_ids:
+                    out.add(grandparent)
+                    if grandparent not in seen:
+                        seen.add(grandparent)
+                        frontier.append(grandparent)
+        return out
 
     async def _fast_current_state(
         self, ctx: NewEventContext, room: RoomInfo
@@ -162,6 +196,8 @@ class LatestEvents:
         after = dict(before)
         if event.state_key is not None:
             after[event.state_tuple] = event.event_id
+        # Extremities are accepted, not soft-failed events with state; an outlier (which
+        # cannot be one) would contribute no state.
         others = [e for e in extremities if e != event.event_id]
         stored = await self._store.get_events(others)
         sets = [after] if event.event_id in extremities else []

@@ -22,7 +22,7 @@ from typing import TypeVar
 from roomserver.api import Kind
 from roomserver.core.pdu import Event
 from roomserver.input.errors import MissingData, is_transient_fetch_error
-from roomserver.input.store import InputStore
+from roomserver.input.store import InputStore, rejected_for_missing_data
 from roomserver.ports import MissingEventFetcher, RemoteStateAnswer, RoomInfo
 
 T = TypeVar("T")
@@ -84,9 +84,15 @@ class MissingPrevEvents:
         self._fetcher = fetcher
         self._process = process
         self._limit = limit
-        self.referenced: set[str] = set()  # prev events of the events processed here
+        # Prev events of the events found in the gap, whatever their outcome: the gap's events
+        # are ancestors of the NEW event, so all they cite is behind it (not an extremity).
+        self.referenced: set[str] = set()
 
     async def have_with_state(self, event_ids: Sequence[str]) -> AbstractSet[str]:
+        """Stored with state (``get_missing_events`` stops there; the state before an event
+        can be computed from them). Rejected and soft-failed events with state count: the
+        state after them is known (a rejected event's is the state before it). Outliers,
+        including events rejected for missing prev events, do not."""
         stored = await self._store.get_events(event_ids)
         return {i for i, s in stored.items() if not s.outlier}
 
@@ -145,4 +151,9 @@ class MissingPrevEvents:
         return tuple(i for i in answer.state_event_ids if i in stored)
 
     async def _have_any(self, event_ids: Sequence[str]) -> AbstractSet[str]:
-        return set(await self._store.get_events(event_ids))
+        """Held for ``state_ids``: stored, except events rejected for missing data, which are
+        fetched again so that they are processed again (their auth events may be stored by
+        now); a held event is never processed here, and a rejected one is left out of the
+        state."""
+        stored = await self._store.get_events(event_ids)
+        return {i for i, s in stored.items() if not rejected_for_missing_data(s)}

@@ -57,7 +57,13 @@ from roomserver.input.missing import Budget, FetchedJob, MissingPrevEvents
 from roomserver.input.outputs import OutboxBuilder, OutboxSender
 from roomserver.input.redactions import RedactionEffects, Redactions
 from roomserver.input.state import StateBefore, StateResolver, state_from_prevs, supplied_state
-from roomserver.input.store import EventCache, InputStore, Prefetched, SnapshotEntries
+from roomserver.input.store import (
+    EventCache,
+    InputStore,
+    Prefetched,
+    SnapshotEntries,
+    rejected_for_missing_data,
+)
 from roomserver.input.write_behind import BufferedWriteFailed, WriteBehind
 from roomserver.ports import (
     ConcurrentUpdate,
@@ -323,7 +329,7 @@ class InputProcessor:
         if self._batch is not None:
             cited = _cited_ids(event, room)
             reads = await self._batch.read_for_input(
-                wanted, referenced_ids=cited, redactions_of=event.event_id
+                wanted, room_id=event.room_id, referenced_ids=cited, redactions_of=event.event_id
             )
             found = dict(reads.events)
             prefetched = Prefetched(
@@ -529,14 +535,14 @@ class InputProcessor:
                         history_visibility=facts.history_visibility,
                     )
                 )
-            if facts.soft_failed is None:
-                effects = await self._redactions.effects(
-                    event,
-                    state,
-                    outbox,
-                    room_current_state=room.current_state if room is not None else None,
-                    prefetched=prefetched,
-                )
+            effects = await self._redactions.effects(
+                event,
+                state,
+                outbox,
+                room_current_state=room.current_state if room is not None else None,
+                prefetched=prefetched,
+                soft_failed=facts.soft_failed is not None,
+            )
         marks = self._outbox.marks_for(event.room_id)
         persisted = await self._store.persist(
             EventWrite(
@@ -605,11 +611,11 @@ class InputProcessor:
         if event.rules.room_id_from_create_event:
             wanted.append("$" + event.room_id[1:])  # v12: the room ID names the create event
         loaded = await self._events.get(wanted)
-        missing = [i for i in wanted if i not in loaded]
+        missing = _missing_auth(wanted, loaded)
         if missing and not job.fetched and self._fetcher is not None:
             await self._fetch_auth_chain(event, await servers.get(), budget)
             loaded = await self._events.get(wanted)
-            missing = [i for i in wanted if i not in loaded]
+            missing = _missing_auth(wanted, loaded)
         rejected = {i for i, s in loaded.items() if s.rejected}
         try:
             check_auth_events(event, [s.event for s in loaded.values()], rejected=rejected)
@@ -786,6 +792,13 @@ def _cited_ids(event: Event, room: RoomInfo | None) -> list[str]:
     prevs = set(event.prev_event_ids)
     kept = [e for e in room.forward_extremities if e not in prevs and e != event.event_id]
     return [event.event_id, *kept]
+
+
+def _missing_auth(wanted: Sequence[str], loaded: Mapping[str, StoredEvent]) -> list[str]:
+    """Auth events unknown, or stored but rejected only for lack of data: the event waits for
+    them (rejected for missing auth events, processed again when resubmitted), as it would
+    had they arrived in order."""
+    return [i for i in wanted if i not in loaded or rejected_for_missing_data(loaded[i])]
 
 
 def _missing_prevs(event: Event, prevs: Mapping[str, StoredEvent]) -> list[str]:

@@ -4,6 +4,13 @@ A redaction event records its target (pending). Once both the redaction and its 
 stored, accepted and in the same room, and ``check_redaction_allowed`` passes against the state
 before the redaction, the target's stored JSON is replaced by its redacted form (with
 ``unsigned.redacted_because``) and a ``redacted_event`` output is emitted, once.
+
+Flags: a rejected or soft-failed redaction records nothing (it is never applied, then or
+later). A rejected target is never redacted (the record stays pending: a target rejected for
+missing data may be accepted when processed again). A soft-failed target is redacted, in
+either order, without a ``redacted_event`` output (the event itself was never announced).
+Outliers may be targets and redactions (an outlier redaction is checked against the room's
+current state).
 """
 
 from __future__ import annotations
@@ -54,12 +61,15 @@ class Redactions:
         *,
         room_current_state: int | None,
         prefetched: Prefetched | None = None,
+        soft_failed: bool = False,
     ) -> RedactionEffects:
-        """What storing ``event`` (accepted, not soft-failed) does to redactions."""
+        """What storing ``event`` (accepted; ``soft_failed`` if so) does to redactions."""
         if event.type == "m.room.redaction" and event.state_key is None:
+            if soft_failed:
+                return RedactionEffects()
             return await self._as_redaction(event, state_before, outbox, room_current_state)
         records = prefetched.redactions if prefetched is not None else None
-        return await self._as_target(event, outbox, records)
+        return await self._as_target(event, outbox, records, announce=not soft_failed)
 
     async def _as_redaction(
         self,
@@ -82,10 +92,16 @@ class Redactions:
             found = {}
         if not await self._allowed(redaction, target.event, found):
             return RedactionEffects(redaction_target=target_id)
-        return RedactionEffects(target_id, self._apply(target.event, redaction, outbox))
+        applied = self._apply(target.event, redaction, outbox, announce=not target.soft_failed)
+        return RedactionEffects(target_id, applied)
 
     async def _as_target(
-        self, target: Event, outbox: OutboxBuilder, records: Sequence[RedactionRecord] | None
+        self,
+        target: Event,
+        outbox: OutboxBuilder,
+        records: Sequence[RedactionRecord] | None,
+        *,
+        announce: bool,
     ) -> RedactionEffects:
         if records is None:
             records = await self._store.redactions_for(target.event_id)
@@ -101,7 +117,8 @@ class Redactions:
                 continue
             found = await self._state_at(stored)
             if await self._allowed(stored.event, target, found):
-                return RedactionEffects(applied=self._apply(target, stored.event, outbox))
+                applied = self._apply(target, stored.event, outbox, announce=announce)
+                return RedactionEffects(applied=applied)
         return RedactionEffects()
 
     async def _state_at(self, redaction: StoredEvent) -> dict[StateKey, str]:
@@ -125,11 +142,16 @@ class Redactions:
             return False
         return True
 
-    def _apply(self, target: Event, redaction: Event, outbox: OutboxBuilder) -> AppliedRedaction:
+    def _apply(
+        self, target: Event, redaction: Event, outbox: OutboxBuilder, *, announce: bool
+    ) -> AppliedRedaction:
         self._events.evict(target.event_id)
-        outbox.add(
-            OutputRedactedEvent(redacted_event_id=target.event_id, redacted_because=redaction.pdu)
-        )
+        if announce:
+            outbox.add(
+                OutputRedactedEvent(
+                    redacted_event_id=target.event_id, redacted_because=redaction.pdu
+                )
+            )
         return AppliedRedaction(
             target_id=target.event_id,
             redaction_id=redaction.event_id,

@@ -133,7 +133,9 @@ async def state_from_prevs(
     store: InputStore, resolver: StateResolver, rules: RoomVersion, prevs: Sequence[StoredEvent]
 ) -> StateBefore:
     """Spec 11.1: the state before an event is the resolution of the states after its prev
-    events. One prev: its snapshot plus itself, as a delta (nothing loaded)."""
+    events. One prev: its snapshot plus itself, as a delta (nothing loaded). ``prevs`` have
+    state (outliers count as missing prevs); a rejected prev contributes the state before it,
+    a soft-failed one the state after it (``state_after_delta``)."""
     ordered = sorted(prevs, key=lambda s: s.event.event_id)
     if len(ordered) == 1:
         return StateBefore(state_after_delta(ordered[0]))

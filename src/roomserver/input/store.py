@@ -15,6 +15,7 @@ from typing import Protocol
 
 from roomserver.api import StoredEvent
 from roomserver.core.pdu import Event
+from roomserver.input.errors import MISSING_AUTH, MISSING_PREVS
 from roomserver.ports import (
     AuthChainIndex,
     EventStore,
@@ -42,7 +43,7 @@ class Prefetched:
     redactions: Sequence[RedactionRecord]
 
     def cited(self, event_ids: Iterable[str]) -> set[str] | None:
-        """``referenced_as_prev(event_ids)`` if known here, else ``None``."""
+        """``referenced_as_prev(room_id, event_ids)`` of its room if known here, else ``None``."""
         wanted = set(event_ids)
         if not wanted <= self.referenced_ids:
             return None
@@ -160,6 +161,13 @@ class SnapshotEntries:
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return out
+
+
+def rejected_for_missing_data(stored: StoredEvent) -> bool:
+    """Rejected because auth or prev events were missing (``MISSING_AUTH`` / ``MISSING_PREVS``):
+    such an event is processed again when it comes back, so it does not count as held."""
+    reason = stored.rejection_reason or ""
+    return stored.rejected and reason.startswith((MISSING_AUTH, MISSING_PREVS))
 
 
 def snapshot_of(stored: StoredEvent) -> SnapshotId | None:

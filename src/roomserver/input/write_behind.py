@@ -167,7 +167,7 @@ class WriteBehind:
         buffer = self._buffers.get(room_id)
         if buffer is None:
             return
-        reads = await self._read(event_ids, referenced_ids, list(redactions_of))
+        reads = await self._read(room_id, event_ids, referenced_ids, list(redactions_of))
         buffer.prefetch = _Prefetch(
             frozenset(event_ids),
             dict(reads.events),
@@ -342,33 +342,42 @@ class WriteBehind:
         self,
         event_ids: Iterable[str],
         *,
+        room_id: str,
         referenced_ids: Iterable[str],
         redactions_of: str | Sequence[str] | None,
     ) -> InputReads:
         if redactions_of is not None and not isinstance(redactions_of, str):
             await self._flush_all()
-            return await self._read(list(event_ids), list(referenced_ids), list(redactions_of))
+            return await self._read(
+                room_id, list(event_ids), list(referenced_ids), list(redactions_of)
+            )
         wanted = list(event_ids)
         cited = list(referenced_ids)
         await self._flush_if_cited(cited)
         found = {i: self._events[i] for i in wanted if i in self._events}
         rest = [i for i in wanted if i not in found]
         buffer = self._prefetched.get(redactions_of) if redactions_of is not None else None
+        if buffer is not None and buffer.room_id != room_id:
+            buffer = None  # prefetched for another room: its referenced answers do not apply
         prefetched = buffer.prefetch if buffer is not None else None
         answer = prefetched.answer(rest, cited, redactions_of) if prefetched else None
         if answer is not None:
             return InputReads({**answer[0], **found}, answer[1], answer[2])
-        reads = await self._read(rest, cited, redactions_of)
+        reads = await self._read(room_id, rest, cited, redactions_of)
         if found:
             return InputReads({**reads.events, **found}, reads.referenced, reads.redactions)
         return reads
 
     async def _read(
-        self, wanted: Sequence[str], cited: Sequence[str], redactions_of: str | list[str] | None
+        self,
+        room_id: str,
+        wanted: Sequence[str],
+        cited: Sequence[str],
+        redactions_of: str | list[str] | None,
     ) -> InputReads:
         if callable(getattr(self._store, "read_for_input", None)):
             return await self._store.read_for_input(
-                wanted, referenced_ids=cited, redactions_of=redactions_of
+                wanted, room_id=room_id, referenced_ids=cited, redactions_of=redactions_of
             )
         # A storage without the batched read: the reads it stands for.
         targets = [redactions_of] if isinstance(redactions_of, str) else redactions_of or []
@@ -377,7 +386,7 @@ class WriteBehind:
             records += await self._store.redactions_for(target)
         return InputReads(
             await self._store.get_events(wanted) if wanted else {},
-            await self._store.referenced_as_prev(cited) if cited else set(),
+            await self._store.referenced_as_prev(room_id, cited) if cited else set(),
             records,
         )
 
@@ -416,10 +425,12 @@ class WriteBehind:
         return state
 
     # -- reads that need the writes committed first ------------------------------------------
-    async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """Flushes first when a buffered write cites one of them (whatever that write's flags:
+        storage decides which citations count)."""
         wanted = list(event_ids)
         await self._flush_if_cited(wanted)
-        return await self._store.referenced_as_prev(wanted)
+        return await self._store.referenced_as_prev(room_id, wanted)
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
         return await self._store.redactions_for(event_id)  # redaction writes are never buffered

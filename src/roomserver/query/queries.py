@@ -34,24 +34,32 @@ class Queries:
         self._resolver = StateResolver(store, self._events)
 
     async def current_state(self, room_id: str) -> dict[StateKey, str]:
-        """The room's current state; an empty mapping for an unknown room."""
+        """The room's current state; an empty mapping for an unknown room. Resolved from the
+        forward extremities, so never names a rejected, soft-failed or outlier event."""
         info = await self._store.room(room_id)
         if info is None:
             return {}
         return await self._store.state_map(info.current_state)
 
     async def latest_events(self, room_id: str) -> list[str]:
-        """The room's forward extremities; empty for an unknown room."""
+        """The room's forward extremities (accepted, not soft-failed events with state); empty
+        for an unknown room."""
         info = await self._store.room(room_id)
         return [] if info is None else list(info.forward_extremities)
 
     async def event(self, event_id: str) -> StoredEvent | None:
+        """The stored event with its flags (outlier, rejected and its reason, soft-failed)."""
         found = await self._store.get_events([event_id])
         return found.get(event_id)
 
     async def state_after(self, room_id: str, event_ids: Sequence[str]) -> dict[StateKey, str]:
         """The state after the given events: each event's state after it, resolved together
-        with the room version's state resolution (spec 11.1)."""
+        with the room version's state resolution (spec 11.1).
+
+        A rejected event's state after is the state before it; a soft-failed state event is
+        part of the state after itself (it passed the checks against the state before it).
+        Outliers have no state: ``UnknownEvents``, as for events not stored or of another
+        room."""
         info = await self._store.room(room_id)
         if info is None:
             raise UnknownRoom(room_id)

@@ -73,11 +73,21 @@ async def chain_positions(tx: Tx, cache: TxCache, nids: Iterable[int]) -> dict[i
 
 
 async def index_event(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -> None:
-    """Give a newly stored state event its place in the index (other events need none)."""
+    """Give a newly stored state event its place in the index (other events need none).
+
+    An event stored while one of its auth events is not indexed (not stored yet: it is
+    rejected for missing auth events, or its auth event is such an event) stays unindexed:
+    its reach would miss that auth event's chains for good, and so would the reach of every
+    event indexed after it from it. ``ancestor_reach`` reads an unindexed event's auth events
+    instead, and ``index_unindexed`` indexes it when it is written again (processed again
+    once its auth events are stored). Positions are never changed once written.
+    """
     if event.state_key is None:
         return
     auth_nids = await event_nids(tx, cache, event.auth_event_ids)
     positions = await chain_positions(tx, cache, auth_nids.values())
+    if len(positions) < len(set(event.auth_event_ids)):
+        return
     reach: Reach = {}
     for pos in positions.values():
         _merge_inclusive(reach, pos)
@@ -102,6 +112,14 @@ async def index_event(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -
         pack_ints(flat),
     )
     cache.chain_positions[event_nid] = ChainPosition(chain_id, sequence, flat, event.state_tuple)
+
+
+async def index_unindexed(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -> None:
+    """Index a stored state event written again, if it was left unindexed (``index_event``)."""
+    if event.state_key is None or cache.chain_position(event_nid) is not None:
+        return
+    if not await chain_positions(tx, cache, [event_nid]):
+        await index_event(tx, cache, event, event_nid=event_nid)
 
 
 def _auth_ids_from_json(blob: bytes, nid: int) -> list[str]:

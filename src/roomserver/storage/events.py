@@ -29,7 +29,7 @@ from roomserver.ports import (
     SnapshotId,
     StorageError,
 )
-from roomserver.storage.authchain import index_event
+from roomserver.storage.authchain import index_event, index_unindexed
 from roomserver.storage.cache import TxCache
 from roomserver.storage.engine import Row, Tx
 from roomserver.storage.ids import chunks
@@ -151,6 +151,8 @@ async def _store_event(
             raise StorageError(f"event {ev.event_id} appeared during the transaction")
         return nid, state_before
 
+    # Written again: an outlier gaining state, or an event rejected for missing data processed
+    # again. The row is updated in place; its prev edges and JSON were stored with it.
     nid, outlier, rejected, state_before = int(row[0]), bool(row[1]), bool(row[2]), row[3]
     if outlier and stateful and w.state_before is not None:
         state_before = await write_snapshot(tx, cache, w.state_before, room_nid=room.room_nid)
@@ -160,11 +162,19 @@ async def _store_event(
             int(w.soft_failed),
             nid,
         )
-    if rejected and w.rejection_reason is None:
-        # A rejection may be cleared (we now know more); never set on an accepted event.
+    if rejected:
+        # The new outcome replaces the rejection: cleared (we now know more), or the new reason
+        # (a later resubmission must see why it failed this time). A rejection is never set on
+        # an accepted event.
         await tx.execute(
-            "UPDATE events SET rejected = 0, rejection_reason = NULL WHERE event_nid = ?", nid
+            "UPDATE events SET rejected = ?, rejection_reason = ?, soft_failed = ? "
+            "WHERE event_nid = ?",
+            int(w.rejection_reason is not None),
+            w.rejection_reason,
+            int(w.soft_failed),
+            nid,
         )
+    await index_unindexed(tx, cache, ev, event_nid=nid)
     return nid, state_before
 
 
@@ -319,12 +329,21 @@ async def mark_outbox_sent(tx: Tx, room_id: str, sequences: list[int]) -> None:
         await _mark_sent(tx, int(row[0]), sequences)
 
 
-async def referenced_as_prev(tx: Tx, event_ids: list[str]) -> set[str]:
-    """The IDs among ``event_ids`` (sorted, distinct) some stored event cites as a prev."""
+async def referenced_as_prev(tx: Tx, room_id: str, event_ids: list[str]) -> set[str]:
+    """The IDs among ``event_ids`` (sorted, distinct) that an event of ``room_id`` in the room's
+    DAG cites as a prev event: stored with state (not an outlier), not rejected and not
+    soft-failed. Edges of the other events stay stored (a rejected event processed again may
+    be accepted) but do not count: an event they alone cite is still a forward extremity."""
     out: set[str] = set()
     for part in chunks(event_ids):
         rows = await tx.fetch(
-            "SELECT DISTINCT prev_event_id FROM prev_edges WHERE prev_event_id IN @LIST", part
+            "SELECT DISTINCT p.prev_event_id FROM prev_edges p "
+            "JOIN events e ON e.event_nid = p.event_nid "
+            "JOIN rooms r ON r.room_nid = e.room_nid "
+            "WHERE p.prev_event_id IN @LIST AND r.room_id = ? "
+            "AND e.outlier = 0 AND e.rejected = 0 AND e.soft_failed = 0",
+            part,
+            room_id,
         )
         out.update(r[0] for r in rows)
     return out

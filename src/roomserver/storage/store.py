@@ -136,21 +136,26 @@ class SqlStorage:
         return await self._run(fn, write=True)
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
+        """The records naming ``event_id`` as target or redaction (no flags are read: only
+        accepted, not soft-failed redactions are recorded)."""
         return await self._run(lambda tx, _: events.redactions_for(tx, event_id))
 
-    async def referenced_as_prev(self, event_ids: Iterable[str]) -> set[str]:
-        """The IDs among ``event_ids`` that some stored event lists in its prev_events."""
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """The IDs among ``event_ids`` that an accepted, not soft-failed event of ``room_id``
+        with state lists in its prev_events (see ``ports.EventStore.referenced_as_prev``)."""
         wanted = sorted(set(event_ids))
-        return await self._run(lambda tx, _: events.referenced_as_prev(tx, wanted))
+        return await self._run(lambda tx, _: events.referenced_as_prev(tx, room_id, wanted))
 
     async def read_for_input(
         self,
         event_ids: Iterable[str],
         *,
+        room_id: str,
         referenced_ids: Iterable[str],
         redactions_of: str | Sequence[str] | None,
     ) -> InputReads:
-        """``get_events``, ``referenced_as_prev`` and ``redactions_for`` in one hand-off."""
+        """``get_events``, ``referenced_as_prev(room_id, referenced_ids)`` and
+        ``redactions_for`` in one hand-off."""
         wanted = list(event_ids)
         cited = sorted(set(referenced_ids))
         targets = (
@@ -161,7 +166,9 @@ class SqlStorage:
 
         async def fn(tx: Tx, cache: TxCache) -> InputReads:
             found = await events.get_events(tx, cache, wanted) if wanted else {}
-            referenced = await events.referenced_as_prev(tx, cited) if cited else set()
+            referenced = (
+                await events.referenced_as_prev(tx, room_id, cited) if cited else set()
+            )
             if len(targets) == 1:
                 redactions = await events.redactions_for(tx, targets[0])
             else:
@@ -211,6 +218,8 @@ class SqlStorage:
         return await self._run(lambda tx, cache: authchain.auth_chain_difference(tx, cache, sets))
 
     # -- MembershipStore --------------------------------------------------------------------------
+    # Rows change only with a RoomUpdate's membership changes (the current state's member
+    # events): rejected, soft-failed and outlier events never appear here.
     async def membership(self, room_id: str, user_id: str) -> str | None:
         async def fn(tx: Tx, _: TxCache) -> str | None:
             row = await tx.fetchrow(
