@@ -21,6 +21,7 @@ from roomserver.api import (
     OutputRetireInviteEvent,
     TransactionId,
 )
+from roomserver.core.dag import extremities_to_check, new_forward_extremities
 from roomserver.core.identifiers import server_name_of
 from roomserver.core.pdu import Event
 from roomserver.input.outputs import OutboxBuilder
@@ -128,17 +129,13 @@ class LatestEvents:
         (``referenced_as_prev``): an outlier, or an event that failed its checks, is not built
         upon, so an event that only they cite is still an extremity. A rejected message sent
         before its sender's join must not make the join look late."""
-        prevs = set(event.prev_event_ids) | referenced
-        prevs |= await self._reached_through_failed_prevs(event)
-        kept = [e for e in old if e not in prevs and e != event.event_id]
-        ask = [event.event_id, *kept]
+        superseded = set(event.prev_event_ids) | referenced
+        superseded |= await self._reached_through_failed_prevs(event)
+        ask = extremities_to_check(old, event.event_id, superseded)
         cited = prefetched.cited(ask) if prefetched is not None else None
         if cited is None:
             cited = await self._store.referenced_as_prev(event.room_id, ask)
-        if event.event_id in cited and old:
-            return tuple(sorted(old))
-        kept = [e for e in kept if e not in cited]
-        return tuple(sorted([*kept, event.event_id]))
+        return new_forward_extremities(old, event.event_id, superseded, cited)
 
     async def _reached_through_failed_prevs(self, event: Event) -> set[str]:
         """The events ``event`` reaches through a path of rejected or soft-failed prev events

@@ -37,6 +37,7 @@ from roomserver.core.auth import (
     check_auth_events,
     check_auth_rules,
 )
+from roomserver.core.dag import extremities_to_check, missing_prev_events
 from roomserver.core.errors import InvalidEvent, Rejected, UnknownRoomVersion
 from roomserver.core.identifiers import is_valid_server_name, server_name_of
 from roomserver.core.pdu import Event, parse_event
@@ -789,9 +790,7 @@ def _cited_ids(event: Event, room: RoomInfo | None) -> list[str]:
     event and the old extremities it does not cite."""
     if room is None:
         return [event.event_id]
-    prevs = set(event.prev_event_ids)
-    kept = [e for e in room.forward_extremities if e not in prevs and e != event.event_id]
-    return [event.event_id, *kept]
+    return extremities_to_check(room.forward_extremities, event.event_id, event.prev_event_ids)
 
 
 def _missing_auth(wanted: Sequence[str], loaded: Mapping[str, StoredEvent]) -> list[str]:
@@ -803,7 +802,9 @@ def _missing_auth(wanted: Sequence[str], loaded: Mapping[str, StoredEvent]) -> l
 
 def _missing_prevs(event: Event, prevs: Mapping[str, StoredEvent]) -> list[str]:
     """Prev events unknown, or known without state (outliers)."""
-    return [p for p in event.prev_event_ids if p not in prevs or prevs[p].outlier]
+    return missing_prev_events(
+        event.prev_event_ids, {i: not s.outlier for i, s in prevs.items()}
+    )
 
 
 def _already_done(stored: StoredEvent, kind: Kind) -> bool:
