@@ -184,6 +184,7 @@ class InputReads:
     events: Mapping[str, StoredEvent]  # get_events(event_ids)
     referenced: AbstractSet[str]  # referenced_as_prev(room_id, referenced_ids)
     redactions: Sequence[RedactionRecord]  # redactions_for(each of redactions_of), [] if None
+    room: RoomInfo | None = None  # room(room_id), when asked ``with_room``
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +243,10 @@ class InputReadBatch(Protocol):
         room_id: str,
         referenced_ids: Iterable[str],
         redactions_of: str | Sequence[str] | None,
+        with_room: bool = False,
     ) -> InputReads:
-        """``redactions_of``: one event ID, or several (the records of each, in one list)."""
+        """``redactions_of``: one event ID, or several (the records of each, in one list).
+        ``with_room``: the room row too (``InputReads.room``)."""
         ...
 
 

@@ -215,26 +215,36 @@ class InputProcessor:
         cached with it) may be stale: when the stored row is not the one this processor last
         wrote, the room's cached events are dropped too. Every decision of the message (soft
         fail included) then starts from what is stored; the room row's version check on write
-        catches a room that moves on meanwhile."""
-        stored = await self._store.room(room_id)
+        catches a room that moves on meanwhile.
+
+        With write-behind, the room row is read together with the gather (one round trip) when
+        the room is cached (its version, all parsing needs, never changes)."""
         cached = self._rooms.get(room_id)
+        loop_time = asyncio.get_running_loop().time()
+        message = _Message(loop_time + self.config.max_missing_processing_s)
+        self._messages[room_id] = message
+        gather = self._write_behind is not None and batched
+        if gather:
+            assert self._write_behind is not None
+            self._write_behind.open(room_id)
+        if gather and cached is not None and items:
+            stored = await self._gather(cached, items, message)
+        else:
+            stored = await self._store.room(room_id)
+            if gather and stored is not None and items:
+                await self._gather(stored, items, message)
         if cached is None or stored is None or cached.version != stored.version:
             self._forget_room(room_id)
         if stored is not None:
             self._remember_room(stored)
-        loop_time = asyncio.get_running_loop().time()
-        message = _Message(loop_time + self.config.max_missing_processing_s)
-        self._messages[room_id] = message
-        if self._write_behind is not None and batched:
-            self._write_behind.open(room_id)
-            if stored is not None and len(items) > 1:
-                await self._gather(stored, items, message)
 
     async def _gather(
         self, room: RoomInfo, items: Sequence[InputRoomEvent], message: _Message
-    ) -> None:
-        """Parse the message's events once, and read at once what each will ask storage first
-        (stored already? their prev events; which are cited as prevs; redactions)."""
+    ) -> RoomInfo | None:
+        """Parse the message's events once (``room``: for its ID, version and extremities; it
+        may be stale), and read at once what each will ask storage first (stored already?
+        their prev events; which are cited as prevs; redactions) with the room row as stored,
+        which is returned."""
         assert self._write_behind is not None
         ids: list[str] = []
         prevs: set[str] = set()
@@ -255,7 +265,7 @@ class InputProcessor:
             prevs.update(event.prev_event_ids)
         in_message = set(ids)
         wanted = [*ids, *sorted(p for p in prevs - in_message if not self._stateful_cached([p]))]
-        await self._write_behind.prefetch(
+        return await self._write_behind.prefetch(
             room.room_id,
             wanted,
             referenced_ids=sorted(in_message | set(room.forward_extremities)),

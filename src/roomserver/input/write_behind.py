@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,8 @@ from roomserver.ports import (
     StorageError,
     with_placeholders_resolved,
 )
+
+log = logging.getLogger(__name__)
 
 _RESOLVED_CAPACITY = 200_000
 
@@ -135,8 +138,12 @@ class WriteBehind:
 
     # -- messages ---------------------------------------------------------------------------
     def open(self, room_id: str) -> None:
-        """Start buffering the writes of ``room_id`` (its message begins)."""
-        self._buffers.setdefault(room_id, _Buffer(room_id))
+        """Start buffering the writes of ``room_id`` (its message begins). A buffer left by a
+        message that neither closed nor aborted is dropped, uncommitted."""
+        if room_id in self._buffers:
+            log.warning("room %s: dropping the writes of an unfinished message", room_id)
+            self.discard(room_id)
+        self._buffers[room_id] = _Buffer(room_id)
 
     async def close(self, room_id: str) -> tuple[PersistResult | None, set[int]]:
         """Commit what is left of the room's message; return its last ``PersistResult`` (None
@@ -161,13 +168,16 @@ class WriteBehind:
         *,
         referenced_ids: Sequence[str],
         redactions_of: Sequence[str],
-    ) -> None:
+    ) -> RoomInfo | None:
         """Read at once what ``read_for_input`` will be asked for the events of the room's
-        message (one storage round trip instead of one per event)."""
+        message (one storage round trip instead of one per event), and the room row (the
+        message just began: nothing is buffered yet)."""
         buffer = self._buffers.get(room_id)
-        if buffer is None:
-            return
-        reads = await self._read(room_id, event_ids, referenced_ids, list(redactions_of))
+        if buffer is None or buffer.writes:
+            raise RuntimeError(f"prefetch for room {room_id}: its message is not just opened")
+        reads = await self._read(
+            room_id, event_ids, referenced_ids, list(redactions_of), with_room=True
+        )
         buffer.prefetch = _Prefetch(
             frozenset(event_ids),
             dict(reads.events),
@@ -178,6 +188,7 @@ class WriteBehind:
         )
         for event_id in redactions_of:
             self._prefetched[event_id] = buffer
+        return reads.room
 
     def discard(self, room_id: str) -> None:
         """Drop the room's buffered writes without committing them (its message was cancelled;
@@ -374,10 +385,16 @@ class WriteBehind:
         wanted: Sequence[str],
         cited: Sequence[str],
         redactions_of: str | list[str] | None,
+        *,
+        with_room: bool = False,
     ) -> InputReads:
         if callable(getattr(self._store, "read_for_input", None)):
             return await self._store.read_for_input(
-                wanted, room_id=room_id, referenced_ids=cited, redactions_of=redactions_of
+                wanted,
+                room_id=room_id,
+                referenced_ids=cited,
+                redactions_of=redactions_of,
+                with_room=with_room,
             )
         # A storage without the batched read: the reads it stands for.
         targets = [redactions_of] if isinstance(redactions_of, str) else redactions_of or []
@@ -388,6 +405,7 @@ class WriteBehind:
             await self._store.get_events(wanted) if wanted else {},
             await self._store.referenced_as_prev(room_id, cited) if cited else set(),
             records,
+            await self._store.room(room_id) if with_room else None,
         )
 
     async def state_entries(

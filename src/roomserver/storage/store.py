@@ -153,9 +153,10 @@ class SqlStorage:
         room_id: str,
         referenced_ids: Iterable[str],
         redactions_of: str | Sequence[str] | None,
+        with_room: bool = False,
     ) -> InputReads:
-        """``get_events``, ``referenced_as_prev(room_id, referenced_ids)`` and
-        ``redactions_for`` in one hand-off."""
+        """``get_events``, ``referenced_as_prev(room_id, referenced_ids)``,
+        ``redactions_for`` and (``with_room``) ``room(room_id)`` in one hand-off."""
         wanted = list(event_ids)
         cited = sorted(set(referenced_ids))
         targets = (
@@ -173,7 +174,8 @@ class SqlStorage:
                 redactions = await events.redactions_for(tx, targets[0])
             else:
                 redactions = await events.redactions_for_many(tx, targets) if targets else []
-            return InputReads(found, referenced, redactions)
+            room = await events.room_info(tx, room_id) if with_room else None
+            return InputReads(found, referenced, redactions, room)
 
         return await self._run(fn)
 
