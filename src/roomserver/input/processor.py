@@ -279,14 +279,14 @@ class InputProcessor:
         message = self._messages.pop(room_id, None)
         if self._write_behind is not None:
             try:
-                last, marked = await self._write_behind.close(room_id)
+                last, marked, written = await self._write_behind.close(room_id)
             except BufferedWriteFailed:
                 self._forget_room(room_id)  # the caches saw writes that were never committed
                 raise
             if last is not None and last.pending_outbox is not None:
                 self._outbox.marked(room_id, marked)
                 self._pending[room_id] = last.pending_outbox
-            self._settle_cached(room_id)
+            self._settle_cached(room_id, written)
         pending = self._pending.pop(room_id, None)
         if message is not None and message.has_outputs:
             await self._outbox.publish(room_id, pending)
@@ -304,7 +304,7 @@ class InputProcessor:
         self._events.forget_room(room_id)
         self._pending.pop(room_id, None)
 
-    def _settle_cached(self, room_id: str) -> None:
+    def _settle_cached(self, room_id: str, written: Sequence[str]) -> None:
         """Replace the placeholder snapshot IDs the room's cached rows got from buffered writes
         with the real ones (the message is committed)."""
         assert self._write_behind is not None
@@ -313,7 +313,7 @@ class InputProcessor:
             room = self._rooms.get(room_id)
             if room is not None and room.current_state is not None and room.current_state < 0:
                 self._rooms[room_id] = replace(room, current_state=resolve(room.current_state))
-            self._events.settle_snapshots(room_id, resolve)
+            self._events.settle_snapshots(written, resolve)
         except KeyError:  # not committed after all: start from storage
             self._forget_room(room_id)
 

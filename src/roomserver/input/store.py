@@ -112,12 +112,14 @@ class EventCache:
             self._events.pop(event_id, None)
 
     def settle_snapshots(
-        self, room_id: str, resolve: Callable[[SnapshotId | None], SnapshotId | None]
+        self, event_ids: Iterable[str], resolve: Callable[[SnapshotId | None], SnapshotId | None]
     ) -> None:
         """Replace placeholder snapshot IDs (negative: from writes not yet committed when the
-        events were cached) of the room's cached events with what ``resolve`` says."""
-        for event_id in self._by_room.get(room_id, ()):
-            stored = self._events[event_id]
+        events were cached) of the cached ``event_ids`` with what ``resolve`` says."""
+        for event_id in event_ids:
+            stored = self._events.get(event_id)
+            if stored is None:
+                continue
             if stored.state_snapshot is not None and stored.state_snapshot < 0:
                 real = resolve(SnapshotId(stored.state_snapshot))
                 self._events[event_id] = replace(stored, state_snapshot=real)

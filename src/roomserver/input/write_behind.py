@@ -111,6 +111,7 @@ class _Buffer:
     room_id: str
     writes: list[EventWrite] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # every event buffered in the message
     cited: set[str] = field(default_factory=set)  # prev events of buffered writes
     room: RoomInfo | None = None  # the room row after the last buffered room update
     last: PersistResult | None = None  # the room's last committed result (real IDs)
@@ -145,13 +146,13 @@ class WriteBehind:
             self.discard(room_id)
         self._buffers[room_id] = _Buffer(room_id)
 
-    async def close(self, room_id: str) -> tuple[PersistResult | None, set[int]]:
+    async def close(self, room_id: str) -> tuple[PersistResult | None, set[int], list[str]]:
         """Commit what is left of the room's message; return its last ``PersistResult`` (None
-        if the message wrote nothing) and the outbox sequences its writes marked sent. Raises
-        ``BufferedWriteFailed`` when a flush of this message failed."""
+        if the message wrote nothing), the outbox sequences its writes marked sent, and the
+        events it wrote. Raises ``BufferedWriteFailed`` when a flush of this message failed."""
         buffer = self._buffers.get(room_id)
         if buffer is None:
-            return None, set()
+            return None, set(), []
         try:
             await self._flush(buffer)
         finally:
@@ -159,7 +160,7 @@ class WriteBehind:
             del self._buffers[room_id]
             for event_id in [e for e, b in self._prefetched.items() if b is buffer]:
                 del self._prefetched[event_id]
-        return buffer.last, buffer.marked
+        return buffer.last, buffer.marked, buffer.written
 
     async def prefetch(
         self,
@@ -225,6 +226,7 @@ class WriteBehind:
         current = _snapshot(update.current_state if update is not None else None, placeholders[1])
         event = write.event
         buffer.event_ids.append(event.event_id)
+        buffer.written.append(event.event_id)
         buffer.cited.update(event.prev_event_ids)
         self._events[event.event_id] = StoredEvent(
             event=event,
