@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import functools
 import pstats
 import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,7 @@ from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import build_room  # the same room as the end-to-end benchmark
+from bench_e2e import Phases, build_room  # the same room and timing as the end-to-end one
 
 
 class _NoClient:
@@ -71,28 +69,6 @@ class NullPublisher:
 class _Delivery:
     num_delivered = 1
     stream_seq = 0
-
-
-class Phases:
-    """Wall-clock time and call counts of wrapped coroutine methods."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-
-    def wrap(self, obj: Any, name: str, label: str) -> None:
-        inner: Callable[..., Awaitable[Any]] = getattr(obj, name)
-
-        @functools.wraps(inner)
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return await inner(*args, **kwargs)
-            finally:
-                self.seconds[label] += time.perf_counter() - t
-                self.calls[label] += 1
-
-        setattr(obj, name, timed)
 
 
 STORE_METHODS = (

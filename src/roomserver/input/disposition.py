@@ -170,6 +170,16 @@ async def handle_message(
         raise
 
 
+def _retry(attempt: int, results: Sequence[EventResult], exc: Exception) -> Decision:
+    return Decision(
+        Disposition.RETRY,
+        tuple(results),
+        None,
+        retry_delay_s(attempt),
+        f"{type(exc).__name__}: {exc}",
+    )
+
+
 async def _handle_items(
     processor: MessageProcessor,
     room_id: str,
@@ -177,77 +187,44 @@ async def _handle_items(
     items: Sequence[InputRoomEvent],
     info: DeliveryInfo,
     max_attempts: int,
+    *,
+    batched: bool = True,
 ) -> Decision:
+    """Open the message, process its events, close it. ``batched``: its writes are committed
+    together; when that keeps failing for good, the message is processed again with each
+    event committed on its own, so the event that cannot be stored fails alone."""
     attempt = info.num_delivered
     results: list[EventResult] = []
     try:
-        await processor.begin_message(room_id, items)
+        await processor.begin_message(room_id, items, batched=batched)
     except Exception as exc:
         log.warning(
             "input for room %s could not start (attempt %d), retrying: %s: %s",
             room_id, attempt, type(exc).__name__, exc,
         )  # fmt: skip
-        return Decision(
-            Disposition.RETRY, (), None, retry_delay_s(attempt), f"{type(exc).__name__}: {exc}"
-        )
+        return _retry(attempt, results, exc)
     retry = await _process_items(processor, room_id, items, results, info, max_attempts)
     try:
         await processor.end_message(room_id)
     except Exception as exc:
-        if disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts) is (
-            Disposition.RETRY
-        ):
+        gives_up = (
+            disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts)
+            is not Disposition.RETRY
+        )
+        if not (batched and gives_up):
             log.warning(
                 "committing or publishing the input of room %s failed (attempt %d), "
                 "retrying: %s: %s",
                 room_id, attempt, type(exc).__name__, exc,
             )  # fmt: skip
-            return Decision(
-                Disposition.RETRY,
-                tuple(results),
-                None,
-                retry_delay_s(attempt),
-                f"{type(exc).__name__}: {exc}",
-            )
-        # The message's writes keep failing together: commit its events one by one, so the
-        # event that cannot be stored fails alone and the others go on.
+            return _retry(attempt, results, exc)
         log.error(
             "committing the input of room %s failed for good after %d attempts (seq=%s): "
             "%s: %s; committing its events one by one",
             room_id, attempt, info.stream_seq, type(exc).__name__, exc,
         )  # fmt: skip
-        return await _one_by_one(processor, room_id, version, items, info, max_attempts)
-    if retry is not None:
-        return retry
-    return Decision(Disposition.ACK, tuple(results), _reply(version, results))
-
-
-async def _one_by_one(
-    processor: MessageProcessor,
-    room_id: str,
-    version: int,
-    items: Sequence[InputRoomEvent],
-    info: DeliveryInfo,
-    max_attempts: int,
-) -> Decision:
-    """Process the message again, each event committed on its own."""
-    attempt = info.num_delivered
-    results: list[EventResult] = []
-    try:
-        await processor.begin_message(room_id, items, batched=False)
-        retry = await _process_items(processor, room_id, items, results, info, max_attempts)
-        await processor.end_message(room_id)
-    except Exception as exc:
-        log.warning(
-            "input for room %s failed (attempt %d), retrying: %s: %s",
-            room_id, attempt, type(exc).__name__, exc,
-        )  # fmt: skip
-        return Decision(
-            Disposition.RETRY,
-            tuple(results),
-            None,
-            retry_delay_s(attempt),
-            f"{type(exc).__name__}: {exc}",
+        return await _handle_items(
+            processor, room_id, version, items, info, max_attempts, batched=False
         )
     if retry is not None:
         return retry
