@@ -51,9 +51,10 @@ class BusConfig:
     #: input queued): the input max age by default, so queued input outlives any outage the
     #: stream itself survives. 0 means: the input max age.
     consumer_inactive_threshold: float = 0.0
-    #: A process's own discovery consumer outlives the process by this much. It only speeds
-    #: up announcements; the shared discovery consumer keeps unannounced input (docs/bus.md).
-    discovery_inactive_threshold: float = 300.0
+    #: A process's own discovery consumer outlives a process that died by this much (it is
+    #: deleted on a clean stop). Meanwhile it keeps every input message, so rooms keep their
+    #: consumers that long; the shared discovery consumer keeps unannounced input regardless.
+    discovery_inactive_threshold: float = 60.0
     #: AckWait of the shared discovery consumer: an announcement taken by a process that died
     #: before creating the room's consumer goes to another process after this long.
     discovery_ack_wait: float = 30.0

@@ -104,6 +104,7 @@ class Discovery:
         self._queue: asyncio.Queue[Msg | _Wake] = asyncio.Queue()
         self._request = 0
         self._received = 0  # messages delivered for the current request
+        self._check_consumer = False
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}"
 
     async def start(self) -> None:
@@ -129,7 +130,9 @@ class Discovery:
             description="roomserver input discovery of one process",
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.ALL,
-            ack_wait=60.0,
+            # nats-server expires an inactive consumer only once nothing awaits an ack: a dead
+            # process's consumer goes ack_wait + discovery_inactive_threshold after it died.
+            ack_wait=self.config.discovery_ack_wait,
             max_ack_pending=self.config.discovery_batch * 4,
             headers_only=True,
             filter_subject=f"{self.stream}.>",
@@ -143,7 +146,12 @@ class Discovery:
         self._queue.put_nowait(msg)
 
     def wake(self) -> None:
-        """After a reconnect: the open pull request may be gone with the old server."""
+        """After a reconnect: the open pull request may be gone with the old server, and the
+        consumer too if the disconnection outlasted its inactivity threshold: until it is
+        checked, this process's workers delete no room consumer."""
+        if not self.shared:
+            self.pool.may_delete_consumers = False
+        self._check_consumer = True
         self._queue.put_nowait(_WAKE)
 
     # -- the pull loop -------------------------------------------------------------------------
@@ -159,6 +167,9 @@ class Discovery:
         need_request = True
         while not self._stopping:
             try:
+                if self._check_consumer:
+                    self._check_consumer = False
+                    await self._recover("reconnected")
                 if need_request:
                     await self._pull()
                 chunk, need_request = await self._next_chunk()
@@ -214,6 +225,7 @@ class Discovery:
                 continue
             latest[room_id] = max(seq, latest.get(room_id, 0))
         remaining = latest
+        delay = 0.1
         while remaining:
             rooms = list(remaining.items())
             results = await asyncio.gather(
@@ -230,8 +242,15 @@ class Discovery:
                 await self._release(msgs)
                 return
             # Without its room consumer a message must not be acked here: retry those.
-            log.warning("could not prepare %d room consumers; retrying", len(remaining))
-            await asyncio.sleep(_RETRY_DELAY)
+            first = next(r for r in results if isinstance(r, BaseException))
+            log.warning(
+                "could not prepare %d room consumers (%r %s); retrying",
+                len(remaining),
+                first,
+                getattr(first, "description", ""),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_DELAY)
         if self.shared:
             for msg in msgs:
                 assert msg.reply is not None
@@ -259,12 +278,15 @@ class Discovery:
         """The consumer may be gone (expired while disconnected, deleted): recreate it."""
         try:
             await self.js.consumer_info(self.stream, self.name)
-            log.debug("discovery %s: pull ended with %s", self.name, reason)
+            log.debug("discovery %s: %s; its consumer is there", self.name, reason)
+            if not self.shared:
+                self.pool.may_delete_consumers = True
             return
         except NotFoundError:
             pass
         except Exception as exc:
             log.debug("discovery %s: cannot check its consumer (%r)", self.name, exc)
+            self._check_consumer = True
             await asyncio.sleep(_RETRY_DELAY)
             return
         log.warning("discovery consumer %s vanished; recreating it", self.name)
@@ -274,6 +296,7 @@ class Discovery:
             await self._create()
         except Exception as exc:
             log.warning("discovery %s: cannot recreate its consumer yet (%r)", self.name, exc)
+            self._check_consumer = True
             await asyncio.sleep(_RETRY_DELAY)
             return
         if not self.shared:

@@ -40,7 +40,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from roomserver.bus.config import BusConfig
 from roomserver.bus.subjects import input_stream_name, input_subject, room_consumer_name
@@ -111,6 +111,7 @@ class RoomWorker:
         self.worker_id = worker_id
         self.room_id = room_id
         self.consumer = room_consumer_name(pool.config.prefix, room_id)
+        self.subject = input_subject(pool.config.prefix, room_id)
         self.announced = announced
         self.queue: asyncio.Queue[Msg | _Wake] = asyncio.Queue()
         self.in_flight: Msg | None = None
@@ -166,11 +167,13 @@ class RoomWorker:
                     and now >= self._retry_until
                     and now - last_activity >= pool.config.idle_timeout
                 )
-                if quiet and await self._has_backlog():
-                    # Messages wait in the room's consumer although our pulls came back empty:
-                    # another consumer instance holds the in-flight one. If that process died,
+                if quiet and await self._room_input_retained():
+                    # The stream still holds input of this room although our pulls came back
+                    # empty. Either another process holds the in-flight message (if it died,
                     # the message is redelivered after AckWait, and someone must be pulling
-                    # then (no new announcement will come), so keep pulling.
+                    # then: no new announcement will come), or processed input is still kept
+                    # by a discovery consumer that has not acked it yet (a consumer created
+                    # again would deliver it a second time). Keep pulling either way.
                     last_activity = loop.time()
                     quiet = False
                 if quiet and self.announced <= covered:
@@ -214,7 +217,6 @@ class RoomWorker:
         # Announced while we deleted: the announcer waits for the consumer to be back.
         await self._recreate_consumer()
         self.consumer_ready.set()
-        await self._request_next()
         return False
 
     async def _recreate_consumer(self) -> None:
@@ -226,18 +228,24 @@ class RoomWorker:
                 await self.pool.ensure_consumer(self.room_id)
                 return
             except Exception as exc:
-                log.warning("room %s: cannot recreate its consumer yet (%r)", self.room_id, exc)
+                log.warning(
+                    "room %s: cannot recreate its consumer yet (%r %s)",
+                    self.room_id,
+                    exc,
+                    getattr(exc, "description", ""),
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _has_backlog(self) -> bool:
-        """Whether the room's consumer still has messages pending or unacknowledged (or cannot
-        be asked: then keep pulling, the pull says whether it is gone)."""
+    async def _room_input_retained(self) -> bool:
+        """Whether the stream keeps any message of this room (or cannot be asked: then keep
+        pulling). Nothing kept means nothing pending or in flight, and that a consumer created
+        again later delivers only input that arrives later."""
         try:
-            info = await self.pool.js.consumer_info(self.pool.stream, self.consumer)
+            info = await self.pool.js.stream_info(self.pool.stream, subjects_filter=self.subject)
         except Exception:
             return True
-        return bool(info.num_pending or info.num_ack_pending)
+        return bool(info.state.subjects and info.state.subjects.get(self.subject))
 
     async def _request_next(self) -> None:
         self._request += 1
@@ -485,7 +493,20 @@ class WorkerPool:
             inactive_threshold=self.config.room_consumer_inactive_threshold,
         )
         # Creating is idempotent, and brings a consumer made with older settings up to date.
-        await self.js.add_consumer(self.stream, config)
+        try:
+            await self.js.add_consumer(self.stream, config)
+        except APIError as exc:
+            # nats-server 2.15 can fail to update an existing consumer whose store a concurrent
+            # delete and create (by two processes) left without its directory ("meta.inf.tmp:
+            # no such file or directory"), while the consumer itself works: it exists, so the
+            # room has its consumer.
+            try:
+                info = await self.js.consumer_info(self.stream, config.name or "")
+            except Exception:
+                raise exc from None
+            if info.config.filter_subject != config.filter_subject:
+                raise
+            log.debug("room %s: consumer exists, update refused (%s)", room_id, exc.description)
 
     async def delete_consumer(self, room_id: str) -> None:
         """Delete the room's consumer (a room with nothing queued); gone already is fine."""
