@@ -256,11 +256,13 @@ class Roomserver:
         stream_prefix: str = "",
         run_workers: bool = True,
         max_missing_processing_s: float = 300.0,
+        nats_replicas: int = 1,
     ) -> _Opening:
         """Open a roomserver. ``federation``: a ``FederationConfig``, a mapping of server name to
         base URL (overrides for tests and private deployments), ``False`` to never fetch over
         federation, or ``None`` for the defaults. ``max_missing_processing_s`` bounds the time
-        one event may spend fetching missing data (the stream's AckWait is 10 s more)."""
+        one event may spend fetching missing data. ``nats_url`` may name several servers of a
+        cluster (comma-separated); ``nats_replicas`` is the streams' replica count there."""
         config = Config(server_name=server_name, data_dir=str(data_dir))
         fed = config.federation
         if isinstance(federation, FederationConfig):
@@ -271,7 +273,9 @@ class Roomserver:
             fed = replace(fed, server_overrides=dict(federation))
         config = replace(
             config,
-            nats=replace(config.nats, url=nats_url, stream_prefix=stream_prefix),
+            nats=replace(
+                config.nats, url=nats_url, stream_prefix=stream_prefix, replicas=nats_replicas
+            ),
             database=replace(config.database, url=database_url),
             federation=fed,
             metrics=replace(config.metrics, listen=None),
