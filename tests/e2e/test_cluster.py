@@ -20,13 +20,16 @@ from pathlib import Path
 import pytest
 
 from roomserver.api import Outcome, OutputEvent, OutputNewRoomEvent
-from roomserver.app import Roomserver, SharedSQLiteError
+from roomserver.app import DEFAULT_OUTPUT_DURABLE, Roomserver, SharedSQLiteError
 from roomserver.bus.embedded import EmbeddedNatsCluster
 from roomserver.bus.subjects import input_stream_name
 from roomserver.core.base64 import encode_base64
+from roomserver.ports import OutboxEntry
+from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.helpers import ALICE, BOB, drain_outputs, submit
 from tests.pgutil import fresh_schema_url
+from tests.storage.helpers import LinearRoom
 
 REPO = Path(__file__).resolve().parents[2]
 ROOMS = 20
@@ -209,3 +212,34 @@ async def test_a_second_worker_process_on_one_sqlite_file_is_refused(tmp_path: P
         federation=False,
     )  # fmt: skip
     await again.close(grace=1.0)
+
+
+async def test_start_up_publishes_the_outputs_a_dead_process_left_unsent(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Outputs committed (and perhaps published) but not marked sent when a process died are
+    published on the next start, with their message IDs, and marked sent."""
+    store = await open_storage(database_url)
+    try:
+        rooms = [LinearRoom(store, f"!unsent{i}:example.org") for i in range(3)]
+        for n, room in enumerate(rooms):
+            await room.create()
+            entries = [OutboxEntry(f"unsent-{n}-{i}", "new_room_event", b"{}") for i in range(2)]
+            await room.send(room.next_event(f"left unsent {n}"), outbox=entries)
+        assert len(await store.rooms_with_unsent_outbox()) == 3
+    finally:
+        await store.close()
+    rs = await Roomserver.open(
+        data_dir=tmp_path / "rs", server_name="rs.test", database_url=database_url,
+        federation=False,
+    )  # fmt: skip
+    try:
+        subscription = await rs.bus.output_subscription(DEFAULT_OUTPUT_DURABLE)
+        got = []
+        while (message := await subscription.next_within(2.0)) is not None:
+            got.append(message.msg_id)
+            await message.ack()
+        assert sorted(got) == sorted(f"unsent-{n}-{i}" for n in range(3) for i in range(2))
+        assert await rs.storage.rooms_with_unsent_outbox() == []
+    finally:
+        await rs.close(grace=1.0)
