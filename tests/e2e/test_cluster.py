@@ -28,6 +28,7 @@ from roomserver.ports import OutboxEntry
 from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.helpers import ALICE, BOB, drain_outputs, submit
+from tests.natsutil import running_nats
 from tests.pgutil import fresh_schema_url
 from tests.storage.helpers import LinearRoom
 
@@ -243,3 +244,96 @@ async def test_start_up_publishes_the_outputs_a_dead_process_left_unsent(
         assert await rs.storage.rooms_with_unsent_outbox() == []
     finally:
         await rs.close(grace=1.0)
+
+
+async def _run_processes(
+    processes: int, base: Path, database_url: str, builders: list[RoomBuilder]
+) -> tuple[dict[str, Outcome], dict[str, list[str]], dict[str, object]]:
+    """Submit every room's events asynchronously to ``processes`` roomservers on one
+    nats-server; return each event's outcome, each room's new_room_event outputs and state."""
+    keys = {s: [kid, encode_base64(bytes(k))] for s, (kid, k) in builders[0].keys.items()}
+    async with running_nats(base / "nats") as server:
+        client = await Roomserver.open(
+            data_dir=base / "client", server_name="rs.test", nats_url=server.url,
+            database_url=database_url, federation=False, run_workers=False,
+        )  # fmt: skip
+        children: list[asyncio.subprocess.Process] = []
+        try:
+            subscription = await client.bus.output_subscription("equivalence")
+            for n in range(processes):
+                config = base / f"child{n}.json"
+                config.write_text(json.dumps({
+                    "data_dir": str(base / f"child{n}"), "nats_url": server.url,
+                    "database_url": database_url, "keys": keys,
+                }))  # fmt: skip
+                children.append(await _start_child(config))
+            pdus = [b.pdus() for b in builders]
+            for start in range(0, max(len(p) for p in pdus), 5):
+                await submit(client, [p for room in pdus for p in room[start : start + 5]],
+                             asynchronous=True)  # fmt: skip
+            event_ids = [e for b in builders for e in b.events]
+            outcomes: dict[str, Outcome] = {}
+            deadline = time.monotonic() + 180
+            while len(outcomes) < len(event_ids) and time.monotonic() < deadline:
+                for event_id in event_ids:
+                    if event_id not in outcomes:
+                        stored = await client.event(event_id)
+                        if stored is not None:
+                            outcomes[event_id] = stored.outcome
+                await asyncio.sleep(0.5)
+            outputs = _per_room_ids(await drain_outputs(subscription, quiet=3.0))
+            states: dict[str, object] = {
+                b.room_id: (
+                    await client.current_state(b.room_id),
+                    await client.latest_events(b.room_id),
+                )
+                for b in builders
+            }
+            return outcomes, dict(outputs), states
+        finally:
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            for child in children:
+                try:
+                    await asyncio.wait_for(child.wait(), timeout=60)
+                except TimeoutError:
+                    child.kill()
+                    await child.wait()
+            await client.close(grace=2.0)
+
+
+@pytest.mark.slow
+async def test_two_and_three_processes_decide_like_one(tmp_path: Path, pg_database: str) -> None:
+    builders = []
+    for r in range(8):
+        b = RoomBuilder("10", room_id=f"!same{r}:example.org")
+        b.create_room(ALICE)
+        b.join(BOB)
+        for i in range(25):
+            b.message(BOB if i % 2 else ALICE, f"r{r} m{i}")
+        builders.append(b)
+    reference = await _run_processes(
+        1, tmp_path / "one", await fresh_schema_url(pg_database), builders
+    )
+    assert len(reference[0]) == sum(len(b.events) for b in builders)
+    only_soft_fail_differs = False
+    for processes in (2, 3):
+        outcomes, outputs, states = await _run_processes(
+            processes, tmp_path / f"n{processes}", await fresh_schema_url(pg_database), builders
+        )
+        assert outcomes.keys() == reference[0].keys(), "events lost"
+        for room, ids in outputs.items():
+            assert len(ids) == len(set(ids)), f"{room}: outputs duplicated"
+        differing = {e for e in outcomes if outcomes[e] is not reference[0][e]}
+        if differing:
+            kinds = {(reference[0][e], outcomes[e]) for e in differing}
+            assert kinds <= {(Outcome.ACCEPTED, Outcome.SOFT_FAILED)}, kinds
+            only_soft_fail_differs = True
+            continue
+        assert outputs == reference[1]
+        assert states == reference[2]
+    if only_soft_fail_differs:
+        pytest.xfail(
+            "events SOFT_FAILED with several processes where one process accepts them: the "
+            "input processor's per-process room cache is not proven fresh (issue 11, part 0)"
+        )
