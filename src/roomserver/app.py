@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
@@ -22,7 +23,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from nacl.signing import SigningKey, VerifyKey
 
@@ -118,6 +119,54 @@ def load_or_create_signing_key(path: Path) -> tuple[str, SigningKey]:
     path.write_text(f"ed25519 {version} {encode_base64(bytes(key))}\n", encoding="ascii")
     path.chmod(0o600)
     return f"ed25519:{version}", key
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up
+
+
+class SharedSQLiteError(RuntimeError):
+    """A second process running room workers on one SQLite database."""
+
+
+def lock_sqlite_for_workers(database_url: str) -> IO[bytes]:
+    """Take ``<database>.workers.lock``: one process with room workers per SQLite file.
+
+    Several processes sharing one SQLite file would serialise every write on the file lock,
+    each holding its own write-ahead-log view; scale-out is tested and supported on PostgreSQL
+    only, so a second process is refused here rather than left to fail under load. Processes
+    that only submit and query (``run_workers=False``) may share the file. Blocking file I/O:
+    call it in a thread."""
+    path = Path(database_url.removeprefix("sqlite:").removeprefix("//"))
+    lock_path = path.with_name(path.name + ".workers.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "ab")  # noqa: SIM115 - held open until the roomserver closes
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SharedSQLiteError(
+            f"the SQLite database {path} is already used by another roomserver process "
+            "running room workers; several processes need one PostgreSQL database "
+            "(database.url: postgresql://...), see docs/scale-out.md"
+        ) from None
+    return handle
+
+
+async def flush_unsent_outboxes(storage: Storage, processor: InputProcessor) -> int:
+    """Publish what a process that died left committed but not marked sent (in every room).
+
+    Outputs are marked sent a little after they are published; a process that dies in between
+    leaves them unsent, and without this sweep they would be published again only with the
+    room's next input, perhaps after the stream's duplicate window. Republishing them now, with
+    their stable message IDs, lets the output stream drop them as duplicates. Returns the number
+    of rooms swept."""
+    rooms = await storage.rooms_with_unsent_outbox()
+    for room_id in rooms:
+        await processor.flush_outbox(room_id)
+    if rooms:
+        log.info("published the unsent outputs of %d rooms", len(rooms))
+    return len(rooms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,14 +344,18 @@ class Roomserver:
         stream_prefix: str = "",
         run_workers: bool = True,
         max_missing_processing_s: float = 300.0,
+        nats_replicas: int = 1,
     ) -> _Opening:
         """Open a roomserver. ``federation``: a ``FederationConfig``, a mapping of server name to
         base URL (overrides for tests and private deployments), ``False`` to never fetch over
         federation, or ``None`` for the defaults. ``max_missing_processing_s`` bounds the time
         one input message (a batch of one room's events) may spend fetching missing data (its
-        handler gets ``BATCH_PROCESSING_MARGIN_S`` more, the stream's AckWait 10 s more).
+        handler gets ``BATCH_PROCESSING_MARGIN_S`` more; a live handler keeps its message with
+        in-progress acks, so the stream's short AckWait only bounds a dead process).
         ``signing_key`` signs as ``signing_key_id`` (default ``ed25519:auto``); without it the
-        key and its ID come from ``<data_dir>/signing.key``, generated when missing."""
+        key and its ID come from ``<data_dir>/signing.key``, generated when missing.
+        ``nats_url`` may name several servers of a cluster (comma-separated);
+        ``nats_replicas`` is the streams' replica count there."""
         config = Config(server_name=server_name, data_dir=str(data_dir))
         fed = config.federation
         if isinstance(federation, FederationConfig):
@@ -313,7 +366,9 @@ class Roomserver:
             fed = replace(fed, server_overrides=dict(federation))
         config = replace(
             config,
-            nats=replace(config.nats, url=nats_url, stream_prefix=stream_prefix),
+            nats=replace(
+                config.nats, url=nats_url, stream_prefix=stream_prefix, replicas=nats_replicas
+            ),
             database=replace(config.database, url=database_url),
             federation=fed,
             metrics=replace(config.metrics, listen=None),
@@ -371,6 +426,9 @@ class Roomserver:
         else:
             key_id, key = own_key
 
+        if run_workers and config.database_url.startswith("sqlite:"):
+            lock = await asyncio.to_thread(lock_sqlite_for_workers, config.database_url)
+            stack.callback(lock.close)
         storage = await open_storage(config.database_url)
         stack.push_async_callback(storage.close)
 
@@ -388,9 +446,10 @@ class Roomserver:
         handler_timeout = config.input.max_missing_processing_s + BATCH_PROCESSING_MARGIN_S
         bus_config = BusConfig(
             prefix=config.nats.stream_prefix,
+            replicas=config.nats.replicas,
+            # AckWait stays short (the failover time): in-progress acks keep a message while
+            # its handler runs.
             handler_timeout=handler_timeout,
-            ack_wait=handler_timeout + 10.0,
-            progress_interval=min(60.0, (handler_timeout + 10.0) / 3),
             output_max_age=7 * 24 * 3600.0,
         )
         bus = await Bus.connect(
@@ -461,6 +520,8 @@ class Roomserver:
             catalog=storage,
         )
         if run_workers:
+            assert processor is not None
+            await flush_unsent_outboxes(storage, processor)
             # Workers stop first on close (the stack unwinds in reverse).
             await bus.start_workers(rs._handle)
             stack.push_async_callback(bus.stop_workers)

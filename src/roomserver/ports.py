@@ -231,6 +231,10 @@ class EventStore(Protocol):
 
     async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None: ...
 
+    async def rooms_with_unsent_outbox(self) -> list[str]:
+        """The rooms with outbox entries not marked sent, sorted by room ID."""
+        ...
+
 
 class InputReadBatch(Protocol):
     """Optional: one round trip for ``get_events`` + ``referenced_as_prev`` + ``redactions_for``

@@ -9,7 +9,7 @@ import nats.js.errors
 import pytest
 
 from roomserver.bus import Bus, DeliveryInfo, EmbeddedNatsServer
-from tests.bus.helpers import Recorder, eventually, fast_config
+from tests.bus.helpers import Recorder, fast_config
 
 
 async def test_restarting_nats_server_under_load_loses_nothing(
@@ -105,12 +105,13 @@ async def test_lost_discovery_consumer_is_recreated(nats_server: EmbeddedNatsSer
     await bus.publish_input("!d:x", b"before")
     await recorder.wait_for(lambda: recorder.total_acked() == 1)
     await bus.js.delete_consumer("InputRoomEvent", bus.discovery.name)
-    await bus.publish_input("!d:x", b"after")  # the room consumer keeps it
-    await bus.publish_input("!e:x", b"new room")  # nobody's interest: gone (documented)
+    await bus.publish_input("!d:x", b"after")
+    await bus.publish_input("!e:x", b"new room")  # the shared discovery consumer keeps it
     await asyncio.sleep(1.0)
     await bus.publish_input("!f:x", b"later")
     await recorder.wait_for(lambda: len(recorder.acked["!f:x"]) == 1, timeout=10)
     await recorder.wait_for(lambda: len(recorder.acked["!d:x"]) == 2, timeout=10)
+    await recorder.wait_for(lambda: len(recorder.acked["!e:x"]) == 1, timeout=10)
     await bus.close()
 
 
@@ -152,23 +153,4 @@ async def test_two_thousand_quiet_rooms_leave_nothing_behind(
     assert len(asyncio.all_tasks()) == baseline_tasks
 
     assert (await bus.js.stream_info("InputRoomEvent")).state.messages == 0
-    await bus.close()
-
-
-async def test_idle_room_consumers_expire_on_the_server(nats_server: EmbeddedNatsServer) -> None:
-    recorder = Recorder()
-    config = fast_config(consumer_inactive_threshold=1.5)
-    bus = await Bus.connect(nats_server.url, config=config)
-    await bus.start_workers(recorder)
-    await bus.publish_inputs([(f"!expire{i}:x", b"%d" % i) for i in range(20)])
-    await recorder.wait_for(lambda: recorder.total_acked() == 20)
-
-    async def only_discovery_left() -> bool:
-        info = await bus.js.stream_info("InputRoomEvent")
-        return bool(info.state.consumer_count == 1)
-
-    await eventually(only_discovery_left, timeout=15, interval=0.25)
-    # A room whose consumer expired gets a new one on its next message.
-    await bus.publish_input("!expire3:x", b"again")
-    await recorder.wait_for(lambda: recorder.acked["!expire3:x"] == [b"3", b"again"])
     await bus.close()

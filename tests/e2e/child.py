@@ -1,7 +1,7 @@
 """A roomserver process for fault tests: ``python -m tests.e2e.child CONFIG.json``.
 
 CONFIG: {"data_dir", "nats_url", "database_url", "keys": {server: [key_id, seed_b64]},
-"max_missing_processing_s"}. Prints "ready" once its workers run; runs until killed.
+"max_missing_processing_s", "replicas"}. Prints "ready" once its workers run; runs until killed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ async def main(path: str) -> None:
         database_url=config["database_url"],
         federation=False,
         max_missing_processing_s=config.get("max_missing_processing_s", 300.0),
+        nats_replicas=config.get("replicas", 1),
     ) as rs:
         for server, (key_id, seed) in config["keys"].items():
             rs.keyring.add_verify_key(

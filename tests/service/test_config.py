@@ -73,3 +73,36 @@ def test_bad_config_names_the_key(
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_nats_url_takes_several_servers_and_replicas(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("nats:\n  url: [nats://a:4222, 'nats://b:4222 ']\n  replicas: 3\n")
+    config = load_config(path, environ={})
+    assert config.nats.url == "nats://a:4222,nats://b:4222"
+    assert config.nats.urls == ["nats://a:4222", "nats://b:4222"]
+    assert config.nats.replicas == 3
+    env = load_config(
+        None,
+        environ={
+            "ROOMSERVER_NATS__URL": "nats://a:1, nats://b:2",
+            "ROOMSERVER_NATS__REPLICAS": "3",
+        },
+    )
+    assert env.nats.urls == ["nats://a:1", "nats://b:2"] and env.nats.replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nats:\n  replicas: 0\n", "nats.replicas: must be 1 or more"),
+        ("nats:\n  replicas: two\n", "nats.replicas: expected an integer"),
+        ("nats:\n  replicas: 1.5\n", "nats.replicas: expected an integer"),
+        ("nats:\n  url: []\n", "nats.url: expected server URLs"),
+    ],
+)
+def test_bad_cluster_settings_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})

@@ -126,6 +126,23 @@ async def test_outbox_pending_and_sent(store: SqlStorage) -> None:
     assert await store.pending_outbox("!other:example.org") == []
 
 
+async def test_rooms_with_unsent_outbox(store: SqlStorage) -> None:
+    assert await store.rooms_with_unsent_outbox() == []
+    rooms = [LinearRoom(store, room_id) for room_id in ("!b:example.org", "!a:example.org")]
+    quiet = LinearRoom(store, "!quiet:example.org")
+    for room in [*rooms, quiet]:
+        await room.create()
+    for n, room in enumerate(rooms):
+        entries = [OutboxEntry(f"{room.room_id}-{i}", "new_room_event", b"x") for i in range(2)]
+        await room.send(room.next_event(f"out {n}"), outbox=entries)
+    assert await store.rooms_with_unsent_outbox() == ["!a:example.org", "!b:example.org"]
+    pending = await store.pending_outbox("!a:example.org")
+    await store.mark_outbox_sent("!a:example.org", [pending[0].sequence])
+    assert await store.rooms_with_unsent_outbox() == ["!a:example.org", "!b:example.org"]
+    await store.mark_outbox_sent("!a:example.org", [pending[1].sequence])
+    assert await store.rooms_with_unsent_outbox() == ["!b:example.org"]
+
+
 async def test_memberships(store: SqlStorage) -> None:
     room = LinearRoom(store, ROOM)
     await room.create("@alice:example.org")

@@ -44,6 +44,15 @@ from roomserver.ports import OutboxEntry
 log = logging.getLogger(__name__)
 
 
+def server_urls(url: str | Sequence[str]) -> list[str]:
+    """The server URLs of ``url``: a list, or one string of comma-separated URLs."""
+    parts = [url] if isinstance(url, str) else list(url)
+    servers = [u.strip() for part in parts for u in part.split(",") if u.strip()]
+    if not servers:
+        raise ValueError("no NATS server URL given")
+    return servers
+
+
 class Bus:
     def __init__(self, nc: NATS, config: BusConfig) -> None:
         self.nc = nc
@@ -52,7 +61,9 @@ class Bus:
         self.input = InputPublisher(nc, self.js, config)
         self.output = OutputPublisher(self.js, config)
         self.pool: WorkerPool | None = None
+        #: This process's own discovery consumer, then the shared one (see discovery.py).
         self.discovery: Discovery | None = None
+        self.shared_discovery: Discovery | None = None
         self._subscriptions: list[OutputSubscription] = []
         self.skip_log = SkipLog(nc, self.js, config)
         self.relay = HeadRelay(nc, config, self._intervene_here)
@@ -60,25 +71,31 @@ class Bus:
 
     @classmethod
     async def connect(
-        cls, url: str, *, config: BusConfig | None = None, name: str = "roomserver"
+        cls,
+        url: str | Sequence[str],
+        *,
+        config: BusConfig | None = None,
+        name: str = "roomserver",
     ) -> Bus:
-        """Connect (reconnecting forever), ensure the streams, start the reply inbox."""
+        """Connect (reconnecting forever, to any of the servers when ``url`` names several:
+        a list, or one comma-separated string), ensure the streams, start the reply inbox."""
         holder: list[Bus] = []
+        servers = server_urls(url)
 
         async def on_error(exc: Exception) -> None:
             log.debug("nats: %r", exc)
 
         async def on_disconnected() -> None:
             if not (holder and holder[0].closing):
-                log.warning("nats: disconnected from %s", url)
+                log.warning("nats: disconnected from %s", ", ".join(servers))
 
         async def on_reconnected() -> None:
-            log.warning("nats: reconnected to %s", url)
-            if holder and holder[0].pool is not None:
-                holder[0].pool.wake_all()
+            log.warning("nats: reconnected to %s", nc.connected_url)
+            if holder:
+                holder[0].wake()
 
         nc = await nats.connect(
-            url,
+            servers,
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,
@@ -122,19 +139,30 @@ class Bus:
         await self.pool.start()
         self.discovery = Discovery(self.nc, self.js, self.config, self.pool)
         await self.discovery.start()
+        self.shared_discovery = Discovery(self.nc, self.js, self.config, self.pool, shared=True)
+        await self.shared_discovery.start()
         await self.relay.start()
 
     async def stop_workers(self, *, grace: float = 30.0) -> None:
         """Stop discovering; let each room finish its in-flight message (up to ``grace``
         seconds, then release it for redelivery)."""
         await self.relay.stop()
-        discovery, pool = self.discovery, self.pool
-        self.discovery = self.pool = None
+        discoveries = [d for d in (self.discovery, self.shared_discovery) if d is not None]
+        pool = self.pool
+        self.discovery = self.shared_discovery = self.pool = None
         if pool is not None:
             pool.stopping = True  # no new workers from here on
-        stops = [d.stop() for d in (discovery,) if d is not None]
+        stops = [d.stop() for d in discoveries]
         stops += [p.stop(grace) for p in (pool,) if p is not None]
         await asyncio.gather(*stops)
+
+    def wake(self) -> None:
+        """After a reconnect: pull requests may be gone with the old server; ask again."""
+        if self.pool is not None:
+            self.pool.wake_all()
+        for discovery in (self.discovery, self.shared_discovery):
+            if discovery is not None:
+                discovery.wake()
 
     def stats(self) -> WorkerStats:
         if self.pool is None:

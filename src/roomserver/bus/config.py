@@ -32,27 +32,35 @@ class BusConfig:
     storage: Literal["file", "memory"] = "file"
     #: Stream replicas (1 on a single server; 3 on a cluster).
     replicas: int = 1
-    #: AckWait of room consumers: the processing bound plus a margin (5 min 10 s).
-    ack_wait: float = MAXIMUM_PROCESSING_TIME + 10.0
-    #: The bus cancels a handler that runs longer than this and retries the message.
-    handler_timeout: float = MAXIMUM_PROCESSING_TIME
-    #: While a handler runs longer than this, the worker sends in-progress acks this often.
-    progress_interval: float = 60.0
-    #: Upper bound on consumers of the input stream (room consumers plus one discovery
-    #: consumer per process): the rooms that had input within consumer_inactive_threshold.
-    #: Set on the stream explicitly (nats-server 2.15 otherwise applies a default of 1000).
+    #: AckWait of room consumers: how long a message in flight at a process that died waits
+    #: before another process gets it (the failover time). A live process keeps its message
+    #: with in-progress acks while the handler runs, so this does not bound the handler.
+    ack_wait: float = 20.0
+    #: The bus cancels a handler that runs longer than this and retries the message (the
+    #: input pipeline's own deadline for fetching missing data is a little shorter).
+    handler_timeout: float = MAXIMUM_PROCESSING_TIME + 10.0
+    #: While a handler runs longer than this, the worker sends in-progress acks this often;
+    #: must leave room for a lost one within ack_wait.
+    progress_interval: float = 5.0
+    #: Upper bound on consumers of the input stream (room consumers plus the discovery
+    #: consumers). Set on the stream explicitly (nats-server 2.15 otherwise applies a
+    #: default of 1000).
     max_room_consumers: int = 1_000_000
-    #: A room consumer nobody pulled from for this long is deleted by the server, and with
-    #: it the interest in any input still queued for the room: this is the longest outage
-    #: of every bus process that loses nothing. It also bounds the number of consumers on
-    #: the input stream, and the server's cost per message grows with that number (see
-    #: docs/bus.md), hence an hour rather than the input max age.
-    consumer_inactive_threshold: float = 3600.0
-    #: The discovery consumer outlives a dead process by this much (keeps interest meanwhile).
-    discovery_inactive_threshold: float = 300.0
+    #: A room consumer is deleted by its worker once the room has nothing queued; this is the
+    #: server-side expiry of one nobody pulls from (every process gone while the room had
+    #: input queued): the input max age by default, so queued input outlives any outage the
+    #: stream itself survives. 0 means: the input max age.
+    consumer_inactive_threshold: float = 0.0
+    #: A process's own discovery consumer outlives a process that died by this much (it is
+    #: deleted on a clean stop). Meanwhile it keeps every input message, so rooms keep their
+    #: consumers that long; the shared discovery consumer keeps unannounced input regardless.
+    discovery_inactive_threshold: float = 60.0
+    #: AckWait of the shared discovery consumer: an announcement taken by a process that died
+    #: before creating the room's consumer goes to another process after this long.
+    discovery_ack_wait: float = 30.0
     #: Server-side expiry of one pull request of a room worker.
     pull_expires: float = 5.0
-    #: A worker whose room had nothing for this long stops (its consumer stays).
+    #: A worker whose room had nothing for this long stops and deletes its consumer.
     idle_timeout: float = 10.0
     #: First retry delay after a transient failure; doubles per delivery up to the maximum.
     retry_initial_delay: float = 1.0
@@ -68,13 +76,20 @@ class BusConfig:
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
-        if self.handler_timeout >= self.ack_wait:
-            raise ValueError("handler_timeout must be shorter than ack_wait")
         if self.idle_timeout < self.pull_expires:
             raise ValueError("idle_timeout must be at least pull_expires")
-        if self.consumer_inactive_threshold <= self.idle_timeout + self.pull_expires:
+        if self.consumer_inactive_threshold and (
+            self.consumer_inactive_threshold <= self.idle_timeout + self.pull_expires
+        ):
             raise ValueError("consumer_inactive_threshold must exceed idle_timeout")
         if self.max_workers < 1 or self.discovery_batch < 1:
             raise ValueError("max_workers and discovery_batch must be positive")
-        if self.progress_interval <= 0 or self.progress_interval >= self.ack_wait:
-            raise ValueError("progress_interval must be positive and below ack_wait")
+        if self.progress_interval <= 0 or self.progress_interval * 2 > self.ack_wait:
+            raise ValueError("progress_interval must be positive and at most half of ack_wait")
+        if self.replicas < 1:
+            raise ValueError("replicas must be at least 1")
+
+    @property
+    def room_consumer_inactive_threshold(self) -> float:
+        """The server-side expiry of an unattended room consumer (see the field above)."""
+        return self.consumer_inactive_threshold or self.input_max_age

@@ -1,15 +1,25 @@
 """Discovery: learn which rooms have input waiting, and make sure each has a worker.
 
-One consumer per process over the whole input stream: headers only, deliver-all, ack-all,
-pulled in batches. For each batch the rooms are announced to the worker pool (which creates
-the room's durable consumer before returning), and only then is the batch acked: under
-interest retention the discovery consumer's interest is what keeps a message alive until its
-room consumer exists.
+Two consumers over the whole input stream feed a process's :class:`WorkerPool`, both headers
+only and deliver-all; for each chunk of announcements the rooms are announced to the pool
+(which creates the room's durable consumer before returning), and only then are they acked.
+Under interest retention a discovery consumer's interest is what keeps a message alive until
+its room consumer exists.
 
-The consumer is named but not durable: it is deleted ``discovery_inactive_threshold`` after
-this process stops pulling, and it survives a nats-server restart (file storage). When it is
-gone, a new one is created; being deliver-all, it announces again every message still
-retained, i.e. every room with unprocessed input.
+* The **shared** discovery consumer ``<prefix>InputDiscovery`` is durable, never expires, and
+  every process pulls from it, so each message reaches one process. It is what keeps input that
+  no room consumer holds yet, however long every process is gone (up to the input max age).
+  Acks are explicit, per message: an ack-all by one process would ack what another one has
+  not announced yet. An announcement taken by a process that dies comes back to another one
+  after ``discovery_ack_wait``.
+* The **own** discovery consumer ``<prefix>InputDiscovery<nuid>`` of each process sees every
+  message (ack-all), so every process runs a worker for every room with work: when a process
+  dies, the others are already pulling its rooms' consumers. It is deleted when the process
+  stops, and expires ``discovery_inactive_threshold`` after a process that died. Its interest
+  is also what makes deleting a quiet room consumer safe (docs/bus.md).
+
+Each speaks the pull protocol itself (one request of ``discovery_batch`` messages open at a
+time, chunks announced as they arrive), so that stopping does not wait for a pull to expire.
 """
 
 from __future__ import annotations
@@ -17,13 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from roomserver.bus.config import BusConfig
 from roomserver.bus.subjects import (
@@ -38,7 +48,16 @@ from roomserver.bus.workers import WorkerPool, parse_ack_subject
 log = logging.getLogger(__name__)
 
 _RETRY_DELAY = 1.0
-_CONCURRENT_ANNOUNCEMENTS = 32
+_CONCURRENT_ANNOUNCEMENTS = 64
+_STATUS = "Status"
+_DESCRIPTION = "Description"
+
+
+class _Wake:
+    """Queue item: stop waiting (stop, reconnect)."""
+
+
+_WAKE = _Wake()
 
 
 def room_of_announcement(prefix: str, msg: Msg) -> str | None:
@@ -52,72 +71,153 @@ def room_of_announcement(prefix: str, msg: Msg) -> str | None:
     return room_id_from_token(token) if token is not None else None
 
 
-class Discovery:
-    """The discovery consumer of one process, feeding a :class:`WorkerPool`."""
+def shared_discovery_name(prefix: str) -> str:
+    return f"{prefix}InputDiscovery"
 
-    def __init__(self, nc: NATS, js: JetStreamContext, config: BusConfig, pool: WorkerPool) -> None:
+
+class Discovery:
+    """One discovery consumer of a process (shared or its own), feeding a :class:`WorkerPool`."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        config: BusConfig,
+        pool: WorkerPool,
+        *,
+        shared: bool = False,
+    ) -> None:
         self.nc = nc
         self.js = js
         self.config = config
         self.pool = pool
+        self.shared = shared
         self.stream = input_stream_name(config.prefix)
-        self.name = f"{config.prefix}InputDiscovery{nc._nuid.next().decode()}"
+        base = shared_discovery_name(config.prefix)
+        self.name = base if shared else f"{base}{nc._nuid.next().decode()}"
         self.announced = 0
         self._stopping = False
         self._creating = asyncio.Semaphore(_CONCURRENT_ANNOUNCEMENTS)
         self._task: asyncio.Task[None] | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._sub: Any = None
+        self._inbox = nc.new_inbox()
+        self._queue: asyncio.Queue[Msg | _Wake] = asyncio.Queue()
+        self._request = 0
+        self._received = 0  # messages delivered for the current request
+        self._check_consumer = False
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}"
 
     async def start(self) -> None:
         await self._create()
-        self._task = asyncio.create_task(self._run(), name="input discovery")
+        self._sub = await self.nc.subscribe(self._inbox + ".*", cb=self._on_msg)
+        self._task = asyncio.create_task(self._run(), name=f"input discovery {self.name}")
 
-    async def _create(self) -> None:
-        config = ConsumerConfig(
+    def consumer_config(self) -> ConsumerConfig:
+        if self.shared:
+            return ConsumerConfig(
+                name=self.name,
+                durable_name=self.name,
+                description="roomserver input discovery, shared by every process",
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.config.discovery_ack_wait,
+                max_ack_pending=self.config.discovery_batch * 8,
+                headers_only=True,
+                filter_subject=f"{self.stream}.>",
+            )
+        return ConsumerConfig(
             name=self.name,
-            description="roomserver input discovery (headers only)",
+            description="roomserver input discovery of one process",
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.ALL,
-            ack_wait=60.0,
+            # nats-server expires an inactive consumer only once nothing awaits an ack: a dead
+            # process's consumer goes ack_wait + discovery_inactive_threshold after it died.
+            ack_wait=self.config.discovery_ack_wait,
             max_ack_pending=self.config.discovery_batch * 4,
             headers_only=True,
             filter_subject=f"{self.stream}.>",
             inactive_threshold=self.config.discovery_inactive_threshold,
         )
-        await self.js.add_consumer(self.stream, config)
-        if self._sub is None:
-            self._sub = await self.js.pull_subscribe_bind(consumer=self.name, stream=self.stream)
+
+    async def _create(self) -> None:
+        await self.js.add_consumer(self.stream, self.consumer_config())
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._queue.put_nowait(msg)
+
+    def wake(self) -> None:
+        """After a reconnect: the open pull request may be gone with the old server, and the
+        consumer too if the disconnection outlasted its inactivity threshold: until it is
+        checked, this process's workers delete no room consumer."""
+        if not self.shared:
+            self.pool.may_delete_consumers = False
+        self._check_consumer = True
+        self._queue.put_nowait(_WAKE)
+
+    # -- the pull loop -------------------------------------------------------------------------
+
+    async def _pull(self) -> None:
+        self._request += 1
+        self._received = 0
+        expires = int(self.config.pull_expires * 1e9)
+        payload = b'{"batch":%d,"expires":%d}' % (self.config.discovery_batch, expires)
+        await self.nc.publish(self._next_subject, payload, reply=f"{self._inbox}.{self._request}")
 
     async def _run(self) -> None:
-        assert self._sub is not None
+        need_request = True
         while not self._stopping:
             try:
-                msgs = await self._sub.fetch(
-                    self.config.discovery_batch, timeout=self.config.pull_expires
-                )
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await self._recover(exc)
-                continue
-            if not msgs:
-                continue
-            try:
-                await self._announce_batch(msgs)
+                if self._check_consumer:
+                    self._check_consumer = False
+                    await self._recover("reconnected")
+                if need_request:
+                    await self._pull()
+                chunk, need_request = await self._next_chunk()
+                if chunk:
+                    await self._announce_chunk(chunk)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # Unacked announcements come back after the consumer's AckWait.
-                log.exception("discovery failed on a batch; continuing")
+                log.exception("discovery %s failed; continuing", self.name)
+                need_request = True
                 await asyncio.sleep(_RETRY_DELAY)
 
-    async def _announce_batch(self, msgs: list[Msg]) -> None:
+    async def _next_chunk(self) -> tuple[list[Msg], bool]:
+        """The messages delivered so far (waiting for the first one), and whether the current
+        pull request is over (a new one is needed)."""
+        timeout = self.config.pull_expires + 2.0
+        try:
+            async with asyncio.timeout(timeout):
+                first = await self._queue.get()
+        except TimeoutError:
+            return [], True  # the server forgot the request (restart): ask again
+        chunk: list[Msg] = []
+        item: Msg | _Wake = first
+        while True:
+            if isinstance(item, _Wake):
+                return chunk, True
+            if item.reply:
+                chunk.append(item)
+                self._received += 1
+                if self._received >= self.config.discovery_batch:
+                    return chunk, True
+            elif item.subject == f"{self._inbox}.{self._request}":
+                status = (item.headers or {}).get(_STATUS)
+                if status == "409" or status == "503":
+                    await self._recover(str((item.headers or {}).get(_DESCRIPTION, status)))
+                    return chunk, True
+                if status is not None and status != "100":
+                    return chunk, True  # 408 expired (or 404): the request is over
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return chunk, False
+
+    async def _announce_chunk(self, msgs: list[Msg]) -> None:
         latest: dict[str, int] = {}
         for msg in msgs:
-            if not msg.reply:
-                continue
+            assert msg.reply is not None
             seq = parse_ack_subject(msg.reply)[0]
             room_id = room_of_announcement(self.config.prefix, msg)
             if room_id is None:
@@ -125,6 +225,7 @@ class Discovery:
                 continue
             latest[room_id] = max(seq, latest.get(room_id, 0))
         remaining = latest
+        delay = 0.1
         while remaining:
             rooms = list(remaining.items())
             results = await asyncio.gather(
@@ -138,47 +239,93 @@ class Discovery:
             if not remaining:
                 break
             if self._stopping:
-                return  # unacked: announced again to whoever runs discovery next
+                await self._release(msgs)
+                return
             # Without its room consumer a message must not be acked here: retry those.
-            log.warning("could not prepare %d room consumers; retrying", len(remaining))
-            await asyncio.sleep(_RETRY_DELAY)
-        last = msgs[-1]
-        if last.reply:
-            await self.nc.publish(last.reply, b"+ACK")  # ack-all: covers the whole batch
-            self.announced = max(self.announced, parse_ack_subject(last.reply)[0])
+            first = next(r for r in results if isinstance(r, BaseException))
+            log.warning(
+                "could not prepare %d room consumers (%r %s); retrying",
+                len(remaining),
+                first,
+                getattr(first, "description", ""),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_DELAY)
+        if self.shared:
+            for msg in msgs:
+                assert msg.reply is not None
+                await self.nc.publish(msg.reply, b"+ACK")
+        else:
+            last = msgs[-1]
+            assert last.reply is not None
+            await self.nc.publish(last.reply, b"+ACK")  # ack-all: covers the whole chunk
+        self.announced = max(self.announced, parse_ack_subject(msgs[-1].reply or "")[0])
 
     async def _announce(self, room_id: str, seq: int) -> None:
-        # Bounded: hundreds of concurrent consumer creations only make the server time out.
         async with self._creating:
             await self.pool.announce(room_id, seq)
 
-    async def _recover(self, exc: Exception) -> None:
+    async def _release(self, msgs: list[Msg]) -> None:
+        """Give back announcements not made: another process takes the shared ones now."""
+        if not self.shared:
+            return  # our own consumer: nobody else would take them
+        for msg in msgs:
+            if msg.reply:
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(msg.reply, b"-NAK")
+
+    async def _recover(self, reason: str) -> None:
         """The consumer may be gone (expired while disconnected, deleted): recreate it."""
         try:
             await self.js.consumer_info(self.stream, self.name)
+            log.debug("discovery %s: %s; its consumer is there", self.name, reason)
+            if not self.shared:
+                self.pool.may_delete_consumers = True
+            return
         except NotFoundError:
-            log.warning("discovery consumer %s vanished; recreating it", self.name)
-            with contextlib.suppress(APIError, TimeoutError, NatsTimeoutError):
-                await self._create()
-                return
-        except Exception:
             pass
-        log.debug("discovery fetch failed: %r", exc)
-        await asyncio.sleep(_RETRY_DELAY)
+        except Exception as exc:
+            log.debug("discovery %s: cannot check its consumer (%r)", self.name, exc)
+            self._check_consumer = True
+            await asyncio.sleep(_RETRY_DELAY)
+            return
+        log.warning("discovery consumer %s vanished; recreating it", self.name)
+        if not self.shared:
+            self.pool.may_delete_consumers = False
+        try:
+            await self._create()
+        except Exception as exc:
+            log.warning("discovery %s: cannot recreate its consumer yet (%r)", self.name, exc)
+            self._check_consumer = True
+            await asyncio.sleep(_RETRY_DELAY)
+            return
+        if not self.shared:
+            self.pool.may_delete_consumers = True
 
     async def stop(self) -> None:
-        # Cooperative first: cancelling the client's fetch can get stuck (a cancellation
-        # racing its internal wait_for), so let the current fetch run out.
         self._stopping = True
+        self._queue.put_nowait(_WAKE)
         if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=self.config.pull_expires + 2.0)
+            done, _ = await asyncio.wait({self._task}, timeout=10.0)
             if not done:
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
         if self._sub is not None:
+            # Removes the interest in the open pull request (the server drops it) and hands us
+            # what was already sent.
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                async with asyncio.timeout(5.0):
+                    await self._sub.drain()
             self._sub = None
-        # The consumer is not deleted: announcements it has not acked keep their interest
-        # until it expires, which covers a restart (the next process replays them).
+        leftovers: list[Msg] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, Msg) and item.reply:
+                leftovers.append(item)
+        await self._release(leftovers)
+        if not self.shared:
+            # The shared consumer keeps what nobody announced; ours would only hold messages
+            # until it expires.
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.stream, self.name)

@@ -10,6 +10,9 @@ and serves its monitoring endpoint on a second loopback port, used to wait for r
 (``/healthz`` answers ``ok`` once JetStream is up). On Linux the child is asked to receive
 SIGTERM when its parent dies, so a killed roomserver does not leave a server holding the
 store.
+
+:class:`EmbeddedNatsCluster` runs several such servers as one JetStream cluster on loopback
+ports (tests, ``python -m roomserver.service.cluster``, docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import socket
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +82,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterRoute:
+    """A node's part in a cluster: the cluster's name, its own route port, and every node's
+    route port (its own included: nats-server ignores a route to itself)."""
+
+    name: str
+    port: int
+    routes: tuple[int, ...]
+
+
 class EmbeddedNatsServer:
     """A nats-server child process with JetStream, bound to 127.0.0.1.
 
@@ -94,6 +109,8 @@ class EmbeddedNatsServer:
         sync_always: bool = False,
         ready_timeout: float = 30.0,
         stop_timeout: float = 60.0,
+        server_name: str = "roomserver_embedded",
+        cluster: ClusterRoute | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.store_dir = self.data_dir / "nats"
@@ -103,6 +120,8 @@ class EmbeddedNatsServer:
         self.sync_always = sync_always
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
+        self.server_name = server_name
+        self.cluster = cluster
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -121,16 +140,26 @@ class EmbeddedNatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "nats-server.conf"
         sync = "sync_interval: always\n" if self.sync_always else ""
+        cluster = ""
+        if self.cluster is not None:
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.cluster.routes)
+            cluster = (
+                "cluster {\n"
+                f"  name: {self.cluster.name}\n"
+                f"  listen: 127.0.0.1:{self.cluster.port}\n"
+                f"  routes: [{routes}]\n"
+                "}\n"
+            )
         config.write_text(
             "# written by roomserver on every start\n"
             f"listen: 127.0.0.1:{self.port}\n"
             f"http: 127.0.0.1:{self.monitor_port}\n"
             f"max_payload: {self.max_payload}\n"
-            f"server_name: roomserver_embedded\n"
+            f"server_name: {self.server_name}\n"
             "jetstream {\n"
             f"  store_dir: {str(self.store_dir)!r}\n"
             f"  {sync}"
-            "}\n"
+            "}\n" + cluster
         )
         return config
 
@@ -226,6 +255,79 @@ class EmbeddedNatsServer:
 
     async def __aenter__(self) -> EmbeddedNatsServer:
         await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class EmbeddedNatsCluster:
+    """``size`` nats-servers forming one JetStream cluster on loopback ports, each with its
+    own store under ``<data_dir>/node<i>``. Use as ``async with EmbeddedNatsCluster(path) as
+    cluster: ... cluster.url`` (every node's URL, comma-separated: clients fail over between
+    them). Nodes start together (JetStream needs a quorum to answer ``/healthz``); one node can
+    be killed and restarted on its ports and store (fault tests)."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        size: int = 3,
+        name: str = "roomserver",
+        ports: Sequence[int] | None = None,
+        ready_timeout: float = 60.0,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.data_dir = Path(data_dir)
+        client_ports = list(ports) if ports is not None else [free_port() for _ in range(size)]
+        if len(client_ports) != size:
+            raise ValueError(f"{size} nodes need {size} ports")
+        route_ports = tuple(free_port() for _ in range(size))
+        self.nodes = [
+            EmbeddedNatsServer(
+                self.data_dir / f"node{i}",
+                port=client_ports[i],
+                ready_timeout=ready_timeout,
+                stop_timeout=stop_timeout,
+                server_name=f"{name}_node{i}",
+                cluster=ClusterRoute(name, route_ports[i], route_ports) if size > 1 else None,
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.urls)
+
+    def node_named(self, server_name: str) -> EmbeddedNatsServer:
+        for node in self.nodes:
+            if node.server_name == server_name:
+                return node
+        raise KeyError(server_name)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(node.start() for node in self.nodes))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+
+    async def __aenter__(self) -> EmbeddedNatsCluster:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(

@@ -1,14 +1,13 @@
 """The input and output streams: their settings, created or brought up to date on start.
 
 Input (``<prefix>InputRoomEvent``, subjects ``<prefix>InputRoomEvent.>``): **interest**
-retention, file storage, max age ``input_max_age``. Every input message is wanted by exactly
-two kinds of consumer: the discovery consumer (the whole stream) and its room's durable
-consumer (the room's subject). Under interest retention a message is deleted once every
-consumer whose filter matches it has acked it, so a processed message costs no disk, while a
-message stays as long as its room consumer has not acked it. The discovery consumer acks an
-announcement only after the room consumer exists, so there is no moment at which a message has
-no interested consumer (see docs/bus.md for the one case that remains: every bus process gone
-for longer than ``discovery_inactive_threshold``).
+retention, file storage, max age ``input_max_age``. Every input message is wanted by the
+discovery consumers (the whole stream) and by its room's durable consumer (the room's subject)
+while that exists. Under interest retention a message is deleted once every consumer whose
+filter matches it has acked it, so a processed message costs no disk, while a message stays as
+long as its room consumer has not acked it. The shared discovery consumer is durable and acks an
+announcement only after the room consumer exists, and a room consumer is deleted only as
+docs/bus.md ("No input lost") allows, so no unprocessed message is ever wanted by nobody.
 
 Work-queue retention is not possible (its consumers may not overlap, and discovery overlaps
 every room), and limits retention would keep every processed event for ``input_max_age``.

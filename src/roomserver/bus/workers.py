@@ -1,9 +1,10 @@
 """Per-room workers: one durable pull consumer and one asyncio task per room with work.
 
-Each room has a durable consumer filtered on its subject, with explicit acks, AckWait 5 min
-10 s and at most one unacknowledged message, so a room's messages are handled one at a time
-and in order, even when several processes pull from the same consumer; different rooms
-proceed independently.
+Each room with work has a durable consumer filtered on its subject, with explicit acks, a
+short AckWait (the failover time; a live worker keeps its message with in-progress acks) and
+at most one unacknowledged message, so a room's messages are handled one at a time and in
+order, even when several processes pull from the same consumer; different rooms proceed
+independently. A worker whose room has nothing left deletes the consumer as it goes idle.
 
 A worker speaks the JetStream pull protocol itself instead of using one client subscription
 per room: every worker's pull requests and ack confirmations come back on one wildcard
@@ -17,6 +18,12 @@ event-loop step in which it takes that decision. An announcement that comes earl
 pull again; one that comes later finds no worker and starts a new one. A message delivered to a
 worker that no longer exists (a pull that outlived it) is released at once (NAK) and its room is
 announced again, so it never waits for AckWait.
+
+Deleting without losing input: a worker deletes its room's consumer only when it would go idle
+(the check above, and the consumer holds nothing), and stays registered while the delete is in
+flight. An announcement that reaches it meanwhile waits until the worker has either brought the
+consumer back or left the registry, so the discovery consumer that announced it acks nothing
+while the room has no consumer; docs/bus.md has the whole argument.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
 
 from roomserver.bus.admin import (
     HeadMessage,
@@ -60,6 +68,7 @@ _ACK = b"+ACK"
 _ACK_CONFIRM_TIMEOUT = 1.0
 _ACK_CONFIRM_TIMEOUT_MAX = 10.0
 _ACK_ATTEMPTS = 15
+_CONCURRENT_CONSUMER_CALLS = 32
 _STATUS = "Status"
 _DESCRIPTION = "Description"
 
@@ -108,6 +117,7 @@ class RoomWorker:
         self.worker_id = worker_id
         self.room_id = room_id
         self.consumer = room_consumer_name(pool.config.prefix, room_id)
+        self.subject = input_subject(pool.config.prefix, room_id)
         self.announced = announced
         self.queue: asyncio.Queue[Msg | _Wake] = asyncio.Queue()
         self.in_flight: Msg | None = None
@@ -124,6 +134,10 @@ class RoomWorker:
         self._retry_until = 0.0
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{pool.stream}.{self.consumer}"
         self._inbox = f"{pool.inbox}.{worker_id}"
+        #: Cleared while this worker deletes its consumer (and has not brought it back or left
+        #: the registry): an announcement must not be acked meanwhile.
+        self.consumer_ready = asyncio.Event()
+        self.consumer_ready.set()
 
     def note_announced(self, seq: int) -> None:
         if seq > self.announced:
@@ -164,17 +178,19 @@ class RoomWorker:
                     and now >= self._retry_until
                     and now - last_activity >= pool.config.idle_timeout
                 )
-                if quiet and await self._has_backlog():
-                    # Messages wait in the room's consumer although our pulls came back empty:
-                    # another consumer instance holds the in-flight one. If that process died,
+                if quiet and await self._room_input_retained():
+                    # The stream still holds input of this room although our pulls came back
+                    # empty. Either another process holds the in-flight message (if it died,
                     # the message is redelivered after AckWait, and someone must be pulling
-                    # then (no new announcement will come), so keep pulling.
+                    # then: no new announcement will come), or processed input is still kept
+                    # by a discovery consumer that has not acked it yet (a consumer created
+                    # again would deliver it a second time). Keep pulling either way.
                     last_activity = loop.time()
                     quiet = False
                 if quiet and self.announced <= covered:
-                    # Decided and deregistered in one step: no announcement can slip between.
-                    pool.retire(self)
-                    return
+                    if await self._delete_consumer_and_retire(covered):
+                        return
+                    last_activity = loop.time()
                 if item == "gone":
                     await self._recreate_consumer()
                 await self._request_next()
@@ -186,6 +202,33 @@ class RoomWorker:
             pool.announce_later(self.room_id, self.announced)
         finally:
             pool.retire(self)
+            self.consumer_ready.set()
+
+    async def _delete_consumer_and_retire(self, covered: int) -> bool:
+        """The room is quiet: delete its consumer and leave the registry, unless an
+        announcement arrives meanwhile (then the consumer is brought back and the worker goes
+        on). Returns whether the worker retired."""
+        pool = self.pool
+        if not pool.may_delete_consumers:
+            # Our own discovery consumer is being recreated: it may not hold the input it has
+            # not announced yet, so the room consumer keeps it (it expires on the server).
+            pool.retire(self)
+            return True
+        self.consumer_ready.clear()
+        try:
+            await pool.delete_consumer(self.room_id)
+        except Exception as exc:  # the consumer may or may not be gone: both are safe
+            log.debug("room %s: deleting its consumer failed (%r)", self.room_id, exc)
+        if self.announced <= covered or pool.stopping:
+            # Decided and deregistered in one step: an announcement that comes later finds no
+            # worker, and creates the consumer again before it is acked.
+            pool.retire(self)
+            self.consumer_ready.set()
+            return True
+        # Announced while we deleted: the announcer waits for the consumer to be back.
+        await self._recreate_consumer()
+        self.consumer_ready.set()
+        return False
 
     async def _recreate_consumer(self) -> None:
         """The consumer is gone or JetStream is not answering (a restart): retry until the
@@ -196,17 +239,24 @@ class RoomWorker:
                 await self.pool.ensure_consumer(self.room_id)
                 return
             except Exception as exc:
-                log.warning("room %s: cannot recreate its consumer yet (%r)", self.room_id, exc)
+                log.warning(
+                    "room %s: cannot recreate its consumer yet (%r %s)",
+                    self.room_id,
+                    exc,
+                    getattr(exc, "description", ""),
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _has_backlog(self) -> bool:
-        """Whether the room's consumer still has messages pending or unacknowledged."""
+    async def _room_input_retained(self) -> bool:
+        """Whether the stream keeps any message of this room (or cannot be asked: then keep
+        pulling). Nothing kept means nothing pending or in flight, and that a consumer created
+        again later delivers only input that arrives later."""
         try:
-            info = await self.pool.js.consumer_info(self.pool.stream, self.consumer)
+            info = await self.pool.js.stream_info(self.pool.stream, subjects_filter=self.subject)
         except Exception:
-            return False  # deleted or unreachable: the usual paths handle it
-        return bool(info.num_pending or info.num_ack_pending)
+            return True
+        return bool(info.state.subjects and info.state.subjects.get(self.subject))
 
     async def _request_next(self) -> None:
         self._request += 1
@@ -448,6 +498,12 @@ class WorkerPool:
         self.stopping = False
         self.processed = 0
         self.redelivered = 0
+        self.consumers_deleted = 0
+        self._ensuring: dict[str, asyncio.Future[None]] = {}
+        self._api_calls = asyncio.Semaphore(_CONCURRENT_CONSUMER_CALLS)
+        #: False while this process's discovery consumer is being recreated (see
+        #: RoomWorker._delete_consumer_and_retire).
+        self.may_delete_consumers = True
         self.ack_waiters: dict[int, asyncio.Future[None]] = {}
         self._workers: dict[str, RoomWorker] = {}
         self._by_id: dict[int, RoomWorker] = {}
@@ -471,22 +527,48 @@ class WorkerPool:
         """Room ``room_id`` has work up to stream sequence ``seq``. Returns once its durable
         consumer exists (so the announcement may be acked) and a worker runs or waits."""
         worker = self._workers.get(room_id)
+        while worker is not None and not worker.consumer_ready.is_set():
+            # It is deleting the room's consumer: once it noted this announcement, it brings the
+            # consumer back (or retires first, and then we create it below).
+            worker.note_announced(seq)
+            await worker.consumer_ready.wait()
+            worker = self._workers.get(room_id)
         if worker is not None:
             worker.note_announced(seq)
             return
         if room_id in self._waiting:
             self._waiting[room_id] = max(self._waiting[room_id], seq)
             return
-        await self.ensure_consumer(room_id)
+        await self._ensure_consumer_once(room_id)
         worker = self._workers.get(room_id)  # another announcement may have won the race
         if worker is not None:
+            # Spawned while we created the consumer: it knows this sequence before it can
+            # decide to delete the consumer; if it is deleting already, wait as above.
             worker.note_announced(seq)
+            if not worker.consumer_ready.is_set():
+                await self.announce(room_id, seq)
         elif self.stopping:
             return
         elif len(self._workers) >= self.config.max_workers:
             self._waiting[room_id] = max(self._waiting.get(room_id, 0), seq)
         else:
             self._spawn(room_id, seq)
+
+    async def _ensure_consumer_once(self, room_id: str) -> None:
+        """``ensure_consumer``, shared by concurrent announcements of one room (both discovery
+        consumers announce every room), bounded in concurrency (hundreds of concurrent
+        consumer creations only make the server time out)."""
+        pending = self._ensuring.get(room_id)
+        if pending is None:
+
+            async def create() -> None:
+                async with self._api_calls:
+                    await self.ensure_consumer(room_id)
+
+            pending = asyncio.ensure_future(create())
+            self._ensuring[room_id] = pending
+            pending.add_done_callback(lambda _: self._ensuring.pop(room_id, None))
+        await asyncio.shield(pending)
 
     async def ensure_consumer(self, room_id: str) -> None:
         config = ConsumerConfig(
@@ -498,10 +580,31 @@ class WorkerPool:
             ack_wait=self.config.ack_wait,
             max_ack_pending=1,
             filter_subject=input_subject(self.config.prefix, room_id),
-            inactive_threshold=self.config.consumer_inactive_threshold,
+            inactive_threshold=self.config.room_consumer_inactive_threshold,
         )
         # Creating is idempotent, and brings a consumer made with older settings up to date.
-        await self.js.add_consumer(self.stream, config)
+        try:
+            await self.js.add_consumer(self.stream, config)
+        except APIError as exc:
+            # nats-server 2.15 can fail to update an existing consumer whose store a concurrent
+            # delete and create (by two processes) left without its directory ("meta.inf.tmp:
+            # no such file or directory"), while the consumer itself works: it exists, so the
+            # room has its consumer.
+            try:
+                info = await self.js.consumer_info(self.stream, config.name or "")
+            except Exception:
+                raise exc from None
+            if info.config.filter_subject != config.filter_subject:
+                raise
+            log.debug("room %s: consumer exists, update refused (%s)", room_id, exc.description)
+
+    async def delete_consumer(self, room_id: str) -> None:
+        """Delete the room's consumer (a room with nothing queued); gone already is fine."""
+        with contextlib.suppress(NotFoundError):
+            name = room_consumer_name(self.config.prefix, room_id)
+            async with self._api_calls:
+                await self.js.delete_consumer(self.stream, name)
+        self.consumers_deleted += 1
 
     def _spawn(self, room_id: str, announced: int) -> None:
         self._next_id += 1
@@ -640,17 +743,17 @@ class WorkerPool:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        # Pull requests still open on the server may deliver until they expire: _route
-        # releases what they bring. (Once unsubscribed, the server drops requests whose inbox
-        # has no interest, but a message already on the wire would be lost until AckWait.)
-        open_until = self.last_pull_issued + self.config.pull_expires + 0.05
-        await asyncio.sleep(max(0.0, open_until - time.monotonic()))
+        # Pull requests still open on the server would deliver until they expire. Draining
+        # the subscription removes the interest in their inbox (the server then drops them)
+        # and, after one round trip, hands _route whatever the server sent before that, which
+        # it releases at once: nothing is left unacknowledged until AckWait.
         if self._progress_task is not None:
             self._progress_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._progress_task
         if self._sub is not None:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                async with asyncio.timeout(5.0):
+                    await self._sub.drain()
         with contextlib.suppress(Exception):
             await self.nc.flush(timeout=2)

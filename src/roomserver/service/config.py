@@ -12,8 +12,10 @@ test suite's switches and are ignored here.
     log_level: INFO
     log_format: text                 # text, or json: one JSON object per log line
     nats:
-      url: null                      # null: start the embedded nats-server; else nats://host:port
+      url: null                      # null: start the embedded nats-server; else nats://host:port,
+                                     # or several servers of a cluster (a list, or comma-separated)
       stream_prefix: ""              # prefix of the stream names (InputRoomEvent, OutputRoomEvent)
+      replicas: 1                    # stream replicas (3 on a 3-node JetStream cluster)
     database:
       url: null                      # null: sqlite:///<data_dir>/roomserver.db; or postgresql://...
     federation:
@@ -104,8 +106,19 @@ def _parsed_by(parser: Parser) -> dict[str, Parser]:
 
 @dataclass(frozen=True, slots=True)
 class NatsConfig:
+    #: One URL, or several comma-separated (a YAML list is joined so).
     url: str | None = None
     stream_prefix: str = ""
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ConfigError(f"nats.replicas: must be 1 or more, got {self.replicas}")
+
+    @property
+    def urls(self) -> list[str]:
+        """The server URLs (empty: start the embedded server)."""
+        return [u.strip() for u in (self.url or "").split(",") if u.strip()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +202,19 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if isinstance(default, int):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+        if number != value and not isinstance(value, str):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return number
+    if name == "nats.url" and isinstance(value, list):
+        # Several servers of one cluster: kept as one comma-separated string.
+        if not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(f"{name}: expected server URLs, got {value!r}")
+        return ",".join(v.strip() for v in value)
     if isinstance(default, dict):
         if isinstance(value, str):
             value = yaml.safe_load(value)

@@ -323,6 +323,16 @@ async def pending_outbox(tx: Tx, room_id: str) -> list[OutboxEntry]:
     return [_outbox_entry(r) for r in rows]
 
 
+async def rooms_with_unsent_outbox(tx: Tx) -> list[str]:
+    """The rooms that have outbox entries not marked sent, by room ID."""
+    rows = await tx.fetch(
+        "SELECT r.room_id FROM rooms r WHERE EXISTS "
+        "(SELECT 1 FROM outbox o WHERE o.room_nid = r.room_nid AND o.sent = 0) "
+        "ORDER BY r.room_id"
+    )
+    return [str(r[0]) for r in rows]
+
+
 async def mark_outbox_sent(tx: Tx, room_id: str, sequences: list[int]) -> None:
     row = await tx.fetchrow("SELECT room_nid FROM rooms WHERE room_id = ?", room_id)
     if row is not None:

@@ -182,6 +182,10 @@ class SqlStorage:
     async def pending_outbox(self, room_id: str) -> list[OutboxEntry]:
         return await self._run(lambda tx, _: events.pending_outbox(tx, room_id))
 
+    async def rooms_with_unsent_outbox(self) -> list[str]:
+        """Rooms with outputs committed but not marked sent (a start-up sweep publishes them)."""
+        return await self._run(lambda tx, _: events.rooms_with_unsent_outbox(tx))
+
     async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None:
         """Mark entries sent. Their message IDs stay (deduplication); payloads are dropped."""
         wanted = sorted(set(sequences))
