@@ -223,7 +223,10 @@ class OutputEvent:
 
 
 def _dumps(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except RecursionError:  # a hostile event nested thousands deep: say so, as ValueError does
+        raise ValueError("event: nested too deeply to encode") from None
 
 
 def _loads(data: bytes | str) -> dict[str, Any]:
@@ -231,6 +234,8 @@ def _loads(data: bytes | str) -> dict[str, Any]:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireFormatError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise WireFormatError("not JSON this program can read: nested too deeply") from None
     if not isinstance(value, dict):
         raise WireFormatError("message body must be a JSON object")
     if value.get("v") != WIRE_VERSION:
