@@ -169,6 +169,9 @@ class Mutator:
         self._cycle_counter = 0
         #: IDs of the room's valid events submitted so far (the caller keeps it up to date).
         self.sent: list[str] = []
+        #: The room's next valid event, not submitted yet: forged copies of it reach the
+        #: signature check (a copy of a stored event is found stored first).
+        self.upcoming: Mapping[str, Any] | None = None
 
     def mutate(self, source: Mapping[str, Any]) -> list[Mutant]:
         """One mutant of ``source`` (two for a cycle: both ends are submitted)."""
@@ -256,6 +259,8 @@ class Mutator:
         return pdu
 
     def forged_signature(self, pdu: dict[str, Any]) -> Any:
+        if self.upcoming is not None and self.rng.random() < 0.7:
+            pdu = copy.deepcopy(dict(self.upcoming))
         signatures = pdu.setdefault("signatures", {})
         server = self.rng.choice(sorted(signatures) or ["example.org"])
         variant = self.rng.randrange(7)

@@ -210,6 +210,7 @@ async def test_ten_thousand_mutants_leave_the_rooms_as_the_valid_events_make_the
                 await _submit_valid(rs, sequence[index], builder.version)
                 sources = sequence[: index + 1]
                 mutator.sent = list(builder.events)[: index + 1]
+                mutator.upcoming = sequence[index + 1]
                 made = 0
                 while made < per_step:
                     # Mostly the newest event (the room's tip), else any earlier one.
