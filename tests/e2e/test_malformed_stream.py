@@ -135,3 +135,25 @@ async def test_a_five_mib_message_with_a_five_mib_event_is_invalid_and_the_room_
     assert (await submit(rs, [after.pdu])).results[0].outcome is Outcome.ACCEPTED
     await wait_for(lambda: _drained(rs), timeout=20.0)
     assert seq > 0 and await rs.latest_events(b.room_id) == [after.event_id]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an input message whose event names another room than its subject and header is "
+    "processed by the wrong room's worker (handle_message does not compare the rooms)",
+)
+async def test_an_event_of_another_room_on_a_rooms_subject_is_not_processed(
+    open_roomserver: OpenRoomserver,
+) -> None:
+    """Per-room exclusivity holds only if a room's worker processes only that room's events."""
+    rs = await open_roomserver()
+    a = RoomBuilder("10", room_id="!subject:example.org")
+    b = RoomBuilder("10", room_id="!body:example.org")
+    trust(rs, a, b)
+    await submit(rs, [e.pdu for e in [*a.create_room(ALICE), *b.create_room(ALICE)]])
+    smuggled = b.make_pdu("m.room.message", ALICE, {"msgtype": "m.text", "body": "smuggled"})
+    await _publish(rs, a.room_id, _body(smuggled), {HEADER_ROOM_ID: a.room_id})
+    after = a.message(ALICE, "after")
+    assert (await submit(rs, [after.pdu])).results[0].outcome is Outcome.ACCEPTED
+    await wait_for(lambda: _drained(rs), timeout=20.0)
+    assert await rs.latest_events(b.room_id) == b.latest
