@@ -33,7 +33,10 @@ import pytest
 
 from roomserver.api import EventResult, InputRoomEvent, InputRoomEventsRequest, Kind, Outcome
 from roomserver.app import Roomserver
+from roomserver.bus.embedded import free_port
 from roomserver.bus.subjects import input_stream_name
+from roomserver.federation.errors import KEYS_UNOBTAINABLE
+from roomserver.service.config import FederationConfig
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.helpers import ALICE, BOB, trust, wait_for
 from tests.e2e.mutations import OTHER_ROOMS, Mutant, Mutator
@@ -105,7 +108,15 @@ async def _room_state(rs: Roomserver, room_id: str) -> tuple[dict[Any, str], lis
 
 
 async def _open(tmp_path: Path, name: str, builders: list[RoomBuilder]) -> Roomserver:
-    rs = await Roomserver.open(data_dir=tmp_path / name, server_name="rs.test", federation=False)
+    """Federation off; a key a forged signature names is asked of a closed local port, and an
+    event waits at most 2 s for it (instead of 30 s) before it is INVALID."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    rs = await Roomserver.open(
+        data_dir=tmp_path / name,
+        server_name="rs.test",
+        federation=FederationConfig(enabled=False, server_overrides={"example.org": closed}),
+    )
+    rs.keyring.give_up_after_s = 2.0
     trust(rs, *builders)
     return rs
 
@@ -158,6 +169,8 @@ class _Run:
         other_rooms = {r for rooms in OTHER_ROOMS.values() for r in rooms}
         if result.outcome is Outcome.ACCEPTED and mutant.event.get("room_id") in other_rooms:
             return "accepted (a create event: a new room)"
+        if result.outcome is Outcome.INVALID and KEYS_UNOBTAINABLE in (result.reason or ""):
+            return "invalid (signing key unobtainable)"
         if result.outcome is Outcome.REJECTED:
             return "rejected"
         return result.outcome.value

@@ -45,6 +45,7 @@ from roomserver.bus.types import (
     Disposition,
     Handler,
     HandlerResult,
+    room_header_value,
 )
 
 log = logging.getLogger(__name__)
@@ -312,7 +313,7 @@ class RoomWorker:
         did not come from ``InputPublisher``: which room it is for cannot be trusted, so it is
         terminated (``_ack_payload`` logs it with its stream sequence), never handled."""
         named = headers.get(HEADER_ROOM_ID)
-        if named == self.room_id:
+        if named == room_header_value(self.room_id):
             return None
         if named is None:
             return HandlerResult.term("no room_id header")

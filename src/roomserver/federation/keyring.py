@@ -181,7 +181,8 @@ class KeyRing:
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self._looked_up: dict[tuple[str, str], int] = {}  # (server, key ID) -> last fetch ms
         self._answered: dict[str, bool] = {}  # server -> did any source answer last time
-        self._give_up_after_s = give_up_after_s
+        #: Public: the most an event waits for an unreachable server's keys (may be changed).
+        self.give_up_after_s = give_up_after_s
         self._clock = clock
         self._sleep = sleep
         # Per server whose keys no source gave: when to ask again, since when, and why.
@@ -369,7 +370,7 @@ class KeyRing:
         ts = ts if type(ts) is int else 0
         enforce = rules.enforce_key_validity
         servers = sorted(required_signers(event, rules))
-        deadline = self._clock() + self._give_up_after_s
+        deadline = self._clock() + self.give_up_after_s
         found = await asyncio.gather(
             *(
                 self._signer_keys(
@@ -403,7 +404,7 @@ class KeyRing:
                 )
             except TimeoutError:
                 raise KeysUnobtainable(
-                    server, key_ids, f"no key source answered within {self._give_up_after_s:g} s"
+                    server, key_ids, f"no key source answered within {self.give_up_after_s:g} s"
                 ) from None
             fresh = [k for k in key_ids if k in keys and _fresh(keys[k], min_ts)]
             if fresh or not key_ids or self._answered.get(server, True):
@@ -411,7 +412,7 @@ class KeyRing:
             now = self._clock()
             retry_at = self._backoff.retry_at(server) or now
             down_for = now - self._down_since.get(server, now)
-            if down_for >= self._give_up_after_s or retry_at > deadline:
+            if down_for >= self.give_up_after_s or retry_at > deadline:
                 last = self._last_error.get(server, "unreachable")
                 raise KeysUnobtainable(
                     server, key_ids, f"no key source answered for {down_for:.0f} s (last: {last})"
