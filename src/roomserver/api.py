@@ -234,7 +234,10 @@ class OutputEvent:
 
 
 def _dumps(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except RecursionError:  # a hostile event nested thousands deep: say so, as ValueError does
+        raise ValueError("event: nested too deeply to encode") from None
 
 
 def _loads(

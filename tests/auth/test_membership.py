@@ -62,6 +62,28 @@ def creator_rejoins_from_create(v: str) -> Built:
     return b, member(b, ALICE, ALICE, "join", prev_events=[create.event_id])
 
 
+def creator_first_join_sent_by_another(v: str) -> Built:
+    """The spec's rule looks at the state key only (as Synapse and gomatrixserverlib do)."""
+    b = RoomBuilder(v)
+    content = {"room_version": v, **({"creator": ALICE} if b.rules.creator_in_content else {})}
+    b.send("m.room.create", ALICE, content, state_key="")
+    return b, member(b, BOB, ALICE, "join")
+
+
+def creator_first_join_citing_create_twice(sender: str) -> Builder:
+    """``prev_events: [create, create]`` is not "the only previous event" (the peers count the
+    list's entries), so the ordinary join rules apply."""
+
+    def build(v: str) -> Built:
+        b = RoomBuilder(v)
+        extra = {"creator": ALICE} if b.rules.creator_in_content else {}
+        create = b.send("m.room.create", ALICE, {"room_version": v, **extra}, state_key="")
+        twice = [create.event_id, create.event_id]
+        return b, member(b, sender, ALICE, "join", prev_events=twice)
+
+    return build
+
+
 def join_for_someone_else(v: str) -> Built:
     b = make_room(v)
     return b, member(b, ALICE, CAROL, "join")
@@ -146,6 +168,21 @@ JOIN_CASES = [
     Case("creator-first-join", ALL_VERSIONS, creator_first_join, None),
     Case("other-first-join", ALL_VERSIONS, other_first_join, "join.invite_rule"),
     Case("creator-rejoins-forking-from-create", ALL_VERSIONS, creator_rejoins_from_create, None),
+    Case(
+        "creator-first-join-sent-by-other", ALL_VERSIONS, creator_first_join_sent_by_another, None
+    ),
+    Case(
+        "creator-join-citing-create-twice-by-other",
+        ALL_VERSIONS,
+        creator_first_join_citing_create_twice(BOB),
+        "join.sender_not_target",
+    ),
+    Case(
+        "creator-join-citing-create-twice",
+        ALL_VERSIONS,
+        creator_first_join_citing_create_twice(ALICE),
+        "join.invite_rule",
+    ),
     Case("join-for-someone-else", ALL_VERSIONS, join_for_someone_else, "join.sender_not_target"),
     Case("banned-user-rejoins-public", ALL_VERSIONS, banned_rejoins, "join.banned"),
     Case(

@@ -142,3 +142,35 @@ async def test_serve_metrics_client_input_and_sigterm(tmp_path: Path) -> None:
         if server.returncode is None:
             server.kill()
             await server.wait()
+
+
+async def test_input_says_how_to_give_keys_a_server_does_not_answer_for(tmp_path: Path) -> None:
+    """Events of a server nobody listens for (a closed loopback port) are INVALID within the
+    key ring's bound, naming server and key, and ``input`` explains the out-of-band way."""
+    from nacl.signing import SigningKey
+
+    server = "gone.test"
+    keys = {server: ("ed25519:gone", SigningKey.generate())}
+    b = RoomBuilder("10", server_name=server, keys=keys)
+    b.create_room(f"@alice:{server}")
+    data = tmp_path / "data"
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(p) + "\n" for p in b.pdus()[:1]))
+    config = tmp_path / "roomserver.yaml"
+    config.write_text(
+        f"server_name: example.org\ndata_dir: {data}\n"
+        f"federation:\n  server_overrides: {{{server}: 'http://127.0.0.1:{free_port()}'}}\n"
+        f"metrics:\n  listen: null\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    started = asyncio.get_running_loop().time()
+    code, out, err = await _run(
+        "--config", str(config), "input", str(events), "--room-version", "10", env=env
+    )
+    elapsed = asyncio.get_running_loop().time() - started
+    assert code == 1, err
+    assert json.loads(out.strip().splitlines()[-1])["outcomes"] == {"invalid": 1}
+    assert "signing key unobtainable: server gone.test key ed25519:gone" in err
+    assert "trusted_keys:" in err and '"ed25519:gone": <verify key>' in err
+    assert "add_verify_key" in err
+    assert elapsed < 30 + 15  # the key ring's bound (30 s) plus start-up, not minutes

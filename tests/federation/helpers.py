@@ -36,6 +36,7 @@ async def federation_stack(
     *remotes: FakeRemote,
     notaries: tuple[Notary, ...] = (),
     fetcher_options: dict[str, Any] | None = None,
+    keyring_options: dict[str, Any] | None = None,
     **client_options: Any,
 ) -> AsyncIterator[Stack]:
     """A client that reaches ``remotes`` through overrides, a key ring and a fetcher."""
@@ -46,7 +47,7 @@ async def federation_stack(
         overrides={r.server_name: r.base_url for r in remotes},
         **client_options,
     )
-    keyring = KeyRing(client, notaries=notaries)
+    keyring = KeyRing(client, notaries=notaries, **(keyring_options or {}))
     fetcher = FederationFetcher(client, keyring, server_name=OUR_SERVER, **(fetcher_options or {}))
     try:
         yield Stack(client, keyring, fetcher)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from roomserver.bus.embedded import free_port
 from roomserver.core.errors import InvalidSignature
-from roomserver.federation.errors import KeyFetchError
+from roomserver.federation.errors import KeysUnobtainable, RemoteUnavailable
 from roomserver.federation.keyring import InMemoryKeyCache, KeyRing, Notary
 from roomserver.testing.builder import RoomBuilder
 from tests.federation.conftest import StartRemote
@@ -90,8 +91,10 @@ async def test_notary_signature_under_an_untrusted_key_is_refused(remotes: Start
     notary.notarise(down)
     down.fail_status = 500
     wrong = Notary("notary.test", {notary.key_id: SigningKey.generate().verify_key})
-    async with federation_stack(down, notary, notaries=(wrong,)) as net:
-        with pytest.raises(KeyFetchError):
+    async with federation_stack(
+        down, notary, notaries=(wrong,), keyring_options={"give_up_after_s": 0.5}
+    ) as net:
+        with pytest.raises(KeysUnobtainable):
             await net.keyring.verify_event(builder.events[builder.latest[0]], "10")
 
 
@@ -111,19 +114,132 @@ async def test_key_response_must_be_self_signed_and_for_the_server(
         return body
 
     remote.tamper_keys = forge
-    async with federation_stack(remote) as net:
-        with pytest.raises(KeyFetchError):
+    async with federation_stack(remote, keyring_options={"give_up_after_s": 0.5}) as net:
+        with pytest.raises(KeysUnobtainable):
             await net.keyring.verify_event(builder.events[builder.latest[0]], "10")
         assert await net.keyring.get_server_keys("remote.test", [remote.key_id]) == {}
 
 
-async def test_unreachable_key_server_is_a_transient_error(remotes: StartRemote) -> None:
+async def test_a_key_server_answering_503_makes_the_event_invalid_within_the_bound(
+    remotes: StartRemote,
+) -> None:
     remote = await remotes("remote.test")
     builder = remote_room(remote)
     remote.fail_status = 503
-    async with federation_stack(remote) as net:
-        with pytest.raises(KeyFetchError):
+    loop = asyncio.get_running_loop()
+    async with federation_stack(remote, keyring_options={"give_up_after_s": 4.0}) as net:
+        started = loop.time()
+        with pytest.raises(KeysUnobtainable) as caught:
             await net.keyring.verify_event(builder.events[builder.latest[0]], "10")
+        elapsed = loop.time() - started
+    assert elapsed < 4.0 + 1.0
+    assert caught.value.server_name == "remote.test"
+    assert caught.value.key_ids == (remote.key_id,)
+    assert f"server remote.test key {remote.key_id}" in str(caught.value)
+    assert "503" in str(caught.value)
+    # Retried with the backoff (t = 0, 1, 3 s), not hammered.
+    assert 2 <= remote.count("key_server") <= 3
+
+
+async def test_an_unreachable_server_fails_later_events_at_once_until_its_backoff_ends(
+    remotes: StartRemote,
+) -> None:
+    remote = await remotes("remote.test")
+    builder = remote_room(remote, messages=30)
+    remote.fail_status = 503
+    events = list(builder.events.values())
+    loop = asyncio.get_running_loop()
+    async with federation_stack(remote, keyring_options={"give_up_after_s": 1.5}) as net:
+        with pytest.raises(KeysUnobtainable):
+            await net.keyring.verify_event(events[0], "10")
+        await asyncio.sleep(1.6)  # the server has now been unreachable for longer than the bound
+        asked = remote.count("key_server")
+        await asyncio.sleep(max(0.0, 2.5 - 1.6))  # and its backoff (1, 2, 4 s) has ended
+        started = loop.time()
+        for event in events[1:]:
+            with pytest.raises(KeysUnobtainable):
+                await net.keyring.verify_event(event, "10")
+        elapsed = loop.time() - started
+        assert elapsed < 1.0  # 31 events: none of them waited
+        assert remote.count("key_server") - asked <= 1  # one try when the backoff ended
+        # The server comes back: once its backoff ends, its keys are fetched and used.
+        remote.fail_status = None
+        await asyncio.sleep(4.5)
+        await net.keyring.verify_event(events[-1], "10")
+
+
+async def test_a_closed_port_gives_up_within_the_bound() -> None:
+    """A server nobody listens for (a closed loopback port): INVALID within the bound."""
+    from roomserver.federation.client import FederationClient
+    from tests.federation.helpers import OUR_KEY, OUR_KEY_ID, OUR_SERVER
+
+    server = "gone.test"
+    key = SigningKey(b"\x07" * 32)
+    builder = RoomBuilder("10", server_name=server, keys={server: ("ed25519:gone", key)})
+    builder.create_room(f"@alice:{server}")
+    port = free_port()
+    client = FederationClient(
+        server_name=OUR_SERVER,
+        signing_key=OUR_KEY,
+        key_id=OUR_KEY_ID,
+        overrides={server: f"http://127.0.0.1:{port}"},
+    )
+    keyring = KeyRing(client, give_up_after_s=3.0)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(KeysUnobtainable, match=r"server gone\.test key ed25519:gone"):
+            await keyring.verify_event(builder.events[builder.latest[0]], "10")
+        assert loop.time() - started < 3.0 + 1.0
+    finally:
+        await client.close()
+
+
+class _DeadKeyClient:
+    """A key client whose every request fails as a connection error would; records when."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.calls: list[float] = []
+
+    async def get_server_keys(self, destination: str) -> dict[str, Any]:
+        self.calls.append(self.clock[0])
+        raise RemoteUnavailable("connection refused", destination=destination)
+
+    async def query_server_keys(self, notary: str, server_keys: Any) -> list[dict[str, Any]]:
+        raise AssertionError("no notary configured")
+
+
+async def test_give_up_schedule_with_a_fake_clock() -> None:
+    """Tries at 0, 1, 3, 7, 15 s; gives up when the next try would pass the 30 s bound; the
+    next event waits for one more try; from then on events fail at once, one try per backoff."""
+    now = [1000.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    client = _DeadKeyClient(now)
+    keyring = KeyRing(client, clock=lambda: now[0], sleep=sleep, give_up_after_s=30.0)
+    remote = FakeRemote("dead.test")
+    builder = remote_room(remote, messages=5)
+    events = list(builder.events.values())
+
+    with pytest.raises(KeysUnobtainable):
+        await keyring.verify_event(events[0], "10")
+    assert [t - 1000 for t in client.calls] == [0, 1, 3, 7, 15]
+    assert now[0] - 1000 == 15
+    with pytest.raises(KeysUnobtainable):
+        await keyring.verify_event(events[1], "10")
+    assert [t - 1000 for t in client.calls][5:] == [31]  # the backoff allowed one more try
+    assert now[0] - 1000 == 31
+    for event in events[2:]:
+        with pytest.raises(KeysUnobtainable):
+            await keyring.verify_event(event, "10")
+    assert len(client.calls) == 6 and now[0] - 1000 == 31  # no wait, no request
+    now[0] += 40  # t = 71 > 31 + 32: the backoff has ended, one try, no wait
+    with pytest.raises(KeysUnobtainable, match=r"no key source answered for 71 s"):
+        await keyring.verify_event(events[-1], "10")
+    assert [t - 1000 for t in client.calls][6:] == [71]
 
 
 async def test_old_verify_keys_verify_events_sent_before_expiry(remotes: StartRemote) -> None:

@@ -28,7 +28,13 @@ from nats.js import JetStreamContext
 
 from roomserver.bus.config import BusConfig
 from roomserver.bus.subjects import input_subject
-from roomserver.bus.types import HEADER_REPLY_SEQ, HEADER_ROOM_ID, HEADER_SYNC, SyncReplyTimeout
+from roomserver.bus.types import (
+    HEADER_REPLY_SEQ,
+    HEADER_ROOM_ID,
+    HEADER_SYNC,
+    SyncReplyTimeout,
+    room_header_value,
+)
 
 
 class _SyncCall:
@@ -64,9 +70,10 @@ class InputPublisher:
             self._sub = None
 
     def _headers(self, room_id: str, reply_to: str | None) -> dict[str, str]:
+        value = room_header_value(room_id)
         if reply_to is None:
-            return {HEADER_ROOM_ID: room_id}
-        return {HEADER_ROOM_ID: room_id, HEADER_SYNC: reply_to}
+            return {HEADER_ROOM_ID: value}
+        return {HEADER_ROOM_ID: value, HEADER_SYNC: reply_to}
 
     async def publish_input(
         self, room_id: str, payload: bytes, *, reply_to: str | None = None

@@ -8,6 +8,16 @@ from dataclasses import dataclass
 
 #: Header names on input messages (compatible with Dendrite's).
 HEADER_ROOM_ID = "room_id"
+_HEADER_LINE_BREAKS = str.maketrans({"\r": " ", "\n": " "})
+
+
+def room_header_value(room_id: str) -> str:
+    """The ``room_id`` header as it travels: a header line cannot hold line breaks (the client
+    turns them into spaces) nor keep surrounding whitespace. A hostile room ID may have both;
+    the subject token carries it exactly, the header in this form."""
+    return room_id.translate(_HEADER_LINE_BREAKS).strip()
+
+
 HEADER_SYNC = "sync"
 #: Header on a sync reply: the input stream sequence the reply answers.
 HEADER_REPLY_SEQ = "stream_seq"

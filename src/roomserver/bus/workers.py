@@ -33,6 +33,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ from roomserver.bus.types import (
     Disposition,
     Handler,
     HandlerResult,
+    room_header_value,
 )
 
 log = logging.getLogger(__name__)
@@ -312,7 +314,7 @@ class RoomWorker:
         self.in_flight_since = time.monotonic()
         self._note_head(msg, seq, delivered)
         try:
-            result = await self._call_handler(msg, info)
+            result = self._check_room_header(headers) or await self._call_handler(msg, info)
         except asyncio.CancelledError:
             # Stopping after the grace period: release the message for whoever comes next.
             await pool.nc.publish(msg.reply, b"-NAK")
@@ -374,6 +376,17 @@ class RoomWorker:
             finally:
                 pool.ack_waiters.pop(self.worker_id, None)
         log.error("room %s: ack of seq %s never confirmed", self.room_id, seq)
+
+    def _check_room_header(self, headers: Mapping[str, str]) -> HandlerResult | None:
+        """A message whose ``room_id`` header is missing or names another room than its subject
+        did not come from ``InputPublisher``: which room it is for cannot be trusted, so it is
+        terminated (``_ack_payload`` logs it with its stream sequence), never handled."""
+        named = headers.get(HEADER_ROOM_ID)
+        if named == room_header_value(self.room_id):
+            return None
+        if named is None:
+            return HandlerResult.term("no room_id header")
+        return HandlerResult.term(f"room_id header {named[:300]!r} does not match the subject")
 
     async def _call_handler(self, msg: Msg, info: DeliveryInfo) -> HandlerResult:
         pool = self.pool

@@ -11,11 +11,22 @@ each category to a retry decision without looking at HTTP codes or aiohttp excep
 * ``NoServerSucceeded``: every candidate server failed; carries each server's error.
 * ``MissingDataTimeout``: the overall budget for fetching missing data ran out.
 * ``KeyFetchError``: server signing keys could not be obtained or did not verify.
+
+``KeysUnobtainable`` is not a ``FederationError`` but the core's ``InvalidSignature``: an event
+whose signing key no key source would give within the key ring's bound is dropped (``INVALID``)
+rather than retried, so that one unreachable server cannot block a room.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
+
+from roomserver.core.errors import InvalidSignature
+
+#: How the reason of an event dropped by ``KeysUnobtainable`` begins (what ``roomserver input``
+#: recognises in an ``EventResult`` to explain how to give keys out of band).
+KEYS_UNOBTAINABLE = "signing key unobtainable"
 
 
 class FederationError(Exception):
@@ -82,3 +93,34 @@ class MissingDataTimeout(FederationError):
 
 class KeyFetchError(FederationError):
     """Server keys could not be fetched, or the key response failed validation."""
+
+
+class KeysUnobtainable(InvalidSignature):
+    """No key source gave the signing keys ``key_ids`` of ``server_name`` within the bound.
+
+    Not transient (``transient`` is False): the event is dropped as ``INVALID``. Keys given out
+    of band (``KeyRing.add_verify_key``) let the event in when it is submitted again.
+    """
+
+    transient = False
+
+    def __init__(self, server_name: str, key_ids: Sequence[str], detail: str) -> None:
+        keys = ", ".join(key_ids) or "(none named)"
+        super().__init__(
+            f"{KEYS_UNOBTAINABLE}: server {server_name} key {keys}: {detail}",
+            field=f"signatures.{server_name}",
+        )
+        self.server_name = server_name
+        self.key_ids = tuple(key_ids)
+
+
+_UNOBTAINABLE = re.compile(re.escape(KEYS_UNOBTAINABLE) + r": server (\S+) key (.+?): ")
+
+
+def unobtainable_keys(reason: str | None) -> tuple[str, tuple[str, ...]] | None:
+    """The server and key IDs named by the reason of a ``KeysUnobtainable`` drop, if it is one
+    (an ``EventResult`` carries only the reason across the bus)."""
+    match = _UNOBTAINABLE.search(reason or "")
+    if match is None:
+        return None
+    return match.group(1), tuple(match.group(2).split(", "))

@@ -6,6 +6,13 @@ Keys come from, in order: keys added out of band (``add_verify_key``, trusted as
 about and carries a valid self-signature (and, through a notary, the notary's signature under a
 key we trust for it). Fetched keys are valid until ``min(valid_until_ts, fetched + 7 days)``
 (spec §9). Concurrent fetches for one server are coalesced into one.
+
+A server none of whose key sources answers is remembered, with a backoff (``Backoff``: 1 s,
+2 s, 4 s ... up to ``max_backoff_s``): no request is made for its keys until the backoff ends.
+An event that needs its keys waits at most ``give_up_after_s`` (retrying when the backoff
+allows), and once the server has been unreachable for that long it does not wait at all: its
+verification raises ``KeysUnobtainable``, an ``InvalidSignature`` (the event is ``INVALID``),
+naming the server and the key IDs. One unreachable server cannot block a room.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,13 +33,21 @@ from roomserver.core.pdu import Event
 from roomserver.core.room_versions import RoomVersion
 from roomserver.core.room_versions import room_version as get_room_version
 from roomserver.core.signatures import required_signers
-from roomserver.federation.errors import FederationError, KeyFetchError, RemoteRejected
+from roomserver.federation.backoff import Backoff
+from roomserver.federation.errors import (
+    FederationError,
+    KeyFetchError,
+    KeysUnobtainable,
+    RemoteRejected,
+)
 from roomserver.ports import ServerKeyRecord
 
 logger = logging.getLogger(__name__)
 
 MAX_KEY_VALIDITY_MS = 7 * 24 * 3600 * 1000
 REFETCH_INTERVAL_MS = 60 * 1000
+GIVE_UP_AFTER_S = 30.0
+MAX_KEY_BACKOFF_S = 300.0
 FOREVER_TS = 2**62
 
 
@@ -149,7 +164,14 @@ class KeyRing:
         notaries: Sequence[Notary] = (),
         clock_ms: Callable[[], int] = _wall_clock_ms,
         refetch_interval_ms: int = REFETCH_INTERVAL_MS,
+        give_up_after_s: float = GIVE_UP_AFTER_S,
+        max_backoff_s: float = MAX_KEY_BACKOFF_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``give_up_after_s``: the most an event waits for the keys of a server that does not
+        answer (and how long a server must have been unreachable before events stop waiting
+        for it at all). ``clock`` (monotonic seconds) and ``sleep`` drive that wait."""
         self._client = client
         self._cache: KeyCache = cache if cache is not None else InMemoryKeyCache()
         self._notaries = list(notaries)
@@ -159,6 +181,14 @@ class KeyRing:
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self._looked_up: dict[tuple[str, str], int] = {}  # (server, key ID) -> last fetch ms
         self._answered: dict[str, bool] = {}  # server -> did any source answer last time
+        #: Public: the most an event waits for an unreachable server's keys (may be changed).
+        self.give_up_after_s = give_up_after_s
+        self._clock = clock
+        self._sleep = sleep
+        # Per server whose keys no source gave: when to ask again, since when, and why.
+        self._backoff = Backoff(initial=1.0, maximum=max_backoff_s, clock=clock)
+        self._down_since: dict[str, float] = {}
+        self._last_error: dict[str, str] = {}
 
     def add_verify_key(
         self,
@@ -186,13 +216,14 @@ class KeyRing:
 
         A key is stale if it is current but valid only until before ``minimum_valid_until_ts``.
         Never raises for an unreachable server: missing keys are simply absent from the result.
+        While the server is backed off (no key source answered recently), nothing is fetched.
         """
         pending = self._inflight.get(server_name)
         if pending is not None:
             await asyncio.shield(pending)  # a fetch for this server is under way: use its answer
         found = await self._known_keys(server_name, key_ids)
         wanted = self._wanted(server_name, key_ids, found, minimum_valid_until_ts)
-        if not wanted:
+        if not wanted or self._backoff.retry_at(server_name) is not None:
             return found
         await self._fetch_coalesced(server_name, wanted, minimum_valid_until_ts)
         return await self._known_keys(server_name, key_ids)
@@ -241,6 +272,13 @@ class KeyRing:
             answered = await self._fetch(server, key_ids, min_ts)
         finally:
             self._answered[server] = answered
+            if answered:
+                self._backoff.record_success(server)
+                self._down_since.pop(server, None)
+                self._last_error.pop(server, None)
+            else:
+                self._backoff.record_failure(server)
+                self._down_since.setdefault(server, self._clock())
             del self._inflight[server]
             future.set_result(answered)
 
@@ -256,6 +294,7 @@ class KeyRing:
             except (FederationError, ValueError) as exc:
                 source = "itself" if notary is None else notary.server_name
                 logger.info("keys of %s from %s failed: %s", server, source, exc)
+                self._last_error[server] = f"from {source}: {exc}"
                 if isinstance(exc, RemoteRejected):
                     answered = True  # e.g. 404: the source is alive and has no such key
                 continue
@@ -264,12 +303,14 @@ class KeyRing:
             found = await self._known_keys(server, key_ids)
             if not [k for k in key_ids if k not in found or not _fresh(found[k], min_ts)]:
                 break
+        if not answered:
+            return False  # nobody answered: the backoff decides when to ask again
         found = await self._known_keys(server, key_ids)
         now = self._clock_ms()
         for key_id in key_ids:
             if key_id not in found or not _fresh(found[key_id], min_ts):
                 self._looked_up[(server, key_id)] = now  # not found: do not ask again soon
-        return answered
+        return True
 
     async def _fetch_from(
         self, server: str, notary: Notary | None, key_ids: list[str], min_ts: int
@@ -328,45 +369,69 @@ class KeyRing:
 
         Keys a required signer signed with are fetched if unknown or (room version 5+) valid
         only until before the event's ``origin_server_ts``; only keys usable at that time are
-        returned.
+        returned. Raises ``KeysUnobtainable`` when a signer's key sources do not answer within
+        ``give_up_after_s`` (see the module docstring).
         """
         pdu = event.pdu if isinstance(event, Event) else event
         ts = pdu.get("origin_server_ts")
         ts = ts if type(ts) is int else 0
         enforce = rules.enforce_key_validity
         servers = sorted(required_signers(event, rules))
+        deadline = self._clock() + self.give_up_after_s
         found = await asyncio.gather(
             *(
-                self.get_server_keys(
-                    server,
-                    _ed25519_key_ids(pdu, server),
-                    minimum_valid_until_ts=ts if enforce else 0,
+                self._signer_keys(
+                    server, _ed25519_key_ids(pdu, server), ts if enforce else 0, deadline
                 )
                 for server in servers
             )
         )
         out: dict[str, dict[str, VerifyKey]] = {}
         for server, keys in zip(servers, found, strict=True):
-            usable = {
+            out[server] = {
                 k: key.verify_key
                 for k, key in sorted(keys.items())
                 if key.usable_at(ts, enforce_validity=enforce)
             }
-            if (
-                not usable
-                and _ed25519_key_ids(pdu, server)
-                and not self._answered.get(server, True)
-            ):
-                raise KeyFetchError("no usable key: key servers did not answer", destination=server)
-            out[server] = usable
         return out
+
+    async def _signer_keys(
+        self, server: str, key_ids: list[str], min_ts: int, deadline: float
+    ) -> dict[str, ServerKey]:
+        """The keys of one signer, waiting (until ``deadline``) while its key sources do not
+        answer and its backoff allows another try."""
+        while True:
+            remaining = deadline - self._clock()
+            try:
+                keys = await asyncio.wait_for(
+                    asyncio.shield(
+                        self.get_server_keys(server, key_ids, minimum_valid_until_ts=min_ts)
+                    ),
+                    max(remaining, 0.001),
+                )
+            except TimeoutError:
+                raise KeysUnobtainable(
+                    server, key_ids, f"no key source answered within {self.give_up_after_s:g} s"
+                ) from None
+            fresh = [k for k in key_ids if k in keys and _fresh(keys[k], min_ts)]
+            if fresh or not key_ids or self._answered.get(server, True):
+                return keys  # got them, or a source answered without them (InvalidSignature)
+            now = self._clock()
+            retry_at = self._backoff.retry_at(server) or now
+            down_for = now - self._down_since.get(server, now)
+            if down_for >= self.give_up_after_s or retry_at > deadline:
+                last = self._last_error.get(server, "unreachable")
+                raise KeysUnobtainable(
+                    server, key_ids, f"no key source answered for {down_for:.0f} s (last: {last})"
+                )
+            await self._sleep(retry_at - now)
 
     async def verify_event(self, event: Event | Mapping[str, Any], room_version: str) -> None:
         """Check the signatures of an event (spec §9), fetching the keys it needs.
 
-        Raises ``InvalidSignature`` if a required signature is missing or wrong, and
-        ``KeyFetchError`` (transient) if the keys could not be obtained because every key source
-        was unreachable.
+        Raises ``InvalidSignature`` if a required signature is missing or wrong, or
+        ``KeysUnobtainable`` (an ``InvalidSignature``) if no key source of a signer answered
+        within ``give_up_after_s``.
         """
         rules = get_room_version(room_version)
         verify_keys = await self.verify_keys_for_event(event, rules)

@@ -164,8 +164,11 @@ async def _input(config: Config, args: argparse.Namespace) -> int:
 
     pdus = await asyncio.to_thread(_read_pdus, args.file)
     kind = {"new": Kind.NEW, "old": Kind.OLD, "outlier": Kind.OUTLIER}[args.kind]
+    from roomserver.federation.errors import unobtainable_keys
+
     counts: dict[str, int] = {}
     failures: list[str] = []
+    missing_keys: dict[str, set[str]] = {}
     progress = _Progress(len(pdus), enabled=not args.no_progress and sys.stderr.isatty())
     standalone_config, run_workers = await asyncio.to_thread(_client_or_standalone, config)
     async with Roomserver.from_config(standalone_config, run_workers=run_workers) as rs:
@@ -184,13 +187,36 @@ async def _input(config: Config, args: argparse.Namespace) -> int:
                 counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
                 if result.outcome not in (Outcome.ACCEPTED, Outcome.SOFT_FAILED):
                     failures.append(f"{result.event_id}: {result.outcome.value}: {result.reason}")
+                unobtainable = unobtainable_keys(result.reason)
+                if result.outcome is Outcome.INVALID and unobtainable is not None:
+                    missing_keys.setdefault(unobtainable[0], set()).update(unobtainable[1])
             progress.advance(len(batch), " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     for line in failures[:20]:
         print(line, file=sys.stderr)
     if len(failures) > 20:
         print(f"... and {len(failures) - 20} more", file=sys.stderr)
+    if missing_keys:
+        print(_out_of_band_keys_hint(missing_keys), file=sys.stderr)
     print(json.dumps({"submitted": len(pdus), "outcomes": counts}, sort_keys=True))
     return 0 if not failures else 1
+
+
+def _out_of_band_keys_hint(missing: dict[str, set[str]]) -> str:
+    """How to give signing keys that could not be fetched, for the servers in ``missing``."""
+    entries = "".join(
+        f"    {server}:\n" + "".join(f'      "{key_id}": <verify key>\n' for key_id in sorted(ids))
+        for server, ids in sorted(missing.items())
+    )
+    return (
+        "Some events are INVALID because a server's signing key could not be fetched (the\n"
+        "server did not answer). If you know the key (unpadded base64 of the ed25519 verify\n"
+        "key, e.g. from the server's /_matrix/key/v2/server or its admin), give it out of band\n"
+        "and submit the events again. In the config file:\n"
+        "  federation:\n"
+        "    trusted_keys:\n"
+        f"{entries}"
+        "or from Python: rs.keyring.add_verify_key(server_name, key_id, VerifyKey(key_bytes))."
+    )
 
 
 async def _state(config: Config, room_id: str, *, full: bool) -> int:

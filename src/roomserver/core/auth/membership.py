@@ -109,7 +109,11 @@ def check_join(event: Event, target: str, state: Mapping[StateKey, Event], creat
     """``membership == join``: initial creator join, banned, join rules (incl. restricted)."""
     rules = event.rules
     prevs = event.prev_event_ids
-    if len(prevs) == 1 and prevs[0] == create.event_id and target == _initial_creator(create):
+    # "The only previous event": the PDU's list as sent, as the peers count it. Parsing keeps one
+    # of each repeated prev event, so [create, create] would otherwise pass for [create].
+    cited = event.pdu.get("prev_events")
+    only_create = isinstance(cited, list) and len(cited) == 1 and prevs == (create.event_id,)
+    if only_create and target == _initial_creator(create):
         return
     sender = event.sender
     if sender != target:
