@@ -40,16 +40,14 @@ from roomserver.api import (
     decode_output_event,
     encode_input_item,
     join_input_batch,
+    route_room_id,
 )
 from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, HandlerResult
 from roomserver.bus.admin import Intervention, InterventionOutcome, QueuedRoom, SkippedMessage
 from roomserver.bus.subjects import input_stream_name
 from roomserver.bus.types import SyncReplyTimeout
 from roomserver.core.base64 import decode_base64, encode_base64
-from roomserver.core.errors import CoreError
-from roomserver.core.hashes import compute_event_id, compute_room_id
-from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
-from roomserver.core.room_versions import room_version as lookup_room_version
+from roomserver.core.hashes import compute_event_id
 from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
@@ -171,45 +169,6 @@ async def flush_unsent_outboxes(storage: Storage, processor: InputProcessor) -> 
 
 # ---------------------------------------------------------------------------------------------
 # Routing an input event to its room
-
-
-def route_room_id(item: InputRoomEvent) -> str:
-    """The room an input event belongs to (v12 create events name no room: derive it).
-
-    Raises ``ValueError`` with a reason when the event names no usable room.
-    """
-    pdu = item.event
-    if not isinstance(pdu, Mapping):
-        raise ValueError("event: must be a JSON object")
-    room_id = pdu.get("room_id")
-    if isinstance(room_id, str) and room_id:
-        return _routable(room_id)
-    if pdu.get("type") == "m.room.create" and pdu.get("state_key") == "":
-        content = pdu.get("content")
-        version = item.room_version or (
-            content.get("room_version") if isinstance(content, Mapping) else None
-        )
-        if isinstance(version, str):
-            try:
-                if lookup_room_version(version).room_id_from_create_event:
-                    return compute_room_id(pdu, version)
-            except (CoreError, ValueError) as exc:
-                raise ValueError(
-                    f"room_id: cannot derive it from the create event: {exc}"
-                ) from None
-    raise ValueError("room_id: missing or not a string")
-
-
-def _routable(room_id: str) -> str:
-    """``room_id`` if it is a room ID of some room version (it travels in a message header, so
-    no control characters either); ``ValueError`` naming what is wrong otherwise."""
-    if len(room_id) > MAX_ID_BYTES or len(room_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
-        raise ValueError(f"room_id: longer than {MAX_ID_BYTES} bytes")
-    if not (is_valid_room_id(room_id) or is_valid_room_id(room_id, hashed=True)):
-        raise ValueError(f"room_id: {room_id!r} is not a valid room ID")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in room_id):
-        raise ValueError(f"room_id: {room_id!r} contains control characters")
-    return room_id
 
 
 def _event_id_hint(item: InputRoomEvent) -> str | None:

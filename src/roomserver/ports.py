@@ -210,6 +210,11 @@ class EventStore(Protocol):
 
     async def room(self, room_id: str) -> RoomInfo | None: ...
 
+    async def room_version_of(self, room_id: str) -> str | None:
+        """The room version the room's events are stored under, also for a room known only
+        through outliers or rejected events (``room`` answers ``None`` for those)."""
+        ...
+
     async def persist(self, write: EventWrite) -> PersistResult:
         """Apply ``write`` atomically. Raises ``ConcurrentUpdate`` if the room moved on."""
         ...

@@ -1,7 +1,6 @@
 """Bugs the pipeline fuzzing found whose fix belongs to the input pipeline (``input/processor.py``).
 
-Each test states the right behaviour and is a strict xfail until the fix lands; the fuzzing
-campaign (test_fuzz_pipeline.py) leaves the mutation out meanwhile (``KNOWN_BUGS``).
+Each test states the right behaviour (both were strict xfails until the fix landed).
 """
 
 from __future__ import annotations
@@ -18,11 +17,6 @@ from tests.e2e.helpers import ALICE, BOB, submit, trust
 from tests.e2e.mutations import MALLORY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a second m.room.create event for an existing room is accepted and replaces the "
-    "room's create event in current state (input/processor.py _parse checks only the version)",
-)
 @pytest.mark.parametrize("version", ["1", "10"])
 async def test_a_second_create_event_for_an_existing_room_is_refused(
     open_roomserver: OpenRoomserver, version: str
@@ -43,11 +37,6 @@ async def test_a_second_create_event_for_an_existing_room_is_refused(
     assert (await rs.current_state(b.room_id), await rs.latest_events(b.room_id)) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="events of two room versions for one unknown room: the second is stored under the "
-    "first one's version and can no longer be read (CorruptData, retried for minutes)",
-)
 async def test_events_of_two_versions_for_an_unknown_room_do_not_stall_it(
     open_roomserver: OpenRoomserver,
 ) -> None:

@@ -52,10 +52,9 @@ CONCURRENCY = 64
 #: included). Far above what is measured (see docs/reliability-pipeline.md), far below the
 #: facade's own reply timeout.
 LATENCY_BOUND_S = 30.0
-#: Mutations left out until the bug they find is fixed: a second create event for an existing
-#: room (strict xfail test in test_fuzz_findings.py), and re-signed events citing valid events
-#: not yet submitted as prev events (a rejected event's prev edges count, issue 0).
-KNOWN_BUGS = frozenset({"second_create_event", "cite_future_events"})
+#: Mutations left out until the bug they find is fixed (none now: a second create event for an
+#: existing room, and re-signed events citing valid events not yet submitted, are fixed).
+KNOWN_BUGS: frozenset[str] = frozenset()
 
 
 def _room_v10() -> RoomBuilder:

@@ -137,11 +137,6 @@ async def test_a_five_mib_message_with_a_five_mib_event_is_invalid_and_the_room_
     assert seq > 0 and await rs.latest_events(b.room_id) == [after.event_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an input message whose event names another room than its subject and header is "
-    "processed by the wrong room's worker (handle_message does not compare the rooms)",
-)
 async def test_an_event_of_another_room_on_a_rooms_subject_is_not_processed(
     open_roomserver: OpenRoomserver,
 ) -> None:

@@ -56,6 +56,15 @@ class MemoryStorage:
     async def room(self, room_id: str) -> RoomInfo | None:
         return self.rooms.get(room_id)
 
+    async def room_version_of(self, room_id: str) -> str | None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            return room.room_version
+        for stored in self.events.values():
+            if stored.event.room_id == room_id:
+                return stored.event.room_version
+        return None
+
     def _snapshot(self, delta: StateDelta) -> SnapshotId:
         state = dict(self.snapshots[delta.base]) if delta.base is not None else {}
         for key, value in delta.changes.items():

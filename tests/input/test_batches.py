@@ -189,3 +189,19 @@ async def test_version_1_and_version_2_messages_mix_on_one_room(
             results += decode_event_results(decision.reply)
     assert results == [EventResult(e.event_id, Outcome.ACCEPTED) for e in events]
     assert await h.extremities() == {events[-1].event_id}
+
+
+async def test_an_event_of_another_room_in_a_message_is_not_processed(
+    harness: HarnessFactory,
+) -> None:
+    builder, events = new_room()
+    other, other_events = new_room()
+    h = await harness(builder)
+    payload = _batch([*events, other_events[0]])
+    decision = await handle_message(h.processor, builder.room_id, payload, Info())
+    assert decision.disposition is Disposition.ACK
+    *ours, foreign = decision.results
+    assert [r.outcome for r in ours] == [Outcome.ACCEPTED] * len(events)
+    assert foreign.outcome is Outcome.INVALID
+    assert other.room_id in (foreign.reason or "")
+    assert not await h.has(other_events[0].event_id)

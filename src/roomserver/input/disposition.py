@@ -31,6 +31,7 @@ from roomserver.api import (
     decode_input_message,
     encode_event_result,
     encode_event_results,
+    route_room_id,
 )
 from roomserver.input.errors import MissingData, is_transient_fetch_error
 from roomserver.ports import StorageError
@@ -129,6 +130,16 @@ def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> str | None
         return known
     value = item.event.get("event_id")
     return value if isinstance(value, str) else None
+
+
+def _foreign_room(item: InputRoomEvent, room_id: str) -> str | None:
+    """The event's room when it is not ``room_id`` (an event naming no usable room is left to
+    the pipeline, which says what is wrong with it)."""
+    try:
+        own = route_room_id(item)
+    except ValueError:
+        return None
+    return None if own == room_id else own
 
 
 def _reply(version: int, results: Sequence[EventResult]) -> bytes:
@@ -239,9 +250,27 @@ async def _process_items(
     info: DeliveryInfo,
     max_attempts: int,
 ) -> Decision | None:
-    """Process ``items`` in order, appending to ``results``; a ``RETRY`` decision stops it."""
+    """Process ``items`` in order, appending to ``results``; a ``RETRY`` decision stops it.
+
+    An event of another room than the message's is not processed (INVALID): a room's worker
+    handles its own room's events only, or per-room exclusivity would not hold."""
     attempt = info.num_delivered
     for item in items:
+        foreign = _foreign_room(item, room_id)
+        if foreign is not None:
+            log.error(
+                "input message seq=%s for room %s carries an event of room %r: not processed",
+                info.stream_seq, room_id, foreign,
+            )  # fmt: skip
+            hint = item.event.get("event_id")
+            results.append(
+                EventResult(
+                    hint if isinstance(hint, str) else None,
+                    Outcome.INVALID,
+                    f"the event is of room {foreign!r}, sent as input of room {room_id!r}",
+                )
+            )
+            continue
         try:
             results.append(await processor.process_or_raise(item))
             continue

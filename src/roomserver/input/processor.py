@@ -40,7 +40,7 @@ from roomserver.core.auth import (
 from roomserver.core.dag import extremities_to_check, missing_prev_events
 from roomserver.core.errors import InvalidEvent, Rejected, UnknownRoomVersion
 from roomserver.core.identifiers import is_valid_server_name, server_name_of
-from roomserver.core.pdu import Event, parse_event
+from roomserver.core.pdu import Event, is_create_event, parse_event
 from roomserver.core.redaction import redact_with
 from roomserver.core.signatures import check_content_hash
 from roomserver.input.acl import ServerAclChecker, StoredAclChecker
@@ -354,6 +354,10 @@ class InputProcessor:
         if stored is not None and _already_done(stored, item.kind):
             await self.flush_outbox(event.room_id)
             return _stored_result(stored)
+        if stored is None and room is not None and is_create_event(event):
+            return EventResult(
+                event.event_id, Outcome.INVALID, f"room {event.room_id} has a create event already"
+            )
         if not item.verified:
             try:
                 event = await self._verify(event, item.origin, room)
@@ -407,7 +411,12 @@ class InputProcessor:
                 )
             event = parse_event(pdu, version, check_edge_counts=edge_counts)
             room = await self._room(event.room_id)
-            if room is not None and room.room_version != version:
+            stored_version = (
+                room.room_version
+                if room is not None
+                else await self._store.room_version_of(event.room_id)
+            )
+            if stored_version is not None and stored_version != version:
                 raise InputInvalid(f"room {event.room_id} already exists with another version")
             return event, room
         room_id = pdu.get("room_id")
@@ -418,7 +427,16 @@ class InputProcessor:
         parsed = message.parsed.pop(id(pdu), None) if message is not None else None
         if parsed is not None and parsed[0] is pdu and parsed[1] is item.kind and room is not None:
             return parsed[2], room  # parsed for the room's version when the message began
-        version = room.room_version if room is not None else item.room_version
+        version = room.room_version if room is not None else None
+        if version is None:
+            # Known only through outliers or rejected events, maybe: their version holds.
+            stored_version = await self._store.room_version_of(room_id)
+            if stored_version is not None and item.room_version not in (None, stored_version):
+                raise InputInvalid(
+                    f"room {room_id} is stored with room version {stored_version}, "
+                    f"not {item.room_version}"
+                )
+            version = stored_version or item.room_version
         if version is None:
             raise InputInvalid(f"room {room_id} is unknown and the input names no room_version")
         return parse_event(pdu, version, check_edge_counts=edge_counts), room

@@ -343,6 +343,12 @@ class WriteBehind:
             out.update(await self._store.get_events(rest))
         return out
 
+    async def room_version_of(self, room_id: str) -> str | None:
+        buffer = self._buffers.get(room_id)
+        if buffer is not None and buffer.event_ids:
+            return self._events[buffer.event_ids[0]].event.room_version
+        return await self._store.room_version_of(room_id)
+
     async def room(self, room_id: str) -> RoomInfo | None:
         buffer = self._buffers.get(room_id)
         if buffer is not None:

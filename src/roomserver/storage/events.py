@@ -440,6 +440,11 @@ async def get_events(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> dict[s
     return out
 
 
+async def room_version_of(tx: Tx, room_id: str) -> str | None:
+    row = await tx.fetchrow("SELECT room_version FROM rooms WHERE room_id = ?", room_id)
+    return None if row is None else str(row[0])
+
+
 async def room_info(tx: Tx, room_id: str) -> RoomInfo | None:
     row = await tx.fetchrow(
         "SELECT room_version, forward_extremities, current_state, last_sent_event_id, version "

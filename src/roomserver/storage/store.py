@@ -96,6 +96,9 @@ class SqlStorage:
     async def room(self, room_id: str) -> RoomInfo | None:
         return await self._run(lambda tx, _: events.room_info(tx, room_id))
 
+    async def room_version_of(self, room_id: str) -> str | None:
+        return await self._run(lambda tx, _: events.room_version_of(tx, room_id))
+
     # -- operator overviews (roomserver.storage.inspect) ------------------------------------------
     async def list_rooms(self, *, limit: int = 1000) -> list[inspect.RoomOverview]:
         return await self._run(lambda tx, _: inspect.list_rooms(tx, limit=limit))
