@@ -24,7 +24,8 @@ async def test_signing_key_id_is_ours_to_choose(open_roomserver: OpenRoomserver)
     keys = await rs.keyring.get_server_keys("rs.test", ["ed25519:k2024", "ed25519:auto"])
     assert list(keys) == ["ed25519:k2024"]
     assert keys["ed25519:k2024"].verify_key == key.verify_key
-    plain = await open_roomserver(signing_key=key)
+    # A second process on the same database (SQLite: one with room workers per file).
+    plain = await open_roomserver(signing_key=key, run_workers=False)
     assert list(await plain.keyring.get_server_keys("rs.test", ["ed25519:auto"])) == [
         "ed25519:auto"
     ]
