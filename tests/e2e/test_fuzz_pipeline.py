@@ -14,7 +14,7 @@ is fed the same valid events with, after each one, mutants derived from the even
 * each room's current state and forward extremities equal the control run's.
 
 ``ROOMSERVER_FUZZ_COUNT`` (default 10,000) and ``ROOMSERVER_FUZZ_SEED`` (default 13) change the
-run; the figures go to the log (``-s``) and are recorded in docs/reliability-pipeline.md.
+run; the figures go to the log (``-s``) and are recorded in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ FUZZ_COUNT = int(os.environ.get("ROOMSERVER_FUZZ_COUNT", "10000"))
 FUZZ_SEED = int(os.environ.get("ROOMSERVER_FUZZ_SEED", "13"))
 CONCURRENCY = 64
 #: The most any one input may wait for its outcome (queueing behind its room's other inputs
-#: included). Far above what is measured (see docs/reliability-pipeline.md), far below the
+#: included). Far above what is measured (see docs/reliability.md), far below the
 #: facade's own reply timeout.
 LATENCY_BOUND_S = 30.0
 #: Mutations left out until the bug they find is fixed (none now: a second create event for an

@@ -10,7 +10,7 @@ for the missing events; the test measures, while the flood is processed:
   with no flood.
 
 ``ROOMSERVER_BOUNDS_COUNT`` (default 100) sets the number of hostile events; the figures of a
-10,000-event run are in docs/reliability-pipeline.md.
+10,000-event run are in docs/reliability.md.
 """
 
 from __future__ import annotations
