@@ -268,6 +268,18 @@ class BatchPersist(Protocol):
         ...
 
 
+def record_placeholders(
+    write: EventWrite, result: PersistResult, resolved: dict[int, int | None]
+) -> None:
+    """Record in ``resolved`` the real snapshots ``write``'s placeholders stand for
+    (``result`` is what persisting it returned)."""
+    before, current = write.snapshot_placeholders
+    if before is not None:
+        resolved[before] = result.state_before
+    if current is not None:
+        resolved[current] = result.current_state
+
+
 def with_placeholders_resolved(
     write: EventWrite, resolved: Mapping[int, int | None], *, partial: bool = False
 ) -> EventWrite:

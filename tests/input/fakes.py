@@ -30,6 +30,7 @@ from roomserver.ports import (
     SnapshotId,
     StateDelta,
     StateKey,
+    record_placeholders,
     with_placeholders_resolved,
 )
 from roomserver.testing.builder import RoomBuilder
@@ -82,11 +83,7 @@ class MemoryStorage:
         results = []
         for write in writes:
             result = await self.persist(with_placeholders_resolved(write, resolved))
-            before, current = write.snapshot_placeholders
-            if before is not None:
-                resolved[before] = result.state_before
-            if current is not None:
-                resolved[current] = result.current_state
+            record_placeholders(write, result, resolved)
             results.append(result)
         return results
 

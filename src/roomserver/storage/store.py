@@ -18,6 +18,7 @@ from roomserver.ports import (
     ServerKeyRecord,
     SnapshotId,
     StateKey,
+    record_placeholders,
     with_placeholders_resolved,
 )
 from roomserver.storage import authchain, events, inspect, state
@@ -128,11 +129,7 @@ class SqlStorage:
                 result = await events.persist(
                     tx, cache, enc, report_pending=last_of_room[write.event.room_id] == index
                 )
-                before, current = write.snapshot_placeholders
-                if before is not None:
-                    resolved[before] = result.state_before
-                if current is not None:
-                    resolved[current] = result.current_state
+                record_placeholders(write, result, resolved)
                 results.append(result)
             return results
 
