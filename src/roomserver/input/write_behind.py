@@ -281,6 +281,8 @@ class WriteBehind:
                 buffer.failed = exc
                 buffer.writes = writes  # dropped with the buffer's events and placeholders
                 self._drop(buffer)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: stays a cancellation
                 raise BufferedWriteFailed(buffer.room_id, exc) from exc
             for write, result in zip(writes, results, strict=True):
                 before, current = write.snapshot_placeholders
