@@ -25,6 +25,8 @@ def test_signing_key(seed_byte: int = 1) -> SigningKey:
     return SigningKey(bytes([seed_byte]) * 32)
 
 
+_BUILDERS = itertools.count(1)
+
 class RoomBuilder:
     """Builds one room's events. Every event is signed by the server of its sender.
 
@@ -47,7 +49,10 @@ class RoomBuilder:
         self.keys: dict[str, tuple[str, SigningKey]] = dict(keys or {})
         self._ts = itertools.count(start_ts)
         self._counter = itertools.count(1)
-        self.room_id = room_id or f"!room{id(self) % 100000}:{server_name}"
+        # Unique per builder in this process (``id(self)`` modulo something was not: two rooms of
+        # one test could share a room ID).
+        self._number = next(_BUILDERS)
+        self.room_id = room_id or f"!built{self._number}:{server_name}"
         self.events: dict[str, Event] = {}
         self.state: dict[StateKey, str] = {}
         self.latest: list[str] = []
@@ -133,7 +138,7 @@ class RoomBuilder:
             pdu["prev_events"] = [[p, {"sha256": "x"}] for p in prevs]
             pdu["auth_events"] = [[a, {"sha256": "x"}] for a in auths]
             server = sender.split(":", 1)[1]
-            pdu["event_id"] = f"${next(self._counter)}x{id(self) % 9973}:{server}"
+            pdu["event_id"] = f"${next(self._counter)}x{self._number}:{server}"
         is_create = event_type == "m.room.create" and state_key == ""
         if is_create and self.rules.room_id_from_create_event:
             del pdu["room_id"]
