@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from roomserver.app import Roomserver
 from tests.pgutil import fresh_schema_url, pg_database
@@ -46,3 +48,24 @@ async def open_roomserver(tmp_path: Path, database_url: str) -> AsyncIterator[Op
     yield _open
     for rs in reversed(opened):
         await rs.close(grace=2.0)
+
+
+@pytest.fixture
+async def hanging_remote() -> AsyncIterator[str]:
+    """An HTTP server that accepts every request and never answers it."""
+    release = asyncio.Event()
+
+    async def hang(_: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    release.set()
+    await runner.cleanup()

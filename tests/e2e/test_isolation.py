@@ -4,37 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-
-import pytest
-from aiohttp import web
 
 from roomserver.api import Outcome
 from roomserver.service.config import FederationConfig
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.conftest import OpenRoomserver
 from tests.e2e.helpers import ALICE, BOB, submit, trust, wait_for
-
-
-@pytest.fixture
-async def hanging_remote() -> AsyncIterator[str]:
-    """An HTTP server that accepts every request and never answers it."""
-    release = asyncio.Event()
-
-    async def hang(_: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(status=503)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hang)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    release.set()
-    await runner.cleanup()
 
 
 async def test_room_waiting_on_a_hanging_remote_does_not_delay_another_room(
