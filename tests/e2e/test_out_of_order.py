@@ -15,14 +15,16 @@ import pytest
 
 from roomserver.api import Kind, Outcome
 from roomserver.app import Roomserver
+from roomserver.core.decide import RejectionKind, parse_rejection
 from roomserver.core.pdu import Event
-from roomserver.input.errors import MISSING_AUTH, MISSING_PREVS
 from roomserver.query.queries import UnknownEvents
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.conftest import OpenRoomserver
 from tests.e2e.helpers import ALICE, BOB, submit, trust
 
 Script = Callable[[RoomBuilder], dict[str, Event]]
+MISSING_AUTH = RejectionKind.MISSING_AUTH_EVENTS
+MISSING_PREVS = RejectionKind.MISSING_PREV_EVENTS
 
 
 def _first_message_before_join(b: RoomBuilder) -> dict[str, Event]:
@@ -85,7 +87,7 @@ async def test_message_before_join_ends_as_in_order(open_roomserver: OpenRoomser
 
     assert {o for _, o, _ in await _feed(rs, late, setup)} == {Outcome.ACCEPTED}
     [(_, outcome, reason)] = await _feed(rs, late, ["message"])
-    assert outcome is Outcome.REJECTED and reason is not None and reason.startswith(MISSING_AUTH)
+    assert outcome is Outcome.REJECTED and parse_rejection(reason).kind is MISSING_AUTH
 
     room_id = late["create"].room_id
     with pytest.raises(UnknownEvents):  # rejected without state: an outlier
@@ -125,7 +127,7 @@ async def test_message_before_its_prev_is_rejected_then_accepted(
 
     await _feed(rs, late, names[:-3])
     [(_, outcome, reason)] = await _feed(rs, late, ["topic"])  # cites "reply", not stored
-    assert outcome is Outcome.REJECTED and reason is not None and reason.startswith(MISSING_PREVS)
+    assert outcome is Outcome.REJECTED and parse_rejection(reason).kind is MISSING_PREVS
     [(_, outcome, _)] = await _feed(rs, late, ["message"])
     assert outcome is Outcome.ACCEPTED
     [(_, outcome, _)] = await _feed(rs, late, ["reply"])
@@ -151,7 +153,7 @@ async def test_outlier_citing_an_event_does_not_make_it_late(
 
     await _feed(rs, late, setup)
     [(_, outcome, reason)] = await _feed(rs, late, ["message"], kind=Kind.OUTLIER)
-    assert outcome is Outcome.REJECTED and reason is not None and reason.startswith(MISSING_AUTH)
+    assert outcome is Outcome.REJECTED and parse_rejection(reason).kind is MISSING_AUTH
     [(_, outcome, _)] = await _feed(rs, late, ["join"])
     assert outcome is Outcome.ACCEPTED
     room_id = late["create"].room_id
@@ -356,7 +358,7 @@ async def test_event_citing_an_auth_event_rejected_for_missing_data_waits_for_it
     await _feed(rs, late, setup)
     for name in ("join", "message"):
         [(_, outcome, reason)] = await _feed(rs, late, [name])
-        assert outcome is Outcome.REJECTED and (reason or "").startswith(MISSING_AUTH), reason
+        assert outcome is Outcome.REJECTED and parse_rejection(reason).kind is MISSING_AUTH, reason
     outcomes = await _feed(rs, late, ["levels", "join", "message"])
     assert [o for _, o, _ in outcomes] == [Outcome.ACCEPTED] * 3, outcomes
     assert await _held(rs, late["create"].room_id, late) == expected

@@ -207,7 +207,7 @@ async def test_sender_joined_inside_the_gap_is_not_soft_failed(harness: HarnessF
 
 
 async def test_servers_to_ask_are_ordered_deduplicated_and_valid(harness: HarnessFactory) -> None:
-    from roomserver.input.processor import _Job
+    from roomserver.input.job import Job
 
     builder, events = new_room()
     events.append(builder.join(BOB))
@@ -217,13 +217,13 @@ async def test_servers_to_ask_are_ordered_deduplicated_and_valid(harness: Harnes
     msg = builder.message(BOB)
     ask = h.processor.servers_for
     # Origin first, then the sender's server, then the joined servers (ours never).
-    assert await ask(_Job(event=msg, kind=Kind.NEW, origin="a.test"), room) == [
+    assert await ask(Job(event=msg, kind=Kind.NEW, origin="a.test"), room) == [
         "a.test",
         "remote.test",
     ]
-    assert await ask(_Job(event=msg, kind=Kind.NEW, origin="remote.test"), room) == ["remote.test"]
+    assert await ask(Job(event=msg, kind=Kind.NEW, origin="remote.test"), room) == ["remote.test"]
     # A name that is no server name is never asked.
-    assert await ask(_Job(event=msg, kind=Kind.NEW, origin="not a server"), room) == [
+    assert await ask(Job(event=msg, kind=Kind.NEW, origin="not a server"), room) == [
         "remote.test"
     ]
 

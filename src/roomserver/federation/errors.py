@@ -30,7 +30,10 @@ KEYS_UNOBTAINABLE = "signing key unobtainable"
 
 
 class FederationError(Exception):
-    """Base of every error of the federation layer. ``destination`` is the server involved."""
+    """Base of every error of the federation layer. ``destination`` is the server involved.
+    ``transient``: trying again later may succeed (the input pipeline retries the message)."""
+
+    transient: bool = False
 
     def __init__(self, reason: str, *, destination: str | None = None) -> None:
         prefix = f"{destination}: " if destination else ""
@@ -42,9 +45,13 @@ class FederationError(Exception):
 class RemoteTimeout(FederationError):
     """The remote did not answer within the per-request timeout."""
 
+    transient = True
+
 
 class RemoteUnavailable(FederationError):
     """The remote could not be reached (connection, DNS, TLS, 5xx) or is backed off."""
+
+    transient = True
 
 
 class BackingOff(RemoteUnavailable):
@@ -85,14 +92,23 @@ class NoServerSucceeded(FederationError):
         tried = ", ".join(f"{s} ({type(e).__name__}: {e})" for s, e in errors.items())
         super().__init__(f"no server provided {what}; tried: {tried or 'none'}")
         self.errors = dict(errors)
+        # Transient when one server's failure is: another try may reach it.
+        self.transient = any(
+            isinstance(e, TimeoutError | OSError) or getattr(e, "transient", False) is True
+            for e in self.errors.values()
+        )
 
 
 class MissingDataTimeout(FederationError):
     """The overall deadline for fetching missing data (MaximumMissingProcessingTime) passed."""
 
+    transient = True
+
 
 class KeyFetchError(FederationError):
     """Server keys could not be fetched, or the key response failed validation."""
+
+    transient = True
 
 
 class KeysUnobtainable(InvalidSignature):

@@ -1,13 +1,13 @@
-"""The rule checks that need state entries: against the state before an event, and against the
-room's current state (soft failure). Only the entries the rules look at are loaded."""
+"""What the rule checks read of state, gathered for ``core.decide``: the needed entries of the
+state before an event, and of the room's current state (soft failure). Only the entries the
+rules look at are loaded."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from roomserver.core.auth import CREATE_KEY, auth_types_for_event, check_soft_fail
-from roomserver.core.errors import SoftFailed
+from roomserver.core.auth import CREATE_KEY, auth_types_for_event
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import HISTORY_VISIBILITY_KEY
 from roomserver.input.state import StateBefore, StateResolver
@@ -40,7 +40,7 @@ async def needed_state_events(
     return {k: loaded[v].event for k, v in entries.items() if v in loaded}
 
 
-async def soft_fail_reason(
+async def current_for_soft_fail(
     store: InputStore,
     events: EventCache,
     resolver: StateResolver,
@@ -49,10 +49,11 @@ async def soft_fail_reason(
     state_before: StateBefore | None,
     *,
     gap_filled: frozenset[str] | None,
-) -> str | None:
-    """Spec 7.6: the rules against the room's current state; the reason if they fail.
+) -> dict[StateKey, Event] | None:
+    """Spec 7.6: the entries of the room's current state the rules read for ``event``, or
+    ``None`` when there is nothing to check against.
 
-    Skipped when the event's prev events are exactly the forward extremities: the current
+    Nothing when the event's prev events are exactly the forward extremities: the current
     state then is the state before the event, which it already passed. After the missing-events
     procedure (``gap_filled``: the prev events the gap's events cite), the stored current state
     predates the gap: "current" is then the resolution of the state before the event with the
@@ -79,12 +80,7 @@ async def soft_fail_reason(
         resolved = await resolver.resolve(event.rules, sets)
         entries = {k: resolved[k] for k in keys if k in resolved}
     loaded = await events.get(entries.values())
-    current = {k: loaded[v].event for k, v in entries.items() if v in loaded}
-    try:
-        check_soft_fail(event, current)
-    except SoftFailed as exc:
-        return exc.reason
-    return None
+    return {k: loaded[v].event for k, v in entries.items() if v in loaded}
 
 
 def history_visibility(state: Mapping[StateKey, Event]) -> str:

@@ -5,16 +5,13 @@
 * ``MissingData``: events the pipeline needs could not be obtained. ``transient`` says whether
   trying again later may help (a federation timeout) or not (no fetcher configured, every
   server answered without them).
+
+Why an event is rejected is a ``roomserver.core.decide.RejectionKind``, not a string prefix.
 """
 
 from __future__ import annotations
 
-REJECTED_BY_STATE_BEFORE = "not allowed by the state before the event"
-"""Prefix of the rejection reason of an event that passed its auth events but not the state
-before it (state resolution still treats such an event as not rejected)."""
-MISSING_AUTH = "missing auth events"
-MISSING_PREVS = "missing prev events"
-"""Prefixes of rejections for lack of data: such events are processed again when resubmitted."""
+from typing import Protocol, runtime_checkable
 
 
 class InputError(Exception):
@@ -37,28 +34,19 @@ class MissingData(InputError):
         self.transient = transient
 
 
-_TRANSIENT_NAMES = frozenset(
-    {"RemoteTimeout", "RemoteUnavailable", "BackingOff", "MissingDataTimeout", "KeyFetchError"}
-)
+@runtime_checkable
+class MayBeTransient(Protocol):
+    """A failure that says whether trying again later may help (``StorageError``,
+    ``MissingData``, the federation layer's ``FederationError``)."""
+
+    transient: bool
 
 
 def is_transient_fetch_error(exc: BaseException) -> bool:
-    """Whether a failure of the ``MissingEventFetcher`` may go away by itself.
-
-    ``input`` never imports the federation layer, so its error classes are recognised by name
-    (their MRO) or by a ``transient`` attribute; a ``NoServerSucceeded``-like error carrying
-    ``errors`` is transient when any of the per-server errors is.
-    """
-    if isinstance(exc, TimeoutError | ConnectionError | OSError):
+    """Whether a failure of the ``MissingEventFetcher`` may go away by itself: a timeout or a
+    connection error, or an error whose ``transient`` flag says so (``input`` never imports
+    the federation layer; its errors carry the flag, ``NoServerSucceeded`` from the errors of
+    the servers it tried)."""
+    if isinstance(exc, TimeoutError | OSError):
         return True
-    flag = getattr(exc, "transient", None)
-    if isinstance(flag, bool):
-        return flag
-    if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
-        return True
-    errors = getattr(exc, "errors", None)
-    if isinstance(errors, dict):
-        return any(
-            isinstance(e, BaseException) and is_transient_fetch_error(e) for e in errors.values()
-        )
-    return False
+    return isinstance(exc, MayBeTransient) and exc.transient is True

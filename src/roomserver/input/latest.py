@@ -1,18 +1,19 @@
 """Forward extremities, current state and the outputs of a NEW event (reference §7, §10).
 
-Given an accepted, not soft-failed NEW event and the state before it, compute the
-``RoomUpdate`` (extremities, current state as a delta, membership changes) and add the
-outputs to the event's outbox: invites and retired invites for local users first, then the
-``new_room_event``.
+Gather: ``extremity_facts`` reads what ``core.decide`` needs to decide the new forward
+extremities (which events the DAG already cites, what the event reaches through failed prevs).
 
-Fast path: the event extends every old extremity (its prev events are exactly the old forward
-extremities), so the new current state is the state after the event, written as a one-entry
-delta on the old current state. Otherwise the states after the new extremities are resolved.
+Then, given the decision for an accepted, not soft-failed NEW event, ``update`` builds the
+``RoomUpdate`` (extremities, current state as a delta, membership changes) and adds the outputs
+to the event's outbox: invites and retired invites for local users first, then the
+``new_room_event``. On the fast path (the event extends every old extremity) the decision
+carries the one-entry change of current state; otherwise the states after the new extremities
+are resolved here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from roomserver.api import (
@@ -21,7 +22,8 @@ from roomserver.api import (
     OutputRetireInviteEvent,
     TransactionId,
 )
-from roomserver.core.dag import extremities_to_check, new_forward_extremities
+from roomserver.core.dag import extremities_to_check
+from roomserver.core.decide import Decision
 from roomserver.core.identifiers import server_name_of
 from roomserver.core.pdu import Event
 from roomserver.input.outputs import OutboxBuilder
@@ -50,8 +52,6 @@ class NewEventContext:
     history_visibility: str
     send_as_server: str | None
     transaction_id: TransactionId | None
-    referenced: frozenset[str] = frozenset()  # cited as prev events by events just stored
-    prefetched: Prefetched | None = None  # still-valid answers read with the event
 
 
 class LatestEvents:
@@ -63,29 +63,45 @@ class LatestEvents:
         self._resolver = resolver
         self._server_name = server_name
 
+    async def extremity_facts(
+        self,
+        event: Event,
+        old: Sequence[str],
+        referenced: frozenset[str],
+        prefetched: Prefetched | None = None,
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """What ``core.decide`` needs for the new forward extremities (reference §7.3): what the
+        event builds on besides its prev events (``referenced``: what events just stored for
+        it cite; and what it reaches through rejected or soft-failed prev events), and which of
+        ``extremities_to_check`` an event of the room's DAG already cites.
+
+        "Cites" counts only events stored with state, neither rejected nor soft-failed
+        (``referenced_as_prev``): an outlier, or an event that failed its checks, is not built
+        upon, so an event that only they cite is still an extremity. A rejected message sent
+        before its sender's join must not make the join look late."""
+        superseded = set(referenced) | await self._reached_through_failed_prevs(event)
+        ask = extremities_to_check(old, event.event_id, superseded | set(event.prev_event_ids))
+        cited = prefetched.cited(ask) if prefetched is not None else None
+        if cited is None:
+            cited = await self._store.referenced_as_prev(event.room_id, ask)
+        return frozenset(superseded), frozenset(cited)
+
     async def update(
-        self, ctx: NewEventContext, room: RoomInfo | None, outbox: OutboxBuilder
+        self, ctx: NewEventContext, room: RoomInfo | None, decision: Decision, outbox: OutboxBuilder
     ) -> RoomUpdate:
+        """The ``RoomUpdate`` of a decision that moves the room on (``decision.state_change``
+        set), with its outputs added to ``outbox``: invites, retired invites, then the
+        ``new_room_event``. A state change to resolve is resolved here."""
         event = ctx.event
-        old_extremities = () if room is None or ctx.rewrites_state else room.forward_extremities
-        if ctx.rewrites_state:
-            extremities: tuple[str, ...] = (event.event_id,)
-        else:
-            extremities = await self._forward_extremities(
-                event, old_extremities, ctx.referenced, ctx.prefetched
-            )
-        fast = (
-            room is not None
-            and not ctx.rewrites_state
-            and room.current_state is not None
-            and extremities == (event.event_id,)
-            and set(event.prev_event_ids) == set(room.forward_extremities)
-        )
-        if fast:
-            assert room is not None
-            current, diff = await self._fast_current_state(ctx, room)
-        else:
+        extremities = decision.forward_extremities
+        change = decision.state_change
+        assert extremities is not None and change is not None
+        if change.resolve:
             current, diff = await self._resolved_current_state(ctx, room, extremities)
+        else:
+            assert room is not None
+            current = StateDelta(room.current_state, dict(change.changes))
+            diff = _StateDiff(change.replaced, change.changes, change.changes, change.replaced)
         membership = await self._membership_changes(event, diff)
         await self._invite_outputs(event, membership, diff, outbox)
         outbox.add(
@@ -114,29 +130,6 @@ class LatestEvents:
             membership_changes=tuple(c for c, _ in membership),
         )
 
-    async def _forward_extremities(
-        self,
-        event: Event,
-        old: tuple[str, ...],
-        referenced: frozenset[str],
-        prefetched: Prefetched | None = None,
-    ) -> tuple[str, ...]:
-        """Reference §7.3: the event is added unless an event of the room's DAG already cites
-        it as a prev event (it arrived late); old extremities such an event cites are dropped,
-        and so are those the event reaches through rejected or soft-failed prev events.
-
-        "Cites" counts only events stored with state, neither rejected nor soft-failed
-        (``referenced_as_prev``): an outlier, or an event that failed its checks, is not built
-        upon, so an event that only they cite is still an extremity. A rejected message sent
-        before its sender's join must not make the join look late."""
-        superseded = set(event.prev_event_ids) | referenced
-        superseded |= await self._reached_through_failed_prevs(event)
-        ask = extremities_to_check(old, event.event_id, superseded)
-        cited = prefetched.cited(ask) if prefetched is not None else None
-        if cited is None:
-            cited = await self._store.referenced_as_prev(event.room_id, ask)
-        return new_forward_extremities(old, event.event_id, superseded, cited)
-
     async def _reached_through_failed_prevs(self, event: Event) -> set[str]:
         """The events ``event`` reaches through a path of rejected or soft-failed prev events
         (stored with state): their own prevs, recursively while they failed too.
@@ -162,28 +155,6 @@ class LatestEvents:
                         seen.add(grandparent)
                         frontier.append(grandparent)
         return out
-
-    async def _fast_current_state(
-        self, ctx: NewEventContext, room: RoomInfo
-    ) -> tuple[StateDelta, _StateDiff]:
-        """Prev events == old extremities: the old current state is the state before the
-        event, so the new one differs from it by the event alone."""
-        event = ctx.event
-        if event.state_key is None:
-            return StateDelta(room.current_state, {}), _StateDiff({}, {}, {}, {})
-        key = event.state_tuple
-        if key in ctx.state_before.known:
-            old = ctx.state_before.known[key]
-        else:
-            old = (await ctx.state_before.entries(self._store, [key])).get(key)
-        if old == event.event_id:
-            return StateDelta(room.current_state, {}), _StateDiff({}, {}, {}, {})
-        old_map = {key: old} if old is not None else {}
-        new_map = {key: event.event_id}
-        return (
-            StateDelta(room.current_state, {key: event.event_id}),
-            _StateDiff(old_map, new_map, new_map, old_map),
-        )
 
     async def _resolved_current_state(
         self, ctx: NewEventContext, room: RoomInfo | None, extremities: tuple[str, ...]

@@ -12,10 +12,11 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 
 from roomserver.api import StoredEvent
+from roomserver.core.decide import parse_rejection
 from roomserver.core.pdu import Event
 from roomserver.core.room_versions import RoomVersion
 from roomserver.core.stateres import resolve_state
-from roomserver.input.errors import REJECTED_BY_STATE_BEFORE, InputInvalid
+from roomserver.input.errors import InputInvalid
 from roomserver.input.store import (
     EventCache,
     InputStore,
@@ -90,7 +91,7 @@ class _ThreadedProvider:
         stored = self._stored(event_id)
         if stored is None or not stored.rejected:
             return False
-        return not (stored.rejection_reason or "").startswith(REJECTED_BY_STATE_BEFORE)
+        return parse_rejection(stored.rejection_reason).kind.rejected_for_state_resolution
 
 
 class StateResolver:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from roomserver.api import StoredEvent
+from roomserver.core.decide import parse_rejection
 from roomserver.core.pdu import Event
-from roomserver.input.errors import MISSING_AUTH, MISSING_PREVS
 from roomserver.ports import (
     AuthChainIndex,
     EventStore,
@@ -166,10 +166,9 @@ class SnapshotEntries:
 
 
 def rejected_for_missing_data(stored: StoredEvent) -> bool:
-    """Rejected because auth or prev events were missing (``MISSING_AUTH`` / ``MISSING_PREVS``):
+    """Rejected because auth or prev events were missing (``RejectionKind.waits_for_data``):
     such an event is processed again when it comes back, so it does not count as held."""
-    reason = stored.rejection_reason or ""
-    return stored.rejected and reason.startswith((MISSING_AUTH, MISSING_PREVS))
+    return stored.rejected and parse_rejection(stored.rejection_reason).kind.waits_for_data
 
 
 def snapshot_of(stored: StoredEvent) -> SnapshotId | None:
