@@ -26,32 +26,22 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from roomserver.api import EventResult, InputRoomEvent, Kind, Outcome, StoredEvent
-from roomserver.core.decide import (
-    EventFacts,
-    RoomView,
-    against_auth_events,
-    against_state_before,
-    decide,
-    needs_soft_fail_check,
-    soft_fail_reason,
-    updates_room,
-)
 from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
 from roomserver.core.pdu import Event, is_create_event, parse_event
 from roomserver.core.redaction import redact_with
 from roomserver.core.signatures import check_content_hash
 from roomserver.input.acl import ServerAclChecker, StoredAclChecker
-from roomserver.input.checks import history_visibility
 from roomserver.input.commit import Commit
 from roomserver.input.config import InputConfig
 from roomserver.input.effects import Effects
 from roomserver.input.errors import InputInvalid
-from roomserver.input.fetch import FetchMissing, LazyServers, already_done
+from roomserver.input.fetch import FetchMissing, already_done
 from roomserver.input.gather import Gatherer, cited_ids, parse_input
 from roomserver.input.job import Job
 from roomserver.input.latest import LatestEvents
 from roomserver.input.missing import Budget
 from roomserver.input.outputs import OutboxSender
+from roomserver.input.pipeline import EventPipeline
 from roomserver.input.redactions import Redactions
 from roomserver.input.rooms import RoomRows
 from roomserver.input.state import StateResolver
@@ -126,7 +116,6 @@ class InputProcessor:
         self._fetch = FetchMissing(
             store, fetcher, keyring, self._acl, self._rooms, self.config, server_name=server_name
         )
-        self._fetch.process_with(self._handle)
         resolver = StateResolver(store, self._events)
         latest = LatestEvents(store, self._events, resolver, server_name)
         self._gatherer = Gatherer(
@@ -134,6 +123,7 @@ class InputProcessor:
         )
         self._effects = Effects(latest, Redactions(store, self._events), self._outbox)
         self._commit = Commit(store, self._events, self._rooms, self._outbox)
+        self._pipeline = EventPipeline(self._gatherer, self._effects, self._commit, self._fetch)
         self._messages: dict[str, _Message] = {}  # rooms with an open message
 
     # -- entry points ---------------------------------------------------------------------------
@@ -337,7 +327,7 @@ class InputProcessor:
                 self.config.max_missing_processing_s,
                 deadline=message.deadline if message is not None else None,
             )
-            result, outputs = await self._handle(job, budget, room, prefetched)
+            result, outputs = await self._pipeline.handle(job, budget, room, prefetched)
             if message is not None:
                 message.has_outputs |= bool(outputs or budget.outputs_queued)
             else:
@@ -373,65 +363,6 @@ class InputProcessor:
         ):
             raise InputInvalid(f"server ACL of {event.room_id} forbids origin {origin}")
         return event
-
-    # -- the pipeline ---------------------------------------------------------------------------
-    async def _handle(
-        self,
-        job: Job,
-        budget: Budget,
-        room: RoomInfo | None,
-        prefetched: Prefetched | None = None,
-    ) -> tuple[EventResult, int]:
-        """Gather, decide, commit one event; returns its result and how many outputs it queued.
-
-        Each check is decided once (``core.decide``) over what was gathered before it; what
-        is gathered next depends only on those answers."""
-        event, role, gather = job.event, job.role, self._gatherer
-        writes_before = budget.writes
-        servers = LazyServers(self._fetch, job, room)
-        auth = await gather.auth_events(job, servers, budget)
-        rejection = against_auth_events(
-            event, auth.events, rejected=auth.rejected, missing=auth.missing
-        )
-        gathered = await gather.state_before(job, room, servers, budget, fill_gap=rejection is None)
-        needed = await gather.needed_state(job, gathered.state)
-        rejection = against_state_before(
-            event,
-            needed if gathered.state is not None else None,
-            role=role,
-            prior=rejection,
-            prev_in_other_room=gathered.prev_in_other_room,
-            missing_prevs=gathered.missing_prevs,
-        )
-        soft_fail = None
-        if needs_soft_fail_check(
-            event, role=role, rejection=rejection, rewrites_state=job.rewrites_state
-        ):
-            soft_fail = soft_fail_reason(event, await gather.current_for_soft_fail(event, gathered))
-        if budget.writes != writes_before:
-            prefetched = None  # a gap filled or an auth chain stored since it was read
-        facts = EventFacts(
-            event=event,
-            role=role,
-            state_known=gathered.state is not None,
-            rejection=rejection,
-            soft_fail_reason=soft_fail,
-            rewrites_state=job.rewrites_state,
-        )
-        view = RoomView()
-        if updates_room(role, rejection, soft_fail, state_known=facts.state_known):
-            view, facts = await gather.room_facts(job, gathered, facts, prefetched)
-        decision = decide(view, facts)
-        planned = await self._effects.plan(
-            job,
-            decision,
-            gathered,
-            history_visibility=history_visibility(needed),
-            prefetched=prefetched,
-        )
-        committed = await self._commit.commit(planned, gathered.room)
-        budget.writes += 1
-        return committed
 
     async def servers_for(self, job: Job, room: RoomInfo | None) -> list[str]:
         """Servers to ask for missing data (see ``FetchMissing.servers_for``)."""

@@ -33,19 +33,23 @@ import logging
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from roomserver.api import StoredEvent
-from roomserver.input.store import InputStore
+from roomserver.input.buffered_reads import (
+    FlushFirstReads,
+    MessagePrefetch,
+    WriteBehindStore,
+    overlaid_entries,
+    placeholder_chain,
+    read_for_input,
+)
+from roomserver.input.store import apply_changes
 from roomserver.ports import (
-    BatchPersist,
     EventStatus,
     EventWrite,
-    InputReadBatch,
     InputReads,
-    OutboxEntry,
     PersistResult,
-    RedactionRecord,
     RoomInfo,
     SnapshotId,
     StateDelta,
@@ -73,39 +77,6 @@ class BufferedWriteFailed(StorageError):
         )
 
 
-class WriteBehindStore(InputStore, InputReadBatch, BatchPersist, Protocol):
-    """What ``WriteBehind`` wraps: the pipeline's storage, with batched reads and writes."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Prefetch:
-    """``read_for_input`` answered once for a whole message (valid until its buffer flushes)."""
-
-    event_ids: frozenset[str]
-    found: dict[str, StoredEvent]
-    referenced_ids: frozenset[str]
-    referenced: frozenset[str]
-    redactions_of: frozenset[str]
-    redactions: tuple[RedactionRecord, ...]
-
-    def answer(
-        self, wanted: Sequence[str], cited: Sequence[str], redactions_of: str | None
-    ) -> tuple[dict[str, StoredEvent], set[str], list[RedactionRecord]] | None:
-        if not (
-            self.event_ids.issuperset(wanted)
-            and self.referenced_ids.issuperset(cited)
-            and (redactions_of is None or redactions_of in self.redactions_of)
-        ):
-            return None
-        found = {i: self.found[i] for i in wanted if i in self.found}
-        records = (
-            [r for r in self.redactions if redactions_of in (r.target_id, r.redaction_id)]
-            if redactions_of is not None
-            else []
-        )
-        return found, set(self.referenced.intersection(cited)), records
-
-
 @dataclass(slots=True)
 class _Buffer:
     room_id: str
@@ -117,11 +88,11 @@ class _Buffer:
     last: PersistResult | None = None  # the room's last committed result (real IDs)
     marked: set[int] = field(default_factory=set)  # outbox sequences marked by flushed writes
     failed: BaseException | None = None
-    prefetch: _Prefetch | None = None
+    prefetch: MessagePrefetch | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class WriteBehind:
+class WriteBehind(FlushFirstReads):
     """Wraps a storage that has ``persist_many`` (``roomserver.storage.SqlStorage`` does)."""
 
     def __init__(self, store: WriteBehindStore) -> None:
@@ -179,7 +150,7 @@ class WriteBehind:
         reads = await self._read(
             room_id, event_ids, referenced_ids, list(redactions_of), with_room=True
         )
-        buffer.prefetch = _Prefetch(
+        buffer.prefetch = MessagePrefetch(
             frozenset(event_ids),
             dict(reads.events),
             frozenset(referenced_ids),
@@ -398,104 +369,24 @@ class WriteBehind:
         *,
         with_room: bool = False,
     ) -> InputReads:
-        if callable(getattr(self._store, "read_for_input", None)):
-            return await self._store.read_for_input(
-                wanted,
-                room_id=room_id,
-                referenced_ids=cited,
-                redactions_of=redactions_of,
-                with_room=with_room,
-            )
-        # A storage without the batched read: the reads it stands for.
-        targets = [redactions_of] if isinstance(redactions_of, str) else redactions_of or []
-        records: list[RedactionRecord] = []
-        for target in targets:
-            records += await self._store.redactions_for(target)
-        return InputReads(
-            await self._store.get_events(wanted) if wanted else {},
-            await self._store.referenced_as_prev(room_id, cited) if cited else set(),
-            records,
-            await self._store.room(room_id) if with_room else None,
+        return await read_for_input(
+            self._store, room_id, wanted, cited, redactions_of, with_room=with_room
         )
 
     async def state_entries(
         self, snapshot: SnapshotId | None, keys: Iterable[StateKey]
     ) -> dict[StateKey, str]:
-        wanted = list(keys)
-        out: dict[StateKey, str] = {}
-        while snapshot is not None and snapshot < 0 and snapshot in self._deltas and wanted:
-            delta = self._deltas[snapshot]
-            rest: list[StateKey] = []
-            for key in wanted:
-                if key in delta.changes:
-                    value = delta.changes[key]
-                    if value is not None:
-                        out[key] = value
-                else:
-                    rest.append(key)
-            wanted, snapshot = rest, delta.base
+        out, base, wanted = overlaid_entries(self._deltas, snapshot, keys)
         if wanted:
-            out.update(await self._store.state_entries(self.resolve(snapshot), wanted))
+            out.update(await self._store.state_entries(self.resolve(base), wanted))
         return out
 
     async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, str]:
-        overlays: list[StateDelta] = []
-        while snapshot is not None and snapshot < 0 and snapshot in self._deltas:
-            overlays.append(self._deltas[snapshot])
-            snapshot = overlays[-1].base
-        state = dict(await self._store.state_map(self.resolve(snapshot)))
+        overlays, base = placeholder_chain(self._deltas, snapshot)
+        state = dict(await self._store.state_map(self.resolve(base)))
         for delta in reversed(overlays):
-            for key, value in delta.changes.items():
-                if value is None:
-                    state.pop(key, None)
-                else:
-                    state[key] = value
+            apply_changes(state, delta.changes)
         return state
-
-    # -- reads that need the writes committed first ------------------------------------------
-    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
-        """Flushes first when a buffered write cites one of them (whatever that write's flags:
-        storage decides which citations count)."""
-        wanted = list(event_ids)
-        await self._flush_if_cited(wanted)
-        return await self._store.referenced_as_prev(room_id, wanted)
-
-    async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
-        return await self._store.redactions_for(event_id)  # redaction writes are never buffered
-
-    async def state_diff(
-        self, old: SnapshotId | None, new: SnapshotId | None
-    ) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
-        await self._flush_all()
-        return await self._store.state_diff(self.resolve(old), self.resolve(new))
-
-    async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
-        await self._flush_all()
-        return await self._store.auth_chain(event_ids)
-
-    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
-        await self._flush_all()
-        return await self._store.auth_chain_difference(state_sets)
-
-    async def membership(self, room_id: str, user_id: str) -> str | None:
-        await self._flush_all()
-        return await self._store.membership(room_id, user_id)
-
-    async def joined_servers(self, room_id: str) -> list[str]:
-        await self._flush_all()
-        return await self._store.joined_servers(room_id)
-
-    async def joined_users(self, room_id: str) -> list[str]:
-        await self._flush_all()
-        return await self._store.joined_users(room_id)
-
-    async def pending_outbox(self, room_id: str) -> list[OutboxEntry]:
-        await self._flush_all()
-        return await self._store.pending_outbox(room_id)
-
-    async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None:
-        await self._flush_all()
-        await self._store.mark_outbox_sent(room_id, sequences)
 
 
 def _current(buffer: _Buffer) -> SnapshotId | None:

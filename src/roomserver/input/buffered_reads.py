@@ -1,0 +1,183 @@
+"""Reads around the write-behind buffers (``write_behind.py``): what a message's gather read
+once, the batched read for a storage with or without ``read_for_input``, the state of
+placeholder snapshots (buffered deltas overlaid on a stored base), and the reads that commit
+the buffers first."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from roomserver.api import StoredEvent
+from roomserver.input.store import InputStore
+from roomserver.ports import (
+    BatchPersist,
+    InputReadBatch,
+    InputReads,
+    OutboxEntry,
+    RedactionRecord,
+    SnapshotId,
+    StateDelta,
+    StateKey,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePrefetch:
+    """``read_for_input`` answered once for a whole message (valid until its buffer flushes)."""
+
+    event_ids: frozenset[str]
+    found: dict[str, StoredEvent]
+    referenced_ids: frozenset[str]
+    referenced: frozenset[str]
+    redactions_of: frozenset[str]
+    redactions: tuple[RedactionRecord, ...]
+
+    def answer(
+        self, wanted: Sequence[str], cited: Sequence[str], redactions_of: str | None
+    ) -> tuple[dict[str, StoredEvent], set[str], list[RedactionRecord]] | None:
+        if not (
+            self.event_ids.issuperset(wanted)
+            and self.referenced_ids.issuperset(cited)
+            and (redactions_of is None or redactions_of in self.redactions_of)
+        ):
+            return None
+        found = {i: self.found[i] for i in wanted if i in self.found}
+        records = (
+            [r for r in self.redactions if redactions_of in (r.target_id, r.redaction_id)]
+            if redactions_of is not None
+            else []
+        )
+        return found, set(self.referenced.intersection(cited)), records
+
+
+async def read_for_input(
+    store: InputStore,
+    room_id: str,
+    wanted: Sequence[str],
+    cited: Sequence[str],
+    redactions_of: str | list[str] | None,
+    *,
+    with_room: bool = False,
+) -> InputReads:
+    """``InputReadBatch.read_for_input`` of ``store``, or the reads it stands for when
+    ``store`` has no batched read."""
+    batched = getattr(store, "read_for_input", None)
+    if callable(batched):
+        reads: InputReads = await batched(
+            wanted,
+            room_id=room_id,
+            referenced_ids=cited,
+            redactions_of=redactions_of,
+            with_room=with_room,
+        )
+        return reads
+    targets = [redactions_of] if isinstance(redactions_of, str) else redactions_of or []
+    records: list[RedactionRecord] = []
+    for target in targets:
+        records += await store.redactions_for(target)
+    return InputReads(
+        await store.get_events(wanted) if wanted else {},
+        await store.referenced_as_prev(room_id, cited) if cited else set(),
+        records,
+        await store.room(room_id) if with_room else None,
+    )
+
+
+def placeholder_chain(
+    deltas: Mapping[int, StateDelta], snapshot: SnapshotId | None
+) -> tuple[list[StateDelta], SnapshotId | None]:
+    """The buffered deltas a placeholder snapshot stands for, newest first, and the stored
+    snapshot (or placeholder flushed since) they build on."""
+    overlays: list[StateDelta] = []
+    while snapshot is not None and snapshot < 0 and snapshot in deltas:
+        overlays.append(deltas[snapshot])
+        snapshot = overlays[-1].base
+    return overlays, snapshot
+
+
+def overlaid_entries(
+    deltas: Mapping[int, StateDelta], snapshot: SnapshotId | None, keys: Iterable[StateKey]
+) -> tuple[dict[StateKey, str], SnapshotId | None, list[StateKey]]:
+    """The entries of ``keys`` the buffered deltas of ``snapshot`` answer, the snapshot they
+    build on, and the keys left to ask it for."""
+    wanted = list(keys)
+    out: dict[StateKey, str] = {}
+    while snapshot is not None and snapshot < 0 and snapshot in deltas and wanted:
+        delta = deltas[snapshot]
+        rest: list[StateKey] = []
+        for key in wanted:
+            if key in delta.changes:
+                value = delta.changes[key]
+                if value is not None:
+                    out[key] = value
+            else:
+                rest.append(key)
+        wanted, snapshot = rest, delta.base
+    return out, snapshot, wanted
+
+
+class WriteBehindStore(InputStore, InputReadBatch, BatchPersist, Protocol):
+    """What ``WriteBehind`` wraps: the pipeline's storage, with batched reads and writes."""
+
+
+class FlushFirstReads:
+    """The reads storage can only answer once a message's buffered writes are committed (the
+    auth chain index, memberships, joined servers, state differences, the outbox): each
+    flushes the buffers first. ``WriteBehind`` provides the flushing."""
+
+    _store: WriteBehindStore
+
+    async def _flush_all(self) -> None:
+        raise NotImplementedError
+
+    async def _flush_if_cited(self, event_ids: Collection[str]) -> None:
+        raise NotImplementedError
+
+    def resolve(self, snapshot: SnapshotId | None) -> SnapshotId | None:
+        raise NotImplementedError
+
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+        """Flushes first when a buffered write cites one of them (whatever that write's flags:
+        storage decides which citations count)."""
+        wanted = list(event_ids)
+        await self._flush_if_cited(wanted)
+        return await self._store.referenced_as_prev(room_id, wanted)
+
+    async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
+        return await self._store.redactions_for(event_id)  # redaction writes are never buffered
+
+    async def state_diff(
+        self, old: SnapshotId | None, new: SnapshotId | None
+    ) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
+        await self._flush_all()
+        return await self._store.state_diff(self.resolve(old), self.resolve(new))
+
+    async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
+        await self._flush_all()
+        return await self._store.auth_chain(event_ids)
+
+    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
+        await self._flush_all()
+        return await self._store.auth_chain_difference(state_sets)
+
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        await self._flush_all()
+        return await self._store.membership(room_id, user_id)
+
+    async def joined_servers(self, room_id: str) -> list[str]:
+        await self._flush_all()
+        return await self._store.joined_servers(room_id)
+
+    async def joined_users(self, room_id: str) -> list[str]:
+        await self._flush_all()
+        return await self._store.joined_users(room_id)
+
+    async def pending_outbox(self, room_id: str) -> list[OutboxEntry]:
+        await self._flush_all()
+        return await self._store.pending_outbox(room_id)
+
+    async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None:
+        await self._flush_all()
+        await self._store.mark_outbox_sent(room_id, sequences)
