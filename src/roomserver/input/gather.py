@@ -191,13 +191,12 @@ class Gatherer:
         facts: EventFacts,
         prefetched: Prefetched | None,
     ) -> tuple[RoomView, EventFacts]:
-        """For an event that moves the room on: the room as it sees it (extremities, its own
-        state key's entry) and what its new extremities depend on."""
+        """For an event that moves the room on: the room as it sees it, with its own state
+        key's entry (the fast path's change), and what its new extremities depend on."""
         room, event = gathered.room, job.event
+        view = view_of(room)
         if room is None or job.rewrites_state:
-            view = RoomView(has_current_state=room is not None and room.current_state is not None)
             return view, facts
-        state: dict[StateKey, str] = {}
         if event.state_key is not None and gathered.state is not None:
             key = event.state_tuple
             if key in gathered.state.known:
@@ -205,15 +204,9 @@ class Gatherer:
             else:
                 entry = (await gathered.state.entries(self._store, [key])).get(key)
             if entry is not None:
-                state[key] = entry
+                view = replace(view, state={key: entry})
         superseded, cited = await self._latest.extremity_facts(
             event, room.forward_extremities, gathered.gap_filled or frozenset(), prefetched
-        )
-        view = RoomView(
-            forward_extremities=room.forward_extremities,
-            state=state,
-            last_sent_event_id=room.last_sent_event_id,
-            has_current_state=room.current_state is not None,
         )
         return view, replace(facts, superseded=superseded, cited=cited)
 
@@ -231,6 +224,17 @@ class Gatherer:
                 self._events.remember(stored)
             out.update(loaded)
         return out
+
+
+def view_of(room: RoomInfo | None) -> RoomView:
+    """The room row as ``core.decide`` sees it (state entries are added where needed)."""
+    if room is None:
+        return RoomView(has_current_state=False)
+    return RoomView(
+        forward_extremities=room.forward_extremities,
+        last_sent_event_id=room.last_sent_event_id,
+        has_current_state=room.current_state is not None,
+    )
 
 
 # -- parsing ----------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 from roomserver.api import EventResult
 from roomserver.core.decide import (
     EventFacts,
-    RoomView,
     against_auth_events,
     against_state_before,
     decide,
@@ -29,7 +28,7 @@ from roomserver.input.checks import history_visibility
 from roomserver.input.commit import Commit
 from roomserver.input.effects import Effects
 from roomserver.input.fetch import FetchMissing, LazyServers
-from roomserver.input.gather import Gatherer
+from roomserver.input.gather import Gatherer, view_of
 from roomserver.input.job import Job
 from roomserver.input.missing import Budget
 from roomserver.input.store import Prefetched
@@ -89,7 +88,7 @@ class EventPipeline:
             soft_fail_reason=soft_fail,
             rewrites_state=job.rewrites_state,
         )
-        view = RoomView()
+        view = view_of(gathered.room)
         if updates_room(role, rejection, soft_fail, state_known=facts.state_known):
             view, facts = await gather.room_facts(job, gathered, facts, prefetched)
         decision = decide(view, facts)

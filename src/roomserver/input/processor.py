@@ -1,7 +1,8 @@
 """``InputProcessor``: input events through gather ► decide ► commit ► publish.
 
     parse for the room version ► skip if already stored ► content hash, signatures, server ACL
-    ► GATHER (``gather.py``; fetching over federation, ``fetch.py``): auth events, prev events
+    ► for the event, ``pipeline.py``:
+    GATHER (``gather.py``; fetching over federation, ``fetch.py``): auth events, prev events
     and the state before, the entries the rules read ► DECIDE (``core.decide``, pure): the
     rejection rule, soft fail, new extremities, current-state change, outputs ► the write
     (``effects.py``) ► COMMIT (``commit.py``: to the message's write-behind buffer) ► PUBLISH
@@ -23,7 +24,6 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from roomserver.api import EventResult, InputRoomEvent, Kind, Outcome, StoredEvent
 from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
@@ -36,7 +36,7 @@ from roomserver.input.config import InputConfig
 from roomserver.input.effects import Effects
 from roomserver.input.errors import InputInvalid
 from roomserver.input.fetch import FetchMissing, already_done
-from roomserver.input.gather import Gatherer, cited_ids, parse_input
+from roomserver.input.gather import Gatherer, Parsed, cited_ids, parse_input
 from roomserver.input.job import Job
 from roomserver.input.latest import LatestEvents
 from roomserver.input.missing import Budget
@@ -66,7 +66,7 @@ class _Message:
     deadline: float  # loop time: the message's fetches share one deadline
     has_outputs: bool = False  # an event queued outputs: end_message publishes them
     # Events parsed when the message began, by id() of their PDU (kept alive by the entry).
-    parsed: dict[int, tuple[Mapping[str, Any], Kind, Event]] = field(default_factory=dict)
+    parsed: Parsed = field(default_factory=dict)
 
 
 class InputProcessor:
