@@ -52,7 +52,7 @@ class MessagePrefetch:
         return found, set(self.referenced.intersection(cited)), records
 
 
-async def read_for_input(
+async def read_batched(
     store: InputStore,
     room_id: str,
     wanted: Sequence[str],

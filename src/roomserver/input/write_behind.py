@@ -42,7 +42,7 @@ from roomserver.input.buffered_reads import (
     WriteBehindStore,
     overlaid_entries,
     placeholder_chain,
-    read_for_input,
+    read_batched,
 )
 from roomserver.input.store import apply_changes
 from roomserver.ports import (
@@ -147,8 +147,8 @@ class WriteBehind(FlushFirstReads):
         buffer = self._buffers.get(room_id)
         if buffer is None or buffer.writes:
             raise RuntimeError(f"prefetch for room {room_id}: its message is not just opened")
-        reads = await self._read(
-            room_id, event_ids, referenced_ids, list(redactions_of), with_room=True
+        reads = await read_batched(
+            self._store, room_id, event_ids, referenced_ids, list(redactions_of), with_room=True
         )
         buffer.prefetch = MessagePrefetch(
             frozenset(event_ids),
@@ -340,8 +340,8 @@ class WriteBehind(FlushFirstReads):
     ) -> InputReads:
         if redactions_of is not None and not isinstance(redactions_of, str):
             await self._flush_all()
-            return await self._read(
-                room_id, list(event_ids), list(referenced_ids), list(redactions_of)
+            return await read_batched(
+                self._store, room_id, list(event_ids), list(referenced_ids), list(redactions_of)
             )
         wanted = list(event_ids)
         cited = list(referenced_ids)
@@ -355,23 +355,10 @@ class WriteBehind(FlushFirstReads):
         answer = prefetched.answer(rest, cited, redactions_of) if prefetched else None
         if answer is not None:
             return InputReads({**answer[0], **found}, answer[1], answer[2])
-        reads = await self._read(room_id, rest, cited, redactions_of)
+        reads = await read_batched(self._store, room_id, rest, cited, redactions_of)
         if found:
             return InputReads({**reads.events, **found}, reads.referenced, reads.redactions)
         return reads
-
-    async def _read(
-        self,
-        room_id: str,
-        wanted: Sequence[str],
-        cited: Sequence[str],
-        redactions_of: str | list[str] | None,
-        *,
-        with_room: bool = False,
-    ) -> InputReads:
-        return await read_for_input(
-            self._store, room_id, wanted, cited, redactions_of, with_room=with_room
-        )
 
     async def state_entries(
         self, snapshot: SnapshotId | None, keys: Iterable[StateKey]
