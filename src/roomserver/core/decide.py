@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from roomserver.core.auth import check_auth_events, check_auth_rules, check_soft_fail
 from roomserver.core.dag import new_forward_extremities
@@ -266,29 +266,15 @@ def updates_room(
 
 def decide(view: RoomView, facts: EventFacts) -> Decision:
     """The decision for one event, given ``view`` (the room before it) and ``facts``."""
-    event = facts.event
     if facts.rejection is not None:
-        verdict = Verdict.REJECTED
-    elif facts.soft_fail_reason is not None:
-        verdict = Verdict.SOFT_FAILED
-    else:
-        verdict = Verdict.ACCEPTED
-    base = Decision(
-        verdict=verdict,
-        rejection=facts.rejection,
-        soft_fail_reason=facts.soft_fail_reason if facts.rejection is None else None,
-        with_state=facts.state_known,
-        outputs=(),
-        forward_extremities=None,
-        state_change=None,
-        view=view,
-    )
-    if verdict is not Verdict.ACCEPTED:
-        return base
+        return _unchanged(view, facts, Verdict.REJECTED)
+    if facts.soft_fail_reason is not None:
+        return _unchanged(view, facts, Verdict.SOFT_FAILED)
     if facts.role is Role.OLD:
-        return replace(base, outputs=(OutputKind.OLD_ROOM_EVENT,))
+        return _unchanged(view, facts, Verdict.ACCEPTED, (OutputKind.OLD_ROOM_EVENT,))
     if not updates_room(facts.role, None, None, state_known=facts.state_known):
-        return base
+        return _unchanged(view, facts, Verdict.ACCEPTED)
+    event = facts.event
     if facts.rewrites_state:
         extremities: tuple[str, ...] = (event.event_id,)
     else:
@@ -304,13 +290,12 @@ def decide(view: RoomView, facts: EventFacts) -> Decision:
     )
     if fast:
         change = _fast_state_change(event, view.state)
-        state = dict(view.state)
-        state.update(change.changes)
+        state = {**view.state, **change.changes}
     else:
         change = StateChange({}, {}, resolve=True)
         state = {}  # known once resolved: the pipeline gathers what the next event needs
     return Decision(
-        verdict=verdict,
+        verdict=Verdict.ACCEPTED,
         rejection=None,
         soft_fail_reason=None,
         with_state=True,
@@ -318,6 +303,22 @@ def decide(view: RoomView, facts: EventFacts) -> Decision:
         forward_extremities=extremities,
         state_change=change,
         view=RoomView(extremities, state, event.event_id),
+    )
+
+
+def _unchanged(
+    view: RoomView, facts: EventFacts, verdict: Verdict, outputs: tuple[OutputKind, ...] = ()
+) -> Decision:
+    """A decision that leaves the room as it was: the next event sees ``view``."""
+    return Decision(
+        verdict=verdict,
+        rejection=facts.rejection,
+        soft_fail_reason=facts.soft_fail_reason if facts.rejection is None else None,
+        with_state=facts.state_known,
+        outputs=outputs,
+        forward_extremities=None,
+        state_change=None,
+        view=view,
     )
 
 
