@@ -12,7 +12,7 @@ from roomserver.core.stateres import (
     SupportsRejection,
     resolve_state,
 )
-from tests.stateres.helpers import CountingProvider, random_fork
+from tests.core.stateres.helpers import CountingProvider, random_fork
 
 
 def test_mapping_and_provider_give_the_same_answer() -> None:
