@@ -46,6 +46,7 @@ from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, Han
 from roomserver.bus.admin import Intervention, InterventionOutcome, QueuedRoom, SkippedMessage
 from roomserver.bus.subjects import input_stream_name
 from roomserver.bus.types import SyncReplyTimeout
+from roomserver.config import KEY_ID_RE, Config, FederationConfig
 from roomserver.core.base64 import decode_base64, encode_base64
 from roomserver.core.hashes import compute_event_id
 from roomserver.core.state_keys import StateKey
@@ -54,11 +55,10 @@ from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
 from roomserver.input import Disposition as InputDisposition
 from roomserver.input import InputConfig, InputProcessor, handle_message
+from roomserver.metrics import Metrics
 from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
-from roomserver.service.config import KEY_ID_RE, Config, FederationConfig
-from roomserver.service.metrics import Metrics
 from roomserver.storage import open_storage
 from roomserver.storage.inspect import EventCounts, RoomOverview
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from roomserver.service.config import Config, ConfigError, load_config
+from roomserver.config import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome, StoredEvent
+from roomserver.config import Config
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import StateKey
-from roomserver.service.config import Config
 from roomserver.service.dag_svg import render_dag_svg
 from roomserver.testing.builder import RoomBuilder
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from roomserver.app import Roomserver
-from roomserver.service.config import ConfigError, HttpConfig
+from roomserver.config import ConfigError, HttpConfig
 from roomserver.service.console import add_console_routes
 from roomserver.service.http_api import (
     ROOMSERVER_KEY,
