@@ -9,9 +9,8 @@
 
 from __future__ import annotations
 
-REJECTED_BY_STATE_BEFORE = "not allowed by the state before the event"
-"""Prefix of the rejection reason of an event that passed its auth events but not the state
-before it (state resolution still treats such an event as not rejected)."""
+from roomserver.state_view import REJECTED_BY_STATE_BEFORE as REJECTED_BY_STATE_BEFORE
+
 MISSING_AUTH = "missing auth events"
 MISSING_PREVS = "missing prev events"
 """Prefixes of rejections for lack of data: such events are processed again when resubmitted."""

@@ -6,9 +6,14 @@ from collections.abc import Sequence
 
 from roomserver.api import StoredEvent
 from roomserver.core.room_versions import room_version
-from roomserver.input.state import StateResolver
-from roomserver.input.store import EventCache, InputStore, full_state, state_after_delta
 from roomserver.ports import StateKey
+from roomserver.state_view import (
+    EventCache,
+    StateReadStore,
+    StateResolver,
+    full_state,
+    state_after_delta,
+)
 
 
 class UnknownRoom(LookupError):
@@ -28,7 +33,7 @@ class UnknownEvents(LookupError):
 
 
 class Queries:
-    def __init__(self, store: InputStore) -> None:
+    def __init__(self, store: StateReadStore) -> None:
         self._store = store
         self._events = EventCache(store, capacity=2_000)
         self._resolver = StateResolver(store, self._events)
