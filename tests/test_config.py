@@ -8,7 +8,7 @@ import pytest
 
 from roomserver.config import Config, ConfigError, load_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_no_file_gives_the_embedded_defaults() -> None:
