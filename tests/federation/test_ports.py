@@ -62,9 +62,7 @@ async def test_in_memory_key_cache_keeps_and_replaces_keys() -> None:
     assert await cache.get_server_keys("a.test") == {}
     await cache.put_server_keys([old, other])
     assert await cache.get_server_keys("a.test") == {"ed25519:1": old, "ed25519:2": other}
-    assert await cache.get_server_keys("a.test", ["ed25519:2", "ed25519:9"]) == {
-        "ed25519:2": other
-    }
+    assert await cache.get_server_keys("a.test", ["ed25519:2", "ed25519:9"]) == {"ed25519:2": other}
     assert await cache.get_server_keys("b.test") == {}
     renewed = ports.ServerKeyRecord("a.test", "ed25519:1", b"\x01" * 32, valid_until_ts=99)
     await cache.put_server_keys([renewed])

@@ -22,6 +22,8 @@ from roomserver.core.hashes import (
 )
 from roomserver.core.identifiers import (
     MAX_ID_BYTES,
+    EventId,
+    RoomId,
     is_valid_event_id,
     is_valid_room_id,
     is_valid_user_id,
@@ -63,12 +65,12 @@ class Event:
     )
 
     event_id: str
-    room_id: str
+    room_id: RoomId
     type: str
     state_key: str | None
     sender: str
     content: Mapping[str, Any]
-    prev_event_ids: tuple[str, ...]
+    prev_event_ids: tuple[EventId, ...]
     auth_event_ids: tuple[str, ...]
     depth: int
     origin_server_ts: int
