@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from roomserver.api import StoredEvent
-from roomserver.core.identifiers import EventId
+from roomserver.core.ids import EventId
 from roomserver.ports import SnapshotId, StateDelta
 from roomserver.state_view import EventCache, apply_changes, state_after_delta
 from roomserver.testing.builder import RoomBuilder

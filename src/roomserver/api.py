@@ -18,7 +18,8 @@ from typing import Any
 
 from roomserver.core.errors import CoreError
 from roomserver.core.hashes import compute_room_id
-from roomserver.core.identifiers import MAX_ID_BYTES, EventId, RoomId, ServerName, is_valid_room_id
+from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
+from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.core.pdu import Event
 from roomserver.core.room_versions import room_version as _room_version_rules
 
@@ -125,7 +126,7 @@ def route_room_id(item: InputRoomEvent) -> RoomId:
         raise ValueError("event: must be a JSON object")
     room_id = pdu.get("room_id")
     if isinstance(room_id, str) and room_id:
-        return _routable(room_id)
+        return RoomId(_routable(room_id))
     if pdu.get("type") == "m.room.create" and pdu.get("state_key") == "":
         content = pdu.get("content")
         version = item.room_version or (
@@ -142,7 +143,7 @@ def route_room_id(item: InputRoomEvent) -> RoomId:
     raise ValueError("room_id: missing or not a string")
 
 
-def _routable(room_id: str) -> RoomId:
+def _routable(room_id: str) -> str:
     """``room_id`` if it is a room ID of some room version (it travels in a message header, so
     no control characters either); ``ValueError`` naming what is wrong otherwise."""
     if len(room_id) > MAX_ID_BYTES or len(room_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
@@ -151,7 +152,7 @@ def _routable(room_id: str) -> RoomId:
         raise ValueError(f"room_id: {room_id!r} is not a valid room ID")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in room_id):
         raise ValueError(f"room_id: {room_id!r} contains control characters")
-    return RoomId(room_id)
+    return room_id
 
 
 # ---------------------------------------------------------------------------------------------

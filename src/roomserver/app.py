@@ -49,7 +49,7 @@ from roomserver.bus.types import SyncReplyTimeout
 from roomserver.config import KEY_ID_RE, Config, FederationConfig
 from roomserver.core.base64 import decode_base64, encode_base64
 from roomserver.core.hashes import compute_event_id
-from roomserver.core.identifiers import EventId, RoomId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher

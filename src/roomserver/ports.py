@@ -7,7 +7,7 @@ State snapshots are opaque integers (``SnapshotId``) issued by storage. A snapsh
 a ``StateDelta`` against a base snapshot, so storing an event's state costs O(entries changed).
 
 Identifiers are typed with ``RoomId``, ``EventId`` and ``ServerName``
-(``roomserver.core.identifiers``) where the values reaching a Protocol are already typed: the
+(``roomserver.core.ids``) where the values reaching a Protocol are already typed: the
 fetcher's room, redaction records. Unfinished: the storage and output Protocols still take and
 return ``str`` IDs, because the input pipeline's own signatures (its storage wrapper in
 ``input/write_behind.py``, its output and room helpers) pass ``str``; they move to the NewTypes
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NewType, Protocol
 
 from roomserver.api import StoredEvent
-from roomserver.core.identifiers import EventId, RoomId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import StateKey as StateKey
 

@@ -9,7 +9,7 @@ from typing import Any
 from roomserver.core.base64 import encode_base64
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import InvalidEvent
-from roomserver.core.identifiers import EventId, RoomId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.redaction import redacted_view
 from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for

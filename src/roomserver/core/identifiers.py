@@ -2,27 +2,11 @@
 
 User IDs follow the historical grammar, which events over federation must accept: any code
 points but ``:`` and NUL in the localpart (even an empty one), then ``:`` and a server name.
-
-``EventId``, ``RoomId`` and ``ServerName`` are the types of those identifiers at the public
-boundaries (``roomserver.api``, ``roomserver.ports``, ``Event``'s fields). They are ``str`` at
-run time (``NewType``); a value gets the type where it is parsed or checked: ``parse_event``
-for the IDs an event names, ``route_room_id`` for the room an input event goes to, the wire
-decoders of ``roomserver.api`` for what a message names, storage for what it read back.
 """
 
 from __future__ import annotations
 
 import re
-from typing import NewType
-
-EventId = NewType("EventId", str)
-"""An event ID: ``$`` and an opaque part (``$local:server`` in room versions 1-2, the event's
-reference hash from v3)."""
-RoomId = NewType("RoomId", str)
-"""A room ID: ``!local:server``, or from room version 12 ``!`` and the create event's
-reference hash."""
-ServerName = NewType("ServerName", str)
-"""A server name: ``host[:port]``."""
 
 MAX_ID_BYTES = 255
 
@@ -103,7 +87,7 @@ def is_valid_event_id(value: object, *, format_name: str) -> bool:
     return bool(_B64_URL_43.match(value[1:]))
 
 
-def server_name_of(identifier: str) -> ServerName:
+def server_name_of(identifier: str) -> str:
     """The server name part of a ``@user:server``/``!room:server``/``$event:server`` ID."""
     _, _, server = identifier.partition(":")
-    return ServerName(server)
+    return server

@@ -22,12 +22,11 @@ from roomserver.core.hashes import (
 )
 from roomserver.core.identifiers import (
     MAX_ID_BYTES,
-    EventId,
-    RoomId,
     is_valid_event_id,
     is_valid_room_id,
     is_valid_user_id,
 )
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for
 from roomserver.core.state_keys import StateKey as StateKey

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from roomserver.core.errors import InvalidEvent
-from roomserver.core.identifiers import EventId
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.redaction import redact
 from roomserver.core.signatures import check_content_hash

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from roomserver.api import StoredEvent
-from roomserver.core.identifiers import EventId, RoomId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.room_versions import room_version
 from roomserver.ports import StateKey
 from roomserver.state_view import (

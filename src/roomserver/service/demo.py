@@ -36,7 +36,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome, StoredEvent
 from roomserver.config import Config
-from roomserver.core.identifiers import RoomId
+from roomserver.core.ids import RoomId
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import StateKey
 from roomserver.service.dag_svg import render_dag_svg

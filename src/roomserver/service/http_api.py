@@ -26,7 +26,7 @@ from roomserver.api import (
 )
 from roomserver.app import Roomserver
 from roomserver.bus.admin import InterventionOutcome, QueuedRoom, SkippedMessage
-from roomserver.core.identifiers import EventId, RoomId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.service.dag_svg import render_dag_svg
 from roomserver.service.openapi import openapi_document
 

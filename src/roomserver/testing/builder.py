@@ -14,7 +14,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from roomserver.core.hashes import room_id_from_create_event_id
-from roomserver.core.identifiers import RoomId
+from roomserver.core.ids import RoomId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.room_versions import RoomVersion, room_version
 from roomserver.core.signatures import sign_event
