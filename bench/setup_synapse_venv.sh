@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .synapse-venv (separate from the project's .venv) with matrix-synapse from PyPI, at the
-# pinned version below. Used by the differential tests (tests/stateres/test_against_synapse.py,
-# tests/core/test_auth_against_synapse.py), by bench/bench_stateres.py and by .ci/run.
+# pinned version below. Used by the differential tests (tests/core/stateres/test_against_synapse.py,
+# tests/core/auth/test_against_synapse.py), by bench/bench_stateres.py and by .ci/run.
 # Idempotent: does nothing when the environment already has the pinned version.
 # SYNAPSE_VERSION overrides the pin (e.g. to try a newer release); SYNAPSE_PYTHON the interpreter.
 set -euo pipefail

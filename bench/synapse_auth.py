@@ -1,4 +1,4 @@
-"""Runs Synapse's authorization rules on events written by tests/auth/test_against_synapse.py.
+"""Runs Synapse's authorization rules on events written by tests/core/auth/test_against_synapse.py.
 
 Runs inside .synapse-venv (matrix-synapse from PyPI, see bench/setup_synapse_venv.sh), never
 inside the project's venv. Reads a JSON document on stdin:

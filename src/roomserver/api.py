@@ -19,6 +19,7 @@ from typing import Any
 from roomserver.core.errors import CoreError
 from roomserver.core.hashes import compute_room_id
 from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
+from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.core.pdu import Event
 from roomserver.core.room_versions import room_version as _room_version_rules
 
@@ -66,10 +67,10 @@ class InputRoomEvent:
 
     event: Mapping[str, Any]
     kind: Kind = Kind.NEW
-    origin: str | None = None
+    origin: ServerName | None = None
     has_state: bool = False
-    state_event_ids: tuple[str, ...] = ()
-    send_as_server: str | None = None
+    state_event_ids: tuple[EventId, ...] = ()
+    send_as_server: ServerName | None = None
     transaction_id: TransactionId | None = None
     verified: bool = False
     room_version: str | None = None
@@ -103,7 +104,7 @@ class StoredEvent:
     rejection_reason: str | None = None
     soft_failed: bool = False
     state_snapshot: int | None = None  # snapshot of the state before the event; None for outliers
-    redacted_because: str | None = None
+    redacted_because: EventId | None = None
     stream_position: int | None = None
 
     @property
@@ -115,7 +116,7 @@ class StoredEvent:
         return Outcome.ACCEPTED
 
 
-def route_room_id(item: InputRoomEvent) -> str:
+def route_room_id(item: InputRoomEvent) -> RoomId:
     """The room an input event belongs to (v12 create events name no room: derive it).
 
     Raises ``ValueError`` with a reason when the event names no usable room.
@@ -125,7 +126,7 @@ def route_room_id(item: InputRoomEvent) -> str:
         raise ValueError("event: must be a JSON object")
     room_id = pdu.get("room_id")
     if isinstance(room_id, str) and room_id:
-        return _routable(room_id)
+        return RoomId(_routable(room_id))
     if pdu.get("type") == "m.room.create" and pdu.get("state_key") == "":
         content = pdu.get("content")
         version = item.room_version or (
@@ -318,6 +319,16 @@ def _str_tuple(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _event_ids(obj: Mapping[str, Any], key: str) -> tuple[EventId, ...]:
+    """A list of event IDs (as named: their grammar is the room version's, checked later)."""
+    return tuple(EventId(v) for v in _str_tuple(obj, key))
+
+
+def _server_name(obj: Mapping[str, Any], key: str) -> ServerName | None:
+    value = _opt_str(obj, key)
+    return None if value is None else ServerName(value)
+
+
 def _bool(obj: Mapping[str, Any], key: str, default: bool = False) -> bool:
     value = obj.get(key, default)
     if not isinstance(value, bool):
@@ -376,10 +387,10 @@ def _input_item_from_json(body: Mapping[str, Any]) -> InputRoomEvent:
     return InputRoomEvent(
         event=_object(body, "event"),
         kind=Kind(kind_value),
-        origin=_opt_str(body, "origin"),
+        origin=_server_name(body, "origin"),
         has_state=_bool(body, "has_state"),
-        state_event_ids=_str_tuple(body, "state_event_ids"),
-        send_as_server=_opt_str(body, "send_as_server"),
+        state_event_ids=_event_ids(body, "state_event_ids"),
+        send_as_server=_server_name(body, "send_as_server"),
         transaction_id=_txn_from_json(body.get("transaction_id")),
         verified=_bool(body, "verified"),
         room_version=_opt_str(body, "room_version"),

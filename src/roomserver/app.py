@@ -46,19 +46,20 @@ from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, Han
 from roomserver.bus.admin import Intervention, InterventionOutcome, QueuedRoom, SkippedMessage
 from roomserver.bus.subjects import input_stream_name
 from roomserver.bus.types import SyncReplyTimeout
+from roomserver.config import KEY_ID_RE, Config, FederationConfig
 from roomserver.core.base64 import decode_base64, encode_base64
 from roomserver.core.hashes import compute_event_id
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
 from roomserver.input import Disposition as InputDisposition
 from roomserver.input import InputConfig, InputProcessor, handle_message
+from roomserver.metrics import Metrics
 from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
-from roomserver.service.config import KEY_ID_RE, Config, FederationConfig
-from roomserver.service.metrics import Metrics
 from roomserver.storage import open_storage
 from roomserver.storage.inspect import EventCounts, RoomOverview
 
@@ -623,16 +624,18 @@ class Roomserver:
 
     # -- queries -------------------------------------------------------------------------------
 
-    async def current_state(self, room_id: str) -> dict[StateKey, str]:
+    async def current_state(self, room_id: RoomId) -> dict[StateKey, str]:
         return await self.queries.current_state(room_id)
 
-    async def state_after(self, room_id: str, event_ids: Sequence[str]) -> dict[StateKey, str]:
+    async def state_after(
+        self, room_id: RoomId, event_ids: Sequence[EventId]
+    ) -> dict[StateKey, str]:
         return await self.queries.state_after(room_id, event_ids)
 
-    async def latest_events(self, room_id: str) -> list[str]:
+    async def latest_events(self, room_id: RoomId) -> list[str]:
         return await self.queries.latest_events(room_id)
 
-    async def event(self, event_id: str) -> StoredEvent | None:
+    async def event(self, event_id: EventId) -> StoredEvent | None:
         return await self.queries.event(event_id)
 
     # -- operators: overviews and the rooms' queued input ------------------------------------

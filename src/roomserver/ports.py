@@ -5,6 +5,13 @@ concrete adapters to these Protocols. Constructors take the smallest Protocol th
 
 State snapshots are opaque integers (``SnapshotId``) issued by storage. A snapshot is written as
 a ``StateDelta`` against a base snapshot, so storing an event's state costs O(entries changed).
+
+Identifiers are typed with ``RoomId``, ``EventId`` and ``ServerName``
+(``roomserver.core.ids``) where the values reaching a Protocol are already typed: the
+fetcher's room, redaction records. Unfinished: the storage and output Protocols still take and
+return ``str`` IDs, because the input pipeline's own signatures (its storage wrapper in
+``input/write_behind.py``, its output and room helpers) pass ``str``; they move to the NewTypes
+together with those signatures.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NewType, Protocol
 
 from roomserver.api import StoredEvent
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import StateKey as StateKey
 
@@ -118,8 +126,8 @@ class RoomUpdate:
 
 @dataclass(frozen=True, slots=True)
 class RedactionRecord:
-    redaction_id: str
-    target_id: str
+    redaction_id: EventId
+    target_id: EventId
     validated: bool
 
 
@@ -415,12 +423,12 @@ class MissingEventFetcher(Protocol):
     """
 
     async def fetch_event(
-        self, room_id: str, room_version: str, event_id: str, servers: Sequence[str]
+        self, room_id: RoomId, room_version: str, event_id: str, servers: Sequence[str]
     ) -> Event: ...
 
     async def fetch_auth_chain(
         self,
-        room_id: str,
+        room_id: RoomId,
         room_version: str,
         event_id: str,
         servers: Sequence[str],
@@ -432,7 +440,7 @@ class MissingEventFetcher(Protocol):
 
     async def get_missing_events(
         self,
-        room_id: str,
+        room_id: RoomId,
         room_version: str,
         earliest: Sequence[str],
         latest: Sequence[str],
@@ -445,7 +453,7 @@ class MissingEventFetcher(Protocol):
 
     async def state_ids(
         self,
-        room_id: str,
+        room_id: RoomId,
         room_version: str,
         event_id: str,
         servers: Sequence[str],

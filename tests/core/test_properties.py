@@ -55,7 +55,10 @@ def check(value: Any, version: str) -> Event | None:
     except InvalidEvent as exc:
         assert exc.reason and str(exc) == exc.reason
         return None
-    assert isinstance(event, Event)
+    # What parses says what the PDU says, and its ID is a function of the PDU alone.
+    assert (event.type, event.sender) == (value["type"], value["sender"])
+    assert event.room_version == version
+    assert parse_event(value, version).event_id == event.event_id
     return event
 
 

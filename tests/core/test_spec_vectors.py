@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey
 
 from roomserver.core.base64 import decode_base64, encode_base64
 from roomserver.core.canonical_json import canonical_json
+from roomserver.core.errors import InvalidSignature
 from roomserver.core.hashes import compute_content_hash, reference_hash
 from roomserver.core.redaction import redacted_view
 from roomserver.core.room_versions import room_version
@@ -167,9 +169,20 @@ def test_content_hash_vectors() -> None:
 @pytest.mark.parametrize("version", v.PRE_R11_VERSIONS)
 def test_signed_vectors_verify(version: str) -> None:
     keys = {v.SERVER: {v.KEY_ID: v.signing_key().verify_key}}
-    verify_event(_sign(v.minimal_event(), version), room_version=version, verify_keys=keys)
+    signed = _sign(v.minimal_event(), version)
+    verify_event(signed, room_version=version, verify_keys=keys)
     if version in ("1", "2"):
         verify_event(_sign(v.message_event(), version), room_version=version, verify_keys=keys)
+    # The same vector with a signed field changed, or under another key, does not verify.
+    with pytest.raises(InvalidSignature):
+        verify_event(
+            {**signed, "origin_server_ts": signed["origin_server_ts"] + 1},
+            room_version=version,
+            verify_keys=keys,
+        )
+    other = {v.SERVER: {v.KEY_ID: SigningKey(b"\x09" * 32).verify_key}}
+    with pytest.raises(InvalidSignature):
+        verify_event(signed, room_version=version, verify_keys=other)
 
 
 def test_reference_hash_regression_data() -> None:

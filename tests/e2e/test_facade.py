@@ -12,6 +12,7 @@ from roomserver.api import (
     OutputNewRoomEvent,
     OutputType,
 )
+from roomserver.app import Roomserver
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.conftest import OpenRoomserver
 from tests.e2e.helpers import (
@@ -64,10 +65,7 @@ async def test_room_grows_through_sync_and_async_input(open_roomserver: OpenRoom
     assert await drain_outputs(outputs, quiet=0.5) == []
 
 
-async def _latest_is(rs: object, room_id: str, expected: list[str]) -> bool:
-    from roomserver.app import Roomserver
-
-    assert isinstance(rs, Roomserver)
+async def _latest_is(rs: Roomserver, room_id: str, expected: list[str]) -> bool:
     return await rs.latest_events(room_id) == expected
 
 

@@ -35,8 +35,8 @@ from roomserver.api import EventResult, InputRoomEvent, InputRoomEventsRequest, 
 from roomserver.app import Roomserver
 from roomserver.bus.embedded import free_port
 from roomserver.bus.subjects import input_stream_name
+from roomserver.config import FederationConfig
 from roomserver.federation.errors import KEYS_UNOBTAINABLE
-from roomserver.service.config import FederationConfig
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.helpers import ALICE, BOB, trust, wait_for
 from tests.e2e.mutations import OTHER_ROOMS, Mutant, Mutator

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from roomserver.api import Outcome
-from roomserver.service.config import FederationConfig
+from roomserver.config import FederationConfig
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.conftest import OpenRoomserver
 from tests.e2e.helpers import ALICE, BOB, submit, trust, wait_for

@@ -11,8 +11,8 @@ from nacl.signing import SigningKey
 from roomserver.api import Outcome
 from roomserver.app import Roomserver
 from roomserver.bus.embedded import free_port
+from roomserver.config import FederationConfig
 from roomserver.core.base64 import encode_base64
-from roomserver.service.config import FederationConfig
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.conftest import OpenRoomserver
 from tests.e2e.helpers import ALICE, BOB, submit

@@ -30,7 +30,7 @@ from roomserver.api import (
 )
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import CanonicalJSONError, InvalidEvent
-from roomserver.core.pdu import Event, parse_event
+from roomserver.core.pdu import parse_event
 from roomserver.core.room_versions import KNOWN_ROOM_VERSIONS
 
 VERSIONS = tuple(KNOWN_ROOM_VERSIONS)
@@ -61,8 +61,11 @@ def parse_event_target(data: bytes) -> None:
     except InvalidEvent as exc:
         assert isinstance(exc.reason, str) and exc.reason, "InvalidEvent without a reason"
         return
-    assert isinstance(event, Event)
+    assert pdu == json.loads(data[1:]), "parse_event changed its input"
     assert event.room_version == version
+    assert (event.type, event.sender) == (pdu["type"], pdu["sender"])
+    again = parse_event(pdu, version, check_edge_counts=check_edge_counts)
+    assert again.event_id == event.event_id, "the event ID is not a function of the PDU"
 
 
 def canonical_json_target(data: bytes) -> None:
@@ -80,7 +83,6 @@ def canonical_json_target(data: bytes) -> None:
     except CanonicalJSONError as exc:
         assert isinstance(exc.reason, str) and exc.reason, "CanonicalJSONError without a reason"
         return
-    assert isinstance(out, bytes)
     again = json.loads(out)
     assert again == value, "canonical JSON does not decode to the value it encoded"
     assert canonical_json(again, strict=strict, integral_floats=integral_floats) == out

@@ -136,7 +136,9 @@ async def test_v12_room_id_is_derived_from_create_event(harness: HarnessFactory)
     h = await harness(builder)
     await h.accept_all(events)
     assert builder.room_id == "!" + events[0].event_id[1:]
-    assert await h.store.room(builder.room_id) is not None
+    room = await h.store.room(builder.room_id)
+    assert room is not None
+    assert (room.room_version, room.forward_extremities) == ("12", (events[-1].event_id,))
     # An event of another "room" whose create event we lack is rejected or reported missing.
     other = RoomBuilder("12", server_name=SERVER)
     other_events = other.create_room(ALICE)

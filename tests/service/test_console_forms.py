@@ -8,7 +8,7 @@ from urllib.parse import quote
 import aiohttp
 
 from roomserver.app import Roomserver
-from roomserver.service.config import FederationConfig
+from roomserver.config import FederationConfig
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.conftest import OpenRoomserver
 from tests.e2e.helpers import ALICE, submit, trust, wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from roomserver.service.config import FederationConfig
+from roomserver.config import FederationConfig
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.conftest import OpenRoomserver
 from tests.e2e.helpers import ALICE, submit, trust, wait_for

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from roomserver.service.config import ConfigError, HttpConfig
+from roomserver.config import ConfigError, HttpConfig
 from roomserver.service.listener import load_api_token
 from tests.e2e.helpers import wait_for
 from tests.e2e.test_cli import REPO, ROOMSERVER, _setup

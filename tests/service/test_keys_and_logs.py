@@ -14,8 +14,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from roomserver.app import load_or_create_signing_key
+from roomserver.config import ConfigError, load_config
 from roomserver.core.base64 import encode_base64
-from roomserver.service.config import ConfigError, load_config
 from roomserver.service.logs import JsonFormatter
 
 REPO = Path(__file__).resolve().parents[2]

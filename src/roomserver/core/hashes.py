@@ -9,6 +9,7 @@ from typing import Any
 from roomserver.core.base64 import encode_base64
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import InvalidEvent
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.redaction import redacted_view
 from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for
@@ -51,13 +52,13 @@ def reference_hash(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
     return hashlib.sha256(reference_bytes(pdu, rules)).digest()
 
 
-def event_id_from_reference_bytes(data: bytes, rules: RoomVersion) -> str:
+def event_id_from_reference_bytes(data: bytes, rules: RoomVersion) -> EventId:
     """The event ID (room version 3+) of an event whose ``reference_bytes`` are ``data``."""
     url_safe = rules.event_id_format is EventIdFormat.URL_SAFE_BASE64
-    return "$" + encode_base64(hashlib.sha256(data).digest(), url_safe=url_safe)
+    return EventId("$" + encode_base64(hashlib.sha256(data).digest(), url_safe=url_safe))
 
 
-def event_id_for(pdu: Mapping[str, Any], rules: RoomVersion) -> str:
+def event_id_for(pdu: Mapping[str, Any], rules: RoomVersion) -> EventId:
     """The event ID of ``pdu`` under ``rules``, computed or (v1-v2) read from the PDU."""
     fmt = rules.event_id_format
     if fmt is EventIdFormat.SERVER_ASSIGNED:
@@ -66,22 +67,22 @@ def event_id_for(pdu: Mapping[str, Any], rules: RoomVersion) -> str:
             raise InvalidEvent(
                 f"event_id: required string in room version {rules.identifier}", field="event_id"
             )
-        return event_id
+        return EventId(event_id)
     digest = reference_hash(pdu, rules)
-    return "$" + encode_base64(digest, url_safe=fmt is EventIdFormat.URL_SAFE_BASE64)
+    return EventId("$" + encode_base64(digest, url_safe=fmt is EventIdFormat.URL_SAFE_BASE64))
 
 
-def compute_event_id(pdu: Mapping[str, Any], room_version: str) -> str:
+def compute_event_id(pdu: Mapping[str, Any], room_version: str) -> EventId:
     """Public form of ``event_id_for`` taking a room version identifier."""
     return event_id_for(pdu, rules_for(room_version))
 
 
-def room_id_from_create_event_id(create_event_id: str) -> str:
+def room_id_from_create_event_id(create_event_id: str) -> RoomId:
     """Room version 12: the room ID is ``!`` followed by the create event ID's hash part."""
-    return "!" + create_event_id[1:]
+    return RoomId("!" + create_event_id[1:])
 
 
-def compute_room_id(create_pdu: Mapping[str, Any], room_version: str) -> str:
+def compute_room_id(create_pdu: Mapping[str, Any], room_version: str) -> RoomId:
     """The room ID a v12 create event defines."""
     rules = rules_for(room_version)
     if not rules.room_id_from_create_event:

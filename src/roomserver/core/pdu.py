@@ -26,6 +26,7 @@ from roomserver.core.identifiers import (
     is_valid_room_id,
     is_valid_user_id,
 )
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for
 from roomserver.core.state_keys import StateKey as StateKey
@@ -63,12 +64,12 @@ class Event:
     )
 
     event_id: str
-    room_id: str
+    room_id: RoomId
     type: str
     state_key: str | None
     sender: str
     content: Mapping[str, Any]
-    prev_event_ids: tuple[str, ...]
+    prev_event_ids: tuple[EventId, ...]
     auth_event_ids: tuple[str, ...]
     depth: int
     origin_server_ts: int

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from roomserver.core.errors import InvalidEvent
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.redaction import redact
 from roomserver.core.signatures import check_content_hash
@@ -313,7 +314,7 @@ class FederationFetcher:
 
     async def _unresolved(
         self, found: Mapping[str, Event], stop: Set[str], have: HaveEvents
-    ) -> set[str]:
+    ) -> set[EventId]:
         cited = {p for e in found.values() for p in e.prev_event_ids}
         cited -= found.keys() | stop
         return cited - await _held(have, sorted(cited)) if cited else set()

@@ -1,24 +1,18 @@
 """The state before an event: from its prev events (resolving forks) or as supplied.
 
 ``StateBefore`` carries the ``StateDelta`` to store and answers lookups of a few keys without
-loading the whole state. ``StateResolver`` runs state resolution over full state maps; the
-algorithm is pure and synchronous, so it runs in a worker thread with an event provider that
-hands storage reads back to the event loop (after prefetching the likely events in one batch).
+loading the whole state. ``StateResolver`` (state resolution over full state maps, in a worker
+thread) belongs to the state read model, ``roomserver.state_view``; it is re-exported here.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from roomserver.api import StoredEvent
-from roomserver.core.decide import parse_rejection
-from roomserver.core.pdu import Event
 from roomserver.core.room_versions import RoomVersion
-from roomserver.core.stateres import resolve_state
 from roomserver.input.errors import InputInvalid
 from roomserver.input.store import (
-    EventCache,
     InputStore,
     SnapshotEntries,
     apply_changes,
@@ -29,6 +23,7 @@ from roomserver.input.store import (
     state_entries,
 )
 from roomserver.ports import RoomInfo, StateDelta, StateKey
+from roomserver.state_view import StateResolver as StateResolver
 
 
 class StateBefore:
@@ -58,76 +53,6 @@ class StateBefore:
         if self.full is None:
             self.full = await full_state(store, self.delta)
         return self.full
-
-
-class _ThreadedProvider:
-    """An event provider for state resolution running in a worker thread.
-
-    Reads missing from the prefetched cache are sent to the event loop and awaited there.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        events: EventCache,
-        prefetched: Mapping[str, StoredEvent],
-    ) -> None:
-        self._loop = loop
-        self._events = events
-        self._known: dict[str, StoredEvent | None] = dict(prefetched)
-
-    def _stored(self, event_id: str) -> StoredEvent | None:
-        if event_id not in self._known:
-            future = asyncio.run_coroutine_threadsafe(self._events.get([event_id]), self._loop)
-            self._known[event_id] = future.result().get(event_id)
-        return self._known[event_id]
-
-    def get_event(self, event_id: str) -> Event | None:
-        stored = self._stored(event_id)
-        return None if stored is None else stored.event
-
-    def is_rejected(self, event_id: str) -> bool:
-        """Rejected against its own auth events (not merely against the state before it)."""
-        stored = self._stored(event_id)
-        if stored is None or not stored.rejected:
-            return False
-        return parse_rejection(stored.rejection_reason).kind.rejected_for_state_resolution
-
-
-class StateResolver:
-    """Resolves several full states into one (spec: state resolution of the room version)."""
-
-    def __init__(self, store: InputStore, events: EventCache) -> None:
-        self._store = store
-        self._events = events
-
-    async def resolve(
-        self,
-        rules: RoomVersion,
-        state_sets: Sequence[Mapping[StateKey, str]],
-        *,
-        pending: Sequence[Event] = (),
-    ) -> dict[StateKey, str]:
-        """``pending``: accepted events not stored yet that the state sets may name."""
-        if not state_sets:
-            return {}
-        first = state_sets[0]
-        if all(s == first for s in state_sets[1:]):
-            return dict(first)
-        conflicted: set[str] = set()
-        keys = set().union(*(s.keys() for s in state_sets))
-        for key in keys:
-            values = {s.get(key) for s in state_sets}
-            if len(values) > 1:
-                conflicted.update(v for v in values if v is not None)
-        chain = await self._store.auth_chain(conflicted)
-        prefetched = await self._events.get(sorted(conflicted | chain))
-        for event in pending:
-            prefetched[event.event_id] = StoredEvent(event=event, outlier=False)
-        provider = _ThreadedProvider(asyncio.get_running_loop(), self._events, prefetched)
-        sets = [dict(s) for s in state_sets]
-        resolved = await asyncio.to_thread(resolve_state, rules.identifier, sets, provider)
-        return dict(resolved)
 
 
 async def state_from_prevs(

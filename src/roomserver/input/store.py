@@ -1,16 +1,15 @@
 """What the input pipeline reads from storage, and small helpers over it.
 
 ``InputStore`` is the narrow storage Protocol the pipeline needs (``roomserver.ports.Storage``
-satisfies it). ``EventCache`` keeps recently used accepted events (auth events, state entries)
-so the common path does not reload them for every event. State is handled as ``StateDelta``s:
-the state after a stored event is its state-before snapshot plus itself, never a full load.
+satisfies it). The state read model it shares with the queries (``EventCache``,
+``state_after_delta``, ``full_state``) lives in ``roomserver.state_view`` and is re-exported here.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from roomserver.api import StoredEvent
@@ -26,6 +25,11 @@ from roomserver.ports import (
     StateKey,
     StateStore,
 )
+from roomserver.state_view import EventCache as EventCache
+from roomserver.state_view import apply_changes as apply_changes
+from roomserver.state_view import full_state as full_state
+from roomserver.state_view import snapshot_of as snapshot_of
+from roomserver.state_view import state_after_delta as state_after_delta
 
 
 class InputStore(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
@@ -48,88 +52,6 @@ class Prefetched:
         if not wanted <= self.referenced_ids:
             return None
         return wanted & self.referenced
-
-
-class EventCache:
-    """A bounded LRU of accepted stored events by ID, in front of ``InputStore.get_events``.
-
-    Only events that are not rejected are cached: their JSON changes only when a redaction is
-    applied (``evict`` then), and the rejected flag of an accepted event never flips back.
-    """
-
-    def __init__(self, store: EventStore, *, capacity: int = 20_000) -> None:
-        self._store = store
-        self._capacity = capacity
-        self._events: OrderedDict[str, StoredEvent] = OrderedDict()
-        self._by_room: dict[str, set[str]] = {}
-
-    async def get(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        out: dict[str, StoredEvent] = {}
-        missing: list[str] = []
-        for event_id in event_ids:
-            hit = self._events.get(event_id)
-            if hit is None:
-                missing.append(event_id)
-            else:
-                self._events.move_to_end(event_id)
-                out[event_id] = hit
-        if missing:
-            loaded = await self._store.get_events(missing)
-            for event_id, stored in loaded.items():
-                out[event_id] = stored
-                self.remember(stored)
-        return out
-
-    def peek(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        """The cached ones among ``event_ids`` (no storage access)."""
-        out: dict[str, StoredEvent] = {}
-        for event_id in event_ids:
-            hit = self._events.get(event_id)
-            if hit is not None:
-                out[event_id] = hit
-        return out
-
-    def remember(self, stored: StoredEvent) -> None:
-        if stored.rejected:
-            return
-        event = stored.event
-        self._events[event.event_id] = stored
-        self._events.move_to_end(event.event_id)
-        self._by_room.setdefault(event.room_id, set()).add(event.event_id)
-        while len(self._events) > self._capacity:
-            _, oldest = self._events.popitem(last=False)
-            self._unindex(oldest.event)
-
-    def evict(self, event_id: str) -> None:
-        stored = self._events.pop(event_id, None)
-        if stored is not None:
-            self._unindex(stored.event)
-
-    def forget_room(self, room_id: str) -> None:
-        """Drop the room's cached events (another process may have changed them: applied a
-        redaction, given an outlier state)."""
-        for event_id in self._by_room.pop(room_id, ()):
-            self._events.pop(event_id, None)
-
-    def settle_snapshots(
-        self, event_ids: Iterable[str], resolve: Callable[[SnapshotId | None], SnapshotId | None]
-    ) -> None:
-        """Replace placeholder snapshot IDs (negative: from writes not yet committed when the
-        events were cached) of the cached ``event_ids`` with what ``resolve`` says."""
-        for event_id in event_ids:
-            stored = self._events.get(event_id)
-            if stored is None:
-                continue
-            if stored.state_snapshot is not None and stored.state_snapshot < 0:
-                real = resolve(SnapshotId(stored.state_snapshot))
-                self._events[event_id] = replace(stored, state_snapshot=real)
-
-    def _unindex(self, event: Event) -> None:
-        ids = self._by_room.get(event.room_id)
-        if ids is not None:
-            ids.discard(event.event_id)
-            if not ids:
-                del self._by_room[event.room_id]
 
 
 class SnapshotEntries:
@@ -171,22 +93,9 @@ def rejected_for_missing_data(stored: StoredEvent) -> bool:
     return stored.rejected and parse_rejection(stored.rejection_reason).kind.waits_for_data
 
 
-def snapshot_of(stored: StoredEvent) -> SnapshotId | None:
-    return None if stored.state_snapshot is None else SnapshotId(stored.state_snapshot)
-
-
 def has_state(stored: StoredEvent) -> bool:
     """Whether the state before ``stored`` is known (it is in the contiguous DAG)."""
     return not stored.outlier
-
-
-def state_after_delta(stored: StoredEvent) -> StateDelta:
-    """Spec 11.1: the state after an event is the state before it, plus the event itself when
-    it is a state event that was not rejected."""
-    event = stored.event
-    if event.state_key is not None and not stored.rejected:
-        return StateDelta(snapshot_of(stored), {event.state_tuple: event.event_id})
-    return StateDelta(snapshot_of(stored), {})
 
 
 def with_event(delta: StateDelta, event: Event) -> StateDelta:
@@ -217,22 +126,6 @@ async def state_entries(
             if value is not None:
                 out[key] = value
     return out
-
-
-async def full_state(store: StateStore, delta: StateDelta) -> dict[StateKey, str]:
-    """The whole state ``delta`` describes."""
-    out = await store.state_map(delta.base) if delta.base is not None else {}
-    out = dict(out)
-    apply_changes(out, delta.changes)
-    return out
-
-
-def apply_changes(state: dict[StateKey, str], changes: Mapping[StateKey, str | None]) -> None:
-    for key, value in changes.items():
-        if value is None:
-            state.pop(key, None)
-        else:
-            state[key] = value
 
 
 def changes_between(

@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from roomserver.api import StoredEvent
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.room_versions import room_version
-from roomserver.input.state import StateResolver
-from roomserver.input.store import EventCache, InputStore, full_state, state_after_delta
 from roomserver.ports import StateKey
+from roomserver.state_view import (
+    EventCache,
+    StateReadStore,
+    StateResolver,
+    full_state,
+    state_after_delta,
+)
 
 
 class UnknownRoom(LookupError):
@@ -28,12 +34,12 @@ class UnknownEvents(LookupError):
 
 
 class Queries:
-    def __init__(self, store: InputStore) -> None:
+    def __init__(self, store: StateReadStore) -> None:
         self._store = store
         self._events = EventCache(store, capacity=2_000)
         self._resolver = StateResolver(store, self._events)
 
-    async def current_state(self, room_id: str) -> dict[StateKey, str]:
+    async def current_state(self, room_id: RoomId) -> dict[StateKey, str]:
         """The room's current state; an empty mapping for an unknown room. Resolved from the
         forward extremities, so never names a rejected, soft-failed or outlier event."""
         info = await self._store.room(room_id)
@@ -41,18 +47,20 @@ class Queries:
             return {}
         return await self._store.state_map(info.current_state)
 
-    async def latest_events(self, room_id: str) -> list[str]:
+    async def latest_events(self, room_id: RoomId) -> list[str]:
         """The room's forward extremities (accepted, not soft-failed events with state); empty
         for an unknown room."""
         info = await self._store.room(room_id)
         return [] if info is None else list(info.forward_extremities)
 
-    async def event(self, event_id: str) -> StoredEvent | None:
+    async def event(self, event_id: EventId) -> StoredEvent | None:
         """The stored event with its flags (outlier, rejected and its reason, soft-failed)."""
         found = await self._store.get_events([event_id])
         return found.get(event_id)
 
-    async def state_after(self, room_id: str, event_ids: Sequence[str]) -> dict[StateKey, str]:
+    async def state_after(
+        self, room_id: RoomId, event_ids: Sequence[EventId]
+    ) -> dict[StateKey, str]:
         """The state after the given events: each event's state after it, resolved together
         with the room version's state resolution (spec 11.1).
 

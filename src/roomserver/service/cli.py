@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from roomserver import __version__
-from roomserver.service.config import Config, ConfigError, load_config
+from roomserver.config import Config, ConfigError, load_config
 from roomserver.service.logs import configure_logging
 
 log = logging.getLogger("roomserver")

@@ -22,6 +22,7 @@ from roomserver.service.http_api import (
     MAX_DAG_LIMIT,
     ROOMSERVER_KEY,
     SETTINGS_KEY,
+    path_room_id,
     token_matches,
 )
 
@@ -171,7 +172,7 @@ async def get_room(request: web.Request) -> web.Response:
     if not signed_in(request):
         return await login_form(request)
     rs = request.app[ROOMSERVER_KEY]
-    room_id = request.match_info["room_id"]
+    room_id = path_room_id(request)
     info = await rs.room_info(room_id)
     queued = await rs.queued_input_of(room_id)
     if info is None and queued.pending == 0:
@@ -273,7 +274,7 @@ async def post_queue_action(request: web.Request) -> web.Response:
         response.set_status(403)
         return response
     rs = request.app[ROOMSERVER_KEY]
-    room_id = request.match_info["room_id"]
+    room_id = path_room_id(request)
     action = request.match_info["action"]
     form = await request.post()
     if action == "purge":

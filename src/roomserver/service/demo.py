@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome, StoredEvent
+from roomserver.config import Config
+from roomserver.core.ids import RoomId
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import StateKey
-from roomserver.service.config import Config
 from roomserver.service.dag_svg import render_dag_svg
 from roomserver.testing.builder import RoomBuilder
 
@@ -78,7 +79,7 @@ class DemoEvent:
 
 @dataclass(frozen=True, slots=True)
 class DemoRoom:
-    room_id: str
+    room_id: RoomId
     room_version: str
     events: tuple[DemoEvent, ...]
 
@@ -113,7 +114,7 @@ def build_demo_room() -> DemoRoom:
     _setup(story)
     _forks(story)
     _rejected_and_soft_failed(story)
-    return DemoRoom(DEMO_ROOM_ID, DEMO_ROOM_VERSION, tuple(story.events))
+    return DemoRoom(b.room_id, DEMO_ROOM_VERSION, tuple(story.events))
 
 
 def _setup(story: _Story) -> None:

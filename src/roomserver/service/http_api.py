@@ -26,6 +26,7 @@ from roomserver.api import (
 )
 from roomserver.app import Roomserver
 from roomserver.bus.admin import InterventionOutcome, QueuedRoom, SkippedMessage
+from roomserver.core.ids import EventId, RoomId
 from roomserver.service.dag_svg import render_dag_svg
 from roomserver.service.openapi import openapi_document
 
@@ -232,6 +233,17 @@ def skipped_json(skip: SkippedMessage) -> dict[str, Any]:
 # Routes
 
 
+def path_room_id(request: web.Request) -> RoomId:
+    """The room ID the request's path names (a room the server does not hold gets 404 from the
+    handler that looks it up)."""
+    return RoomId(request.match_info["room_id"])
+
+
+def path_event_id(request: web.Request) -> EventId:
+    """The event ID the request's path names."""
+    return EventId(request.match_info["event_id"])
+
+
 def _rs(request: web.Request) -> Roomserver:
     return request.app[ROOMSERVER_KEY]
 
@@ -256,7 +268,7 @@ def dag_limit(request: web.Request) -> int:
     return limit
 
 
-async def room_dag_svg(rs: Roomserver, room_id: str, limit: int) -> str:
+async def room_dag_svg(rs: Roomserver, room_id: RoomId, limit: int) -> str:
     await _known_room_version(rs, room_id)
     events = await rs.newest_events(room_id, limit=limit)
     latest = await rs.latest_events(room_id)
@@ -279,7 +291,7 @@ async def post_input(request: web.Request) -> web.Response:
 
 async def get_state(request: web.Request) -> web.Response:
     rs = _rs(request)
-    room_id = request.match_info["room_id"]
+    room_id = path_room_id(request)
     version = await _known_room_version(rs, room_id)
     state = await rs.current_state(room_id)
     return web.json_response(
@@ -289,13 +301,13 @@ async def get_state(request: web.Request) -> web.Response:
 
 async def get_latest_events(request: web.Request) -> web.Response:
     rs = _rs(request)
-    room_id = request.match_info["room_id"]
+    room_id = path_room_id(request)
     await _known_room_version(rs, room_id)
     return web.json_response({"event_ids": await rs.latest_events(room_id)})
 
 
 async def get_event(request: web.Request) -> web.Response:
-    event_id = request.match_info["event_id"]
+    event_id = path_event_id(request)
     stored = await _rs(request).event(event_id)
     if stored is None:
         raise ApiError(404, "M_NOT_FOUND", f"unknown event {event_id}")
@@ -310,7 +322,7 @@ async def get_event(request: web.Request) -> web.Response:
 
 
 async def get_dag_svg(request: web.Request) -> web.Response:
-    svg = await room_dag_svg(_rs(request), request.match_info["room_id"], dag_limit(request))
+    svg = await room_dag_svg(_rs(request), path_room_id(request), dag_limit(request))
     return web.Response(text=svg, content_type="image/svg+xml")
 
 
@@ -319,7 +331,7 @@ async def get_admin_rooms(request: web.Request) -> web.Response:
     return web.json_response({"rooms": [queued_room_json(r) for r in rooms]})
 
 
-async def room_summary(rs: Roomserver, room_id: str) -> dict[str, Any]:
+async def room_summary(rs: Roomserver, room_id: RoomId) -> dict[str, Any]:
     """The room as an operator sees it; ApiError 404 when neither stored nor queued."""
     info = await rs.room_info(room_id)
     queued = await rs.queued_input_of(room_id)
@@ -344,7 +356,7 @@ async def room_summary(rs: Roomserver, room_id: str) -> dict[str, Any]:
 
 
 async def get_admin_room(request: web.Request) -> web.Response:
-    return web.json_response(await room_summary(_rs(request), request.match_info["room_id"]))
+    return web.json_response(await room_summary(_rs(request), path_room_id(request)))
 
 
 async def _intervention_response(
@@ -365,7 +377,7 @@ async def _intervention_response(
 
 async def post_retry(request: web.Request) -> web.Response:
     rs = _rs(request)
-    room_id = request.match_info["room_id"]
+    room_id = path_room_id(request)
     await read_json_object(request)  # an empty body or {}
     outcome = await rs.retry_input(room_id)
     return await _intervention_response(rs, room_id, "retry", outcome)
@@ -373,7 +385,7 @@ async def post_retry(request: web.Request) -> web.Response:
 
 async def post_skip(request: web.Request) -> web.Response:
     rs = _rs(request)
-    room_id = request.match_info["room_id"]
+    room_id = path_room_id(request)
     body = await read_json_object(request)
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
@@ -384,7 +396,7 @@ async def post_skip(request: web.Request) -> web.Response:
 
 async def post_purge(request: web.Request) -> web.Response:
     rs = _rs(request)
-    room_id = request.match_info["room_id"]
+    room_id = path_room_id(request)
     await read_json_object(request)
     purged = await rs.purge_input(room_id)
     return web.json_response({"room_id": room_id, "purged": purged})

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from roomserver.app import Roomserver
-from roomserver.service.config import ConfigError, HttpConfig
+from roomserver.config import ConfigError, HttpConfig
 from roomserver.service.console import add_console_routes
 from roomserver.service.http_api import (
     ROOMSERVER_KEY,
@@ -19,6 +19,7 @@ from roomserver.service.http_api import (
     add_api_routes,
     bearer_auth,
     matrix_errors,
+    path_room_id,
 )
 
 
@@ -61,7 +62,7 @@ def build_app(rs: Roomserver, *, token: str | None, max_body_bytes: int) -> web.
         return web.json_response({"status": "ok"})
 
     async def room_state(request: web.Request) -> web.Response:
-        room_id = request.match_info["room_id"]
+        room_id = path_room_id(request)
         state = await rs.current_state(room_id)
         body = [{"type": t, "state_key": k, "event_id": e} for (t, k), e in sorted(state.items())]
         return web.Response(text=json.dumps(body), content_type="application/json")

@@ -9,7 +9,7 @@ import signal
 
 from aiohttp import web
 
-from roomserver.service.config import Config
+from roomserver.config import Config
 from roomserver.service.listener import build_app, load_api_token
 
 log = logging.getLogger("roomserver.serve")

@@ -14,6 +14,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from roomserver.core.hashes import room_id_from_create_event_id
+from roomserver.core.ids import RoomId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.room_versions import RoomVersion, room_version
 from roomserver.core.signatures import sign_event
@@ -52,7 +53,7 @@ class RoomBuilder:
         # Unique per builder in this process (``id(self)`` modulo something was not: two rooms of
         # one test could share a room ID).
         self._number = next(_BUILDERS)
-        self.room_id = room_id or f"!built{self._number}:{server_name}"
+        self.room_id = RoomId(room_id or f"!built{self._number}:{server_name}")
         self.events: dict[str, Event] = {}
         self.state: dict[StateKey, str] = {}
         self.latest: list[str] = []

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from roomserver.core.auth import check_auth_events, check_auth_rules, select_auth_events
 from roomserver.core.errors import Rejected
 from roomserver.testing.builder import RoomBuilder
-from tests.auth.helpers import (
+from tests.core.auth.helpers import (
     ALICE,
     ALL_VERSIONS,
     BOB,

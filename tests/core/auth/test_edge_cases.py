@@ -27,7 +27,7 @@ from roomserver.core.pdu import Event, parse_event
 from roomserver.core.redaction import redact
 from roomserver.core.stateres.provider import EventLookup
 from roomserver.testing.builder import RoomBuilder
-from tests.auth.helpers import (
+from tests.core.auth.helpers import (
     ALICE,
     ALL_VERSIONS,
     BOB,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from roomserver.core.stateres import MappingEventProvider, resolve_state
-from tests.stateres.helpers import (
+from tests.core.stateres.helpers import (
     FIXTURES,
     IndexedProvider,
     fixture_events,

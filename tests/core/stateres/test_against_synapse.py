@@ -14,7 +14,7 @@ import pytest
 
 from roomserver.core.stateres import resolve_state
 from roomserver.testing.builder import RoomBuilder
-from tests.stateres.helpers import PL_KEY, USERS, StateSet, random_change, random_fork
+from tests.core.stateres.helpers import PL_KEY, USERS, StateSet, random_change, random_fork
 from tests.synapse_venv import run_in_synapse
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
-"""Writes the state resolution scenarios under tests/stateres/fixtures/ as JSON.
+"""Writes the state resolution scenarios under tests/core/stateres/fixtures/ as JSON.
 
-Run: ``.venv/bin/python -m tests.stateres.generate_fixtures`` (from the repository root).
+Run: ``.venv/bin/python -m tests.core.stateres.generate_fixtures`` (from the repository root).
 
 Each scenario builds a room with ``RoomBuilder`` (hashed, signed events), forks it, and states
 the expected resolution *by reasoning* (see each docstring), not by running the resolver. The
@@ -30,7 +30,7 @@ from roomserver.core.stateres import MappingEventProvider, resolve_state
 from roomserver.testing.builder import RoomBuilder
 
 FIXTURES = Path(__file__).parent / "fixtures"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
 CAROL = "@carol:example.org"

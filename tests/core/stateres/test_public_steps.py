@@ -40,7 +40,7 @@ from roomserver.core.stateres import (
     separate_conflicted_state,
 )
 from roomserver.testing.builder import RoomBuilder
-from tests.stateres.helpers import auth_closure, random_fork, reference_auth_difference
+from tests.core.stateres.helpers import auth_closure, random_fork, reference_auth_difference
 
 A, B, C = "@alice:example.org", "@bob:example.org", "@carol:example.org"
 CREATE, PL, JR, TOPIC = (

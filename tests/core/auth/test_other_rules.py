@@ -11,7 +11,7 @@ import pytest
 
 from roomserver.core.pdu import Event
 from roomserver.testing.builder import RoomBuilder
-from tests.auth.helpers import (
+from tests.core.auth.helpers import (
     ALICE,
     ALL_VERSIONS,
     BOB,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from roomserver.service.config import Config, ConfigError, load_config
+from roomserver.config import Config, ConfigError, load_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_no_file_gives_the_embedded_defaults() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from roomserver.core.stateres.conflicts import conflicted_keys, disagreeing_keys, split
 from roomserver.core.stateres.provider import EventLookup
-from tests.stateres.helpers import random_fork
+from tests.core.stateres.helpers import random_fork
 
 
 def _sets():  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ from roomserver.core.auth import (
 )
 from roomserver.core.errors import Rejected, SoftFailed
 from roomserver.core.room_versions import room_version
-from tests.auth.helpers import (
+from tests.core.auth.helpers import (
     ALICE,
     ALL_VERSIONS,
     BOB,

@@ -6,13 +6,15 @@ import pytest
 
 from roomserver.core.errors import UnknownRoomVersion
 from roomserver.core.stateres import (
-    EventProvider,
     MappingEventProvider,
     MissingEvent,
     SupportsRejection,
     resolve_state,
 )
-from tests.stateres.helpers import CountingProvider, random_fork
+from roomserver.testing.builder import RoomBuilder
+from tests.core.stateres.helpers import CountingProvider, random_fork
+
+TOPIC = ("m.room.topic", "")
 
 
 def test_mapping_and_provider_give_the_same_answer() -> None:
@@ -25,10 +27,26 @@ def test_mapping_and_provider_give_the_same_answer() -> None:
     )
 
 
-def test_protocols_are_recognised() -> None:
-    assert isinstance(MappingEventProvider({}), EventProvider)
-    assert isinstance(MappingEventProvider({}), SupportsRejection)
-    assert not isinstance(CountingProvider({}), SupportsRejection)
+@pytest.mark.parametrize("version", ["2", "10", "12"])
+def test_rejections_are_read_from_a_provider_that_knows_them(version: str) -> None:
+    """``MappingEventProvider(rejected=...)`` answers ``SupportsRejection``: a rejected event is
+    left out of the resolution; a provider without ``is_rejected`` has every event count."""
+    b = RoomBuilder(version)
+    b.create_room("@alice:example.org")
+    fork = b.latest
+    base = dict(b.state)
+    early = b.send("m.room.topic", "@alice:example.org", {"topic": "early"}, state_key="")
+    b.latest = fork
+    late = b.send("m.room.topic", "@alice:example.org", {"topic": "late"}, state_key="")
+    sets = [{**base, TOPIC: early.event_id}, {**base, TOPIC: late.event_id}]
+    # Same sender and power: the later timestamp is applied last and wins.
+    assert resolve_state(version, sets, CountingProvider(b.events))[TOPIC] == late.event_id
+    assert resolve_state(version, sets, MappingEventProvider(b.events))[TOPIC] == late.event_id
+    with_rejection = MappingEventProvider(b.events, rejected={late.event_id})
+    assert isinstance(with_rejection, SupportsRejection) and with_rejection.is_rejected(
+        late.event_id
+    )
+    assert resolve_state(version, sets, with_rejection)[TOPIC] == early.event_id
 
 
 def test_no_state_sets_resolve_to_nothing() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from roomserver.core.auth import rule_numbers
 from roomserver.core.room_versions import room_version
-from tests.auth.helpers import ALL_VERSIONS
+from tests.core.auth.helpers import ALL_VERSIONS
 
 EXPECTED: dict[str, dict[str, str | None]] = {
     "1": {

@@ -12,7 +12,7 @@ from roomserver.core.base64 import encode_base64
 from roomserver.core.pdu import Event
 from roomserver.core.signatures import sign_json
 from roomserver.testing.builder import RoomBuilder
-from tests.auth.helpers import (
+from tests.core.auth.helpers import (
     ALICE,
     ALL_VERSIONS,
     BOB,

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from roomserver.core.stateres import resolve_state
-from tests.stateres.helpers import IndexedProvider, random_fork, reference_auth_difference
+from tests.core.stateres.helpers import IndexedProvider, random_fork, reference_auth_difference
 
 VERSIONS = ["1", "2", "6", "10", "11", "12"]
 

@@ -13,7 +13,7 @@ from roomserver.core.stateres.auth_chains import (
 from roomserver.core.stateres.conflicts import conflicted_keys, split, unconflicted_event_ids
 from roomserver.core.stateres.provider import EventLookup
 from roomserver.testing.builder import RoomBuilder
-from tests.stateres.helpers import (
+from tests.core.stateres.helpers import (
     CountingProvider,
     IndexedProvider,
     auth_closure,
