@@ -33,8 +33,8 @@ class JetStreamBlobStore:
             store = await js.object_store(bucket)
         except BucketNotFoundError:  # the first process creates it (a second: the same)
             store = await js.create_object_store(
+                bucket,
                 config=ObjectStoreConfig(
-                    bucket=bucket,
                     ttl=config.input_max_age,
                     storage=StorageType.FILE,
                     replicas=config.replicas,
@@ -51,6 +51,13 @@ class JetStreamBlobStore:
         except (ObjectNotFoundError, NotFoundError):
             return None
         return result.data
+
+    async def names(self) -> set[str]:
+        """The names of the blobs held (for operators and tests)."""
+        try:
+            return {info.name for info in await self._store.list() if not info.deleted}
+        except NotFoundError:  # nats-py: "no objects found"
+            return set()
 
     async def delete(self, name: str) -> None:
         try:
