@@ -38,7 +38,7 @@ class JetStreamBlobStore:
                     ttl=config.input_max_age,
                     storage=StorageType.FILE,
                     replicas=config.replicas,
-                )
+                ),
             )
         return cls(store)
 
