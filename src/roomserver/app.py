@@ -29,6 +29,7 @@ from typing import IO, Any
 from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import (
+    INPUT_WIRE_VERSION,
     EventResult,
     InputRoomEvent,
     InputRoomEventsRequest,
@@ -41,6 +42,7 @@ from roomserver.api import (
     decode_event_results,
     decode_input_message,
     decode_output_event,
+    encode_event_results,
     encode_input_item,
     join_input_batch,
     route_room_id,
@@ -564,9 +566,14 @@ class Roomserver:
             return HandlerResult.nak(1.0, reason=f"state list not read: {exc}")
         if self.bulk is not None and _OUTLIER_MARK in resolved.payload:
             try:
-                await self._import_outliers(room_id, resolved.payload)
+                answered = await self._import_outliers(room_id, resolved.payload)
             except Exception as exc:  # nothing decided is lost: the normal path does it all
                 log.warning("bulk path for message %d failed: %s", info.stream_seq, exc)
+                answered = None
+            if answered is not None:  # every event of the message has its stored outcome
+                for result in answered:
+                    self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
+                return HandlerResult.ack(encode_event_results(answered))
         decision = await handle_message(
             self.processor, room_id, resolved.payload, info, max_attempts=10
         )
@@ -586,16 +593,21 @@ class Roomserver:
             return HandlerResult.term(reason or "terminated", decision.reply)
         return HandlerResult.ack(decision.reply)
 
-    async def _import_outliers(self, room_id: str, payload: bytes) -> None:
-        """The bulk path over the message's outliers; the normal path then answers them from
-        storage (and handles what the bulk path left)."""
+    async def _import_outliers(self, room_id: str, payload: bytes) -> list[EventResult] | None:
+        """The bulk path over the message's outliers. Returns the reply's results when it
+        answered every event of the message; otherwise the normal path handles the message
+        (answering what the bulk path stored from storage)."""
         assert self.bulk is not None
         try:
-            _, items = decode_input_message(payload)
+            version, items = decode_input_message(payload)
         except WireFormatError:
-            return  # handle_message terminates it
-        if sum(1 for i in items if i.kind is Kind.OUTLIER) >= self.bulk.min_outliers:
-            await self.bulk.import_outliers(room_id, items)
+            return None  # handle_message terminates it
+        if sum(1 for i in items if i.kind is Kind.OUTLIER) < self.bulk.min_outliers:
+            return None
+        report = await self.bulk.import_outliers(room_id, items)
+        if version != INPUT_WIRE_VERSION or len(report.results) != len(items):
+            return None
+        return [report.results[i] for i in range(len(items))]
 
     async def _final_and_stored(self, item_json: dict[str, Any]) -> bool:
         """Whether the event of an input item (its JSON) is stored with a final outcome."""

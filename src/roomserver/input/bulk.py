@@ -36,14 +36,14 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from nacl.signing import VerifyKey
 
-from roomserver.api import InputRoomEvent, Kind, StoredEvent
+from roomserver.api import EventResult, InputRoomEvent, Kind, Outcome, StoredEvent
 from roomserver.core.auth import check_auth_events
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import CoreError, Rejected
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.redaction import redact_with
 from roomserver.core.room_versions import RoomVersion
-from roomserver.core.signatures import check_content_hash, verify_event
+from roomserver.core.signatures import check_content_hash, required_signers, verify_event
 from roomserver.input.store import rejected_for_missing_data
 from roomserver.ports import KeyRing, RedactionRecord, RoomInfo
 from roomserver.storage.bulk import OutlierRow
@@ -91,6 +91,10 @@ class BulkReport:
     stored: int = 0
     deferred: int = 0
     rejected: int = 0
+    #: The outcome of each item (by its position in the message) that the bulk path answers:
+    #: stored by it now, or stored before with a final outcome. Exactly what the normal path
+    #: answers for them.
+    results: dict[int, EventResult] = field(default_factory=dict)
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("parse", "verify", "auth", "store"), 0.0)
     )
@@ -263,9 +267,11 @@ class OutlierImporter:
         )
         events: list[Event] = []
         verified: dict[str, bool] = {}
+        index_of: dict[str, int] = {}
         for candidate, event in zip(candidates, parsed, strict=True):
             if event is None or event.room_id != room_id or event.event_id in verified:
                 continue
+            index_of[event.event_id] = candidate.index
             if event.type == "m.room.redaction" or (
                 room is not None and event.type == "m.room.create" and event.state_key == ""
             ):
@@ -275,7 +281,7 @@ class OutlierImporter:
         report.timings["parse"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        events = await self._drop_settled(events)
+        events = await self._drop_settled(events, index_of, report)
         events = await self._verify(events, verified)
         report.timings["verify"] = time.perf_counter() - started
 
@@ -294,6 +300,10 @@ class OutlierImporter:
             if e.event_id in decided
         ]
         written = await self._store.store_outliers(room_id, version, rows)
+        for event_id in written:
+            reason = decided[event_id]
+            outcome = Outcome.ACCEPTED if reason is None else Outcome.REJECTED
+            report.results[index_of[event_id]] = EventResult(event_id, outcome, reason)
         report.timings["store"] = time.perf_counter() - started
         report.stored = len(written)
         report.rejected = sum(1 for r in rows if r.rejection_reason is not None)
@@ -327,11 +337,18 @@ class OutlierImporter:
             return None
         return stored
 
-    async def _drop_settled(self, events: list[Event]) -> list[Event]:
-        """Leave out events stored already (the normal path answers them, or processes again
-        those rejected for missing data) and those with redaction records."""
+    async def _drop_settled(
+        self, events: list[Event], index_of: Mapping[str, int], report: BulkReport
+    ) -> list[Event]:
+        """Leave out events stored already (answered with their stored outcome, except those
+        rejected for missing data: the normal path processes them again) and those with
+        redaction records."""
         ids = [e.event_id for e in events]
         known = await self._store.get_events(ids)
+        for event_id, stored in known.items():
+            if not rejected_for_missing_data(stored):
+                reason = stored.rejection_reason if stored.rejected else None
+                report.results[index_of[event_id]] = EventResult(event_id, stored.outcome, reason)
         records = await self._store.redaction_records_of(ids)
         named = {r.target_id for r in records} | {r.redaction_id for r in records}
         return [e for e in events if e.event_id not in known and e.event_id not in named]
@@ -339,14 +356,18 @@ class OutlierImporter:
     async def _verify(self, events: list[Event], verified: Mapping[str, bool]) -> list[Event]:
         jobs: list[tuple[Event, Mapping[str, Mapping[str, VerifyKey]] | None]] = []
         source = self._keyring if isinstance(self._keyring, VerifyKeySource) else None
+        unverified = [e for e in events if not verified[e.event_id]]
+        keys_of = await _keys_by_signers(source, unverified) if source is not None else {}
         for event in events:
             if verified[event.event_id]:
                 jobs.append((event, None))
             elif source is not None:
-                try:
-                    keys = await source.verify_keys_for_event(event, event.rules)
-                except CoreError:
-                    continue  # keys unobtainable: INVALID on the normal path
+                keys = keys_of.get(event.event_id)
+                if keys is None:
+                    try:
+                        keys = await source.verify_keys_for_event(event, event.rules)
+                    except CoreError:
+                        continue  # keys unobtainable: INVALID on the normal path
                 jobs.append((event, keys))
             else:
                 try:
@@ -356,6 +377,54 @@ class OutlierImporter:
                 jobs.append((event, None))
         checked = await self._in_pool(_verify_chunk, jobs)
         return [e for e in checked if e is not None]
+
+
+def _origin_ts(event: Event) -> int:
+    ts = event.pdu.get("origin_server_ts")
+    return ts if type(ts) is int else 0
+
+
+def _signers_and_key_ids(event: Event) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """What the keys an event is checked with depend on, besides its timestamp."""
+    signatures = event.pdu.get("signatures")
+    signatures = signatures if isinstance(signatures, Mapping) else {}
+    out = []
+    for server in sorted(required_signers(event, event.rules)):
+        by_key = signatures.get(server)
+        key_ids = tuple(sorted(by_key)) if isinstance(by_key, Mapping) else ()
+        out.append((server, key_ids))
+    return event.room_version, tuple(out)
+
+
+async def _keys_by_signers(
+    source: VerifyKeySource, events: Sequence[Event]
+) -> dict[str, dict[str, dict[str, VerifyKey]]]:
+    """The verify keys of many events with few key ring calls: events signed by the same
+    servers with the same key IDs share them. A key usable at a time is usable at every
+    earlier time (validity only ends), so when the group's earliest and latest events get the
+    same keys, every event between them gets those too; otherwise the group is left out (the
+    caller asks for each event)."""
+    groups: dict[Any, list[Event]] = {}
+    for event in events:
+        try:
+            groups.setdefault(_signers_and_key_ids(event), []).append(event)
+        except CoreError:
+            continue  # the signature check reports it
+    out: dict[str, dict[str, dict[str, VerifyKey]]] = {}
+    for group in groups.values():
+        earliest = min(group, key=_origin_ts)
+        latest = max(group, key=_origin_ts)
+        try:
+            keys = await source.verify_keys_for_event(latest, latest.rules)
+            if earliest is not latest and keys != await source.verify_keys_for_event(
+                earliest, earliest.rules
+            ):
+                continue
+        except CoreError:
+            continue
+        for event in group:
+            out[event.event_id] = keys
+    return out
 
 
 def _is_create_pdu(pdu: Mapping[str, Any]) -> bool:
