@@ -159,11 +159,15 @@ async def run(args: argparse.Namespace) -> None:
                 has_state=True,
                 state_event_ids=tuple(room.state_event_ids),
             )
+            cpu_join = _own_cpu()
             joined, t_join = await _timed(
                 "join with has_state",
                 lambda: rs.input_room_events(InputRoomEventsRequest(events=[join])),
             )
-            print(f"  join outcome: {joined.results[0].outcome.value}")
+            print(
+                f"  join outcome: {joined.results[0].outcome.value}, "
+                f"process CPU {_own_cpu() - cpu_join:.1f} s"
+            )
             cpu1, nats1 = _own_cpu(), sum(_cpu_of(p) for p in nats)
             total = t_out + t_join
             events = len(room.outliers) + 1
@@ -178,8 +182,12 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  peak RSS: roomserver+bench {rss:.0f} MB, nats-server {nats_rss:.0f} MB")
             if rs.bulk is not None:
                 totals = rs.bulk.totals
-                phases = ", ".join(f"{k} {v:.2f} s" for k, v in totals.timings.items())
-                print(f"  bulk path: {totals.stored} stored, {totals.deferred} deferred; {phases}")
+                phases = ", ".join(
+                    f"{k} {v:.2f} s ({1e6 * totals.cpu[k] / events:.0f} µs CPU/event)"
+                    for k, v in totals.timings.items()
+                )
+                print(f"  bulk path: {totals.stored} stored, {totals.deferred} deferred")
+                print(f"  bulk phases (wall, process CPU per event): {phases}")
                 print(f"  of store: auth chain index {index_seconds:.2f} s")
                 rest = t_out - sum(totals.timings.values())
                 print(
