@@ -1,15 +1,16 @@
 """Joining a big room: its state and auth chain as outliers, then the join with ``has_state``.
 
     .venv/bin/python bench/bench_join.py [--members 100000] [--database-url URL]
-                                         [--cache-dir DIR] [--no-bulk]
+                                         [--cache-dir DIR] [--request 10000] [--no-bulk]
 
 The room (``roomserver.testing.joins``: ``--members`` joined users of 5 servers, plus its
 admin) is generated once and cached under ``--cache-dir`` (default: the system temp
 directory), since signing 100,000 events takes about two minutes. Then a roomserver on its
 embedded defaults (signatures verified, the signers' keys given out of band) is fed:
 
-1. the outliers in one synchronous ``input_room_events`` request (the ``send_join`` response
-   shape; it travels as ~256 KiB messages);
+1. the outliers in synchronous ``input_room_events`` requests of ``--request`` events (10,000:
+   one request of 100,000 outlives the sync reply timeout on a loaded machine); each travels
+   as ~256 KiB messages;
 2. the join event with ``has_state`` and its ``state_event_ids`` (one request; the list
    travels as a blob beside its message).
 
@@ -146,11 +147,19 @@ async def run(args: argparse.Namespace) -> None:
             cpu0, nats0 = _own_cpu(), sum(_cpu_of(p) for p in nats)
             print(f"join of a room of {args.members} members ({len(room.outliers)} outliers)")
             items = [InputRoomEvent(event=p, kind=Kind.OUTLIER) for p in room.outliers]
-            response, t_out = await _timed(
-                "outliers (sync request)",
-                lambda: rs.input_room_events(InputRoomEventsRequest(events=items)),
+
+            async def submit_outliers() -> list[Any]:
+                results: list[Any] = []
+                for start in range(0, len(items), args.request):
+                    part = items[start : start + args.request]
+                    response = await rs.input_room_events(InputRoomEventsRequest(events=part))
+                    results += response.results
+                return results
+
+            results, t_out = await _timed(
+                f"outliers (sync requests of {args.request})", submit_outliers
             )
-            bad = [r for r in response.results if r.outcome is not Outcome.ACCEPTED]
+            bad = [r for r in results if r.outcome is not Outcome.ACCEPTED]
             if bad:
                 print(f"  {len(bad)} outliers not accepted, first: {bad[0]}")
             join = InputRoomEvent(
@@ -205,6 +214,9 @@ def main() -> None:
         "--cache-dir", default=str(Path(tempfile.gettempdir()) / "roomserver-bench")
     )
     parser.add_argument("--no-bulk", action="store_true", help="the normal path alone")
+    parser.add_argument(
+        "--request", type=int, default=10_000, help="outliers per synchronous request"
+    )
     asyncio.run(run(parser.parse_args()))
 
 
