@@ -101,9 +101,10 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status (VmRSS: now, VmHWM: peak) in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -123,6 +124,9 @@ async def _timed(label: str, fn: Callable[[], Awaitable[Any]]) -> tuple[Any, flo
 
 async def run(args: argparse.Namespace) -> None:
     room = load_room(args.members, Path(args.cache_dir))
+    items = [InputRoomEvent(event=p, kind=Kind.OUTLIER) for p in room.outliers]
+    # What the benchmark itself holds (the room's events) before the roomserver starts.
+    baseline_rss = _status_mb(os.getpid(), "VmRSS")
     index_seconds = 0.0
     original_index = storage_bulk.index_in_bulk
 
@@ -146,7 +150,6 @@ async def run(args: argparse.Namespace) -> None:
             nats = _nats_pids()
             cpu0, nats0 = _own_cpu(), sum(_cpu_of(p) for p in nats)
             print(f"join of a room of {args.members} members ({len(room.outliers)} outliers)")
-            items = [InputRoomEvent(event=p, kind=Kind.OUTLIER) for p in room.outliers]
 
             async def submit_outliers() -> list[Any]:
                 results: list[Any] = []
@@ -187,8 +190,11 @@ async def run(args: argparse.Namespace) -> None:
                 f"nats-server {nats1 - nats0:.1f} s ({1e6 * (nats1 - nats0) / events:.0f} µs/event)"
             )
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            nats_rss = sum(_peak_rss_mb(p) for p in nats)
-            print(f"  peak RSS: roomserver+bench {rss:.0f} MB, nats-server {nats_rss:.0f} MB")
+            nats_rss = sum(_status_mb(p, "VmHWM") for p in nats)
+            print(
+                f"  peak RSS: roomserver+bench {rss:.0f} MB (the benchmark's room alone: "
+                f"{baseline_rss:.0f} MB), nats-server {nats_rss:.0f} MB"
+            )
             if rs.bulk is not None:
                 totals = rs.bulk.totals
                 phases = ", ".join(
