@@ -19,7 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from roomserver.core.pdu import Event
-from roomserver.storage.authchain import Reach, chain_positions
+from roomserver.storage.authchain import (
+    chain_positions,
+    reach_of_auth_events,
+    same_key_auth_positions,
+)
 from roomserver.storage.cache import ChainPosition, TxCache
 from roomserver.storage.engine import Tx
 from roomserver.storage.ids import chunks, event_nids, pack_ints
@@ -112,15 +116,6 @@ async def _chain_heads(tx: Tx, chain_ids: Sequence[int]) -> dict[int, int]:
     return out
 
 
-def _merge_position(into: Reach, position: ChainPosition) -> None:
-    flat = position.reach
-    for i in range(0, len(flat), 2):
-        if flat[i + 1] > into.get(flat[i], 0):
-            into[flat[i]] = flat[i + 1]
-    if position.sequence > into.get(position.chain_id, 0):
-        into[position.chain_id] = position.sequence
-
-
 async def index_in_bulk(tx: Tx, cache: TxCache, new_events: Sequence[tuple[Event, int]]) -> None:
     """Index newly stored events (state events only), in order, as ``index_event`` would."""
     state_events = [(e, nid) for e, nid in new_events if e.state_key is not None]
@@ -140,14 +135,9 @@ async def index_in_bulk(tx: Tx, cache: TxCache, new_events: Sequence[tuple[Event
         found = {n: positions[n] for n in auth_nids.values() if n in positions}
         if len(found) < len(set(event.auth_event_ids)):
             continue  # unindexed, as index_event leaves it
-        reach: Reach = {}
-        for pos in found.values():
-            _merge_position(reach, pos)
+        reach = reach_of_auth_events(found.values())
         chain_id, sequence = nid, 1
-        for auth_id in sorted(auth_nids):
-            same = found.get(auth_nids[auth_id])
-            if same is None or same.state_tuple != event.state_tuple:
-                continue
+        for same in same_key_auth_positions(event, auth_nids, found):
             if heads.get(same.chain_id) == same.sequence:
                 chain_id, sequence = same.chain_id, same.sequence + 1
                 break
