@@ -571,6 +571,7 @@ class Roomserver:
                 log.warning("bulk path for message %d failed: %s", info.stream_seq, exc)
                 answered = None
             if answered is not None:  # every event of the message has its stored outcome
+                self.metrics.processing_seconds.observe(time.perf_counter() - started)
                 for result in answered:
                     self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
                 return HandlerResult.ack(encode_event_results(answered))
