@@ -61,6 +61,7 @@ from roomserver.federation.keyring import KeyRing, Notary
 from roomserver.input import Disposition as InputDisposition
 from roomserver.input import InputConfig, InputProcessor, handle_message, statelists
 from roomserver.input.bulk import BulkStore, OutlierImporter
+from roomserver.input.store import rejected_for_missing_data
 from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
@@ -581,7 +582,7 @@ class Roomserver:
         if resolved.refs and decision.disposition is InputDisposition.ACK:
             assert self.blobs is not None
             try:
-                await statelists.release(self.blobs, resolved.refs, decision.results)
+                await statelists.release(self.blobs, resolved.refs, self._final_and_stored)
             except Exception as exc:  # kept until the bucket's max age removes them
                 log.warning("state lists of message %d not deleted: %s", info.stream_seq, exc)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
@@ -624,10 +625,7 @@ class Roomserver:
         except Exception:
             return False
         stored = (await self.storage.get_events([event_id])).get(event_id)
-        if stored is None:
-            return False
-        reason = stored.rejection_reason if stored.rejected else None
-        return statelists.deletable(EventResult(event_id, stored.outcome, reason))
+        return stored is not None and not rejected_for_missing_data(stored)
 
     # -- input ---------------------------------------------------------------------------------
 

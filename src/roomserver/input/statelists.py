@@ -14,8 +14,9 @@ Crash and redelivery safety:
 * the room worker resolves the reference before decoding (``resolve_payload``); a decoder
   meeting an unresolved reference raises ``WireFormatError`` (``roomserver.api``), so no event
   is ever processed with an empty state by mistake;
-* the blob is deleted only once the event's outcome is *final and stored* (accepted,
-  soft-failed, or rejected by the rules: ``deletable``), after the message was handled. A crash
+* the blob is deleted only once the event is *stored with a final outcome* (accepted,
+  soft-failed, or rejected by the rules; not rejected for missing data, which is processed
+  again), read back from storage after the message was handled (``release``). A crash
   between that deletion and the ack redelivers the message: its blob is gone, but the event
   is stored, so the processor answers from storage without reading the list
   (``resolve_payload`` checks that and stands an empty list in). Any other outcome (invalid,
@@ -34,14 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from roomserver.api import (
-    STATE_LIST_REF_FIELD,
-    EventResult,
-    InputRoomEvent,
-    Outcome,
-    encode_input_item,
-)
-from roomserver.input.errors import MISSING_AUTH, MISSING_PREVS
+from roomserver.api import STATE_LIST_REF_FIELD, InputRoomEvent, encode_input_item
 
 #: State ID lists whose JSON is larger than this travel as blobs.
 INLINE_STATE_IDS_MAX_BYTES = 64 * 1024
@@ -68,7 +62,7 @@ class StateListRef:
     name: str
     count: int
     sha256: str
-    event_index: int  # the item's position in its message
+    item: dict[str, Any]  # the item's JSON, without its state list
 
 
 def _dumps(value: Any) -> bytes:
@@ -107,7 +101,8 @@ def _ref_of(element: Any, index: int) -> StateListRef | None:
         and isinstance(ref.get("sha256"), str)
     ):
         return None  # left in place: the decoder rejects the message (WireFormatError)
-    return StateListRef(ref["name"], ref["count"], ref["sha256"], index)
+    item = {k: v for k, v in element.items() if k != STATE_LIST_REF_FIELD}
+    return StateListRef(ref["name"], ref["count"], ref["sha256"], item)
 
 
 def _decode_list(data: bytes, ref: StateListRef) -> list[str]:
@@ -128,11 +123,11 @@ class ResolvedPayload:
 async def resolve_payload(
     payload: bytes,
     store: BlobStore | None,
-    is_stored: Callable[[dict[str, Any]], Awaitable[bool]],
+    is_final: Callable[[dict[str, Any]], Awaitable[bool]],
 ) -> ResolvedPayload:
     """The message with every state list reference replaced by its list.
 
-    ``is_stored(item_json)`` says whether the item's event is stored with a final outcome
+    ``is_final(item_json)`` says whether the item's event is stored with a final outcome
     (then a missing blob is no loss: the processor answers from storage). Raises
     ``StateListLost`` otherwise. A payload without references is returned untouched, unparsed.
     """
@@ -154,7 +149,7 @@ async def resolve_payload(
         data = await store.get(ref.name)
         if data is not None:
             element["state_event_ids"] = _decode_list(data, ref)
-        elif await is_stored(element):
+        elif await is_final(element):
             element["state_event_ids"] = []  # never read: the stored outcome is answered
         else:
             raise StateListLost(
@@ -164,22 +159,15 @@ async def resolve_payload(
     return ResolvedPayload(_dumps(body), tuple(refs))
 
 
-def deletable(result: EventResult) -> bool:
-    """Whether an event's outcome is final and stored: its state list is never read again."""
-    if result.outcome in (Outcome.ACCEPTED, Outcome.SOFT_FAILED):
-        return True
-    return result.outcome is Outcome.REJECTED and not (result.reason or "").startswith(
-        (MISSING_AUTH, MISSING_PREVS)
-    )
-
-
 async def release(
-    store: BlobStore, refs: Sequence[StateListRef], results: Sequence[EventResult]
+    store: BlobStore,
+    refs: Sequence[StateListRef],
+    is_final: Callable[[dict[str, Any]], Awaitable[bool]],
 ) -> list[str]:
-    """Delete the blobs whose events have a final stored outcome; the names deleted."""
+    """Delete the blobs whose events are stored with a final outcome; the names deleted."""
     deleted: list[str] = []
     for ref in refs:
-        if ref.event_index < len(results) and deletable(results[ref.event_index]):
+        if await is_final(ref.item):
             await store.delete(ref.name)
             deleted.append(ref.name)
     return deleted
