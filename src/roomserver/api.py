@@ -26,6 +26,10 @@ from roomserver.core.room_versions import room_version as _room_version_rules
 WIRE_VERSION = 1
 #: The version of input messages and of the sync replies to them (a batch of events / results).
 INPUT_WIRE_VERSION = 2
+#: An input item whose ``state_event_ids`` travel beside the message, in a blob store
+#: (``roomserver.input.statelists``). The room worker replaces the reference by the list before
+#: decoding; a decoder meeting one unresolved raises ``WireFormatError``.
+STATE_LIST_REF_FIELD = "state_event_ids_ref"
 
 
 
@@ -381,6 +385,8 @@ def _input_item_to_json(item: InputRoomEvent) -> dict[str, Any]:
 
 
 def _input_item_from_json(body: Mapping[str, Any]) -> InputRoomEvent:
+    if STATE_LIST_REF_FIELD in body:
+        raise WireFormatError(f"{STATE_LIST_REF_FIELD}: a state list reference not resolved")
     kind_value = body.get("kind", int(Kind.NEW))
     if type(kind_value) is not int or kind_value not in {k.value for k in Kind}:
         raise WireFormatError(f"kind: unknown value {kind_value!r}")

@@ -19,6 +19,7 @@ import fcntl
 import logging
 import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -28,22 +29,27 @@ from typing import IO, Any
 from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import (
+    INPUT_WIRE_VERSION,
     EventResult,
     InputRoomEvent,
     InputRoomEventsRequest,
     InputRoomEventsResponse,
+    Kind,
     Outcome,
     OutputEvent,
     StoredEvent,
     WireFormatError,
     decode_event_results,
+    decode_input_message,
     decode_output_event,
+    encode_event_results,
     encode_input_item,
     join_input_batch,
     route_room_id,
 )
 from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, HandlerResult
 from roomserver.bus.admin import Intervention, InterventionOutcome, QueuedRoom, SkippedMessage
+from roomserver.bus.blobs import JetStreamBlobStore
 from roomserver.bus.subjects import input_stream_name
 from roomserver.bus.types import SyncReplyTimeout
 from roomserver.config import KEY_ID_RE, Config, FederationConfig
@@ -55,7 +61,9 @@ from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
 from roomserver.input import Disposition as InputDisposition
-from roomserver.input import InputConfig, InputProcessor, handle_message
+from roomserver.input import InputConfig, InputProcessor, handle_message, statelists
+from roomserver.input.bulk import BulkStore, OutlierImporter
+from roomserver.input.store import rejected_for_missing_data
 from roomserver.metrics import Metrics
 from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
@@ -192,6 +200,10 @@ BATCH_PROCESSING_MARGIN_S = 30.0
 MAX_INPUT_MESSAGE_BYTES = 256 * 1024
 
 
+#: Present in an encoded input message that holds an outlier (``kind`` 1).
+_OUTLIER_MARK = b'"kind":1'
+
+
 class _Batch:
     """The events of one request for one room that travel as one input message."""
 
@@ -274,6 +286,8 @@ class Roomserver:
         exit_stack: AsyncExitStack,
         nats_url: str,
         catalog: RoomCatalog | None = None,
+        blobs: statelists.BlobStore | None = None,
+        bulk: OutlierImporter | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
@@ -287,6 +301,11 @@ class Roomserver:
         self.inspector = RoomInspector(catalog) if catalog is not None else None
         self._exit_stack = exit_stack
         self._closed = False
+        #: Where large ``state_event_ids`` lists travel (``input/statelists.py``).
+        self.blobs = blobs
+        self.inline_state_ids_max_bytes = statelists.INLINE_STATE_IDS_MAX_BYTES
+        #: The bulk path for messages of many outliers (``input/bulk.py``); None: off.
+        self.bulk = bulk
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -416,6 +435,7 @@ class Roomserver:
             nats_url, config=bus_config, name=f"roomserver {config.server_name}"
         )
         stack.push_async_callback(bus.close)
+        blobs = await JetStreamBlobStore.open(bus.js, bus.config)
         if run_workers:
             subscription = await bus.output_subscription(DEFAULT_OUTPUT_DURABLE)
             await subscription.close()
@@ -454,6 +474,11 @@ class Roomserver:
         )
         metrics = Metrics()
         processor: InputProcessor | None = None
+        bulk: OutlierImporter | None = None
+        if run_workers and isinstance(storage, BulkStore):
+            pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bulk-verify")
+            stack.callback(pool.shutdown, wait=False)
+            bulk = OutlierImporter(storage, keyring, server_name=config.server_name, executor=pool)
         if run_workers:
             processor = InputProcessor(
                 storage,
@@ -478,6 +503,8 @@ class Roomserver:
             exit_stack=stack,
             nats_url=nats_url,
             catalog=storage,
+            blobs=blobs,
+            bulk=bulk,
         )
         if run_workers:
             assert processor is not None
@@ -532,7 +559,33 @@ class Roomserver:
         started = time.perf_counter()
         if info.num_delivered > 1:
             self.metrics.redeliveries.inc()
-        decision = await handle_message(self.processor, room_id, payload, info, max_attempts=10)
+        try:
+            resolved = await statelists.resolve_payload(payload, self.blobs, self._final_and_stored)
+        except statelists.StateListLost as exc:
+            log.error("input message %d of %s: %s", info.stream_seq, room_id, exc)
+            return HandlerResult.term(str(exc))
+        except Exception as exc:  # the blob store is unreachable: try again later
+            return HandlerResult.nak(1.0, reason=f"state list not read: {exc}")
+        if self.bulk is not None and _OUTLIER_MARK in resolved.payload:
+            try:
+                answered = await self._import_outliers(room_id, resolved.payload)
+            except Exception as exc:  # nothing decided is lost: the normal path does it all
+                log.warning("bulk path for message %d failed: %s", info.stream_seq, exc)
+                answered = None
+            if answered is not None:  # every event of the message has its stored outcome
+                self.metrics.processing_seconds.observe(time.perf_counter() - started)
+                for result in answered:
+                    self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
+                return HandlerResult.ack(encode_event_results(answered))
+        decision = await handle_message(
+            self.processor, room_id, resolved.payload, info, max_attempts=10
+        )
+        if resolved.refs and decision.disposition is InputDisposition.ACK:
+            assert self.blobs is not None
+            try:
+                await statelists.release(self.blobs, resolved.refs, self._final_and_stored)
+            except Exception as exc:  # kept until the bucket's max age removes them
+                log.warning("state lists of message %d not deleted: %s", info.stream_seq, exc)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if decision.disposition is InputDisposition.RETRY:
             return HandlerResult.nak(decision.delay_s, reason=decision.reason)
@@ -542,6 +595,38 @@ class Roomserver:
             reason = decision.results[0].reason if decision.results else None
             return HandlerResult.term(reason or "terminated", decision.reply)
         return HandlerResult.ack(decision.reply)
+
+    async def _import_outliers(self, room_id: str, payload: bytes) -> list[EventResult] | None:
+        """The bulk path over the message's outliers. Returns the reply's results when it
+        answered every event of the message; otherwise the normal path handles the message
+        (answering what the bulk path stored from storage)."""
+        assert self.bulk is not None
+        try:
+            version, items = decode_input_message(payload)
+        except WireFormatError:
+            return None  # handle_message terminates it
+        if sum(1 for i in items if i.kind is Kind.OUTLIER) < self.bulk.min_outliers:
+            return None
+        report = await self.bulk.import_outliers(room_id, items)
+        if version != INPUT_WIRE_VERSION or len(report.results) != len(items):
+            return None
+        return [report.results[i] for i in range(len(items))]
+
+    async def _final_and_stored(self, item_json: dict[str, Any]) -> bool:
+        """Whether the event of an input item (its JSON) is stored with a final outcome."""
+        pdu = item_json.get("event")
+        room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
+        if not isinstance(pdu, dict) or not isinstance(room_id, str):
+            return False
+        version = await self.storage.room_version_of(room_id)
+        if version is None:
+            return False
+        try:
+            event_id = compute_event_id(pdu, version)
+        except Exception:
+            return False
+        stored = (await self.storage.get_events([event_id])).get(event_id)
+        return stored is not None and not rejected_for_missing_data(stored)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -554,24 +639,55 @@ class Roomserver:
         stream: an event that cannot be routed is ``INVALID``; one that could not be queued, or
         whose outcome did not arrive in time, is ``ERROR`` (submitting it again is safe)."""
         results: list[EventResult | None] = [None] * len(request.events)
-        batches = self._batches(request.events, results)
+        encoded = await self._encode_items(request.events, results)
+        batches = self._batches(request.events, encoded, results)
         if request.asynchronous:
             await self._publish_async(request.events, batches, results)
         elif batches:
             await self._submit_sync(request.events, batches, results)
         return InputRoomEventsResponse(results=[r for r in results if r is not None])
 
-    def _batches(
+    async def _encode_items(
         self, events: Sequence[InputRoomEvent], results: list[EventResult | None]
+    ) -> list[bytes | None]:
+        """Each item encoded; a large ``state_event_ids`` list stored as a blob first. An item
+        whose blob could not be stored gets an ``ERROR`` result (resubmitting is safe)."""
+        out: list[bytes | None] = []
+        for index, item in enumerate(events):
+            try:
+                out.append(
+                    await statelists.encode_item(
+                        item, self.blobs, inline_max_bytes=self.inline_state_ids_max_bytes
+                    )
+                )
+            except (ValueError, TypeError, RecursionError):
+                out.append(None)  # _batches gives the INVALID result
+            except Exception as exc:
+                log.warning("storing a state list failed: %s: %s", type(exc).__name__, exc)
+                results[index] = EventResult(
+                    _event_id_hint(item),
+                    Outcome.ERROR,
+                    f"could not store its state list: {type(exc).__name__}: {exc}",
+                )
+                out.append(None)
+        return out
+
+    def _batches(
+        self,
+        events: Sequence[InputRoomEvent],
+        encoded_items: Sequence[bytes | None],
+        results: list[EventResult | None],
     ) -> list[_Batch]:
         """Group routable events into messages per room, in request order; the others get their
         ``INVALID`` result in ``results``."""
         open_batches: dict[str, _Batch] = {}
         batches: list[_Batch] = []
         for index, item in enumerate(events):
+            if results[index] is not None:
+                continue
             try:
                 room_id = route_room_id(item)
-                encoded = encode_input_item(item)
+                encoded = encoded_items[index] or encode_input_item(item)
             except (ValueError, TypeError, RecursionError) as exc:
                 results[index] = EventResult(_event_id_hint(item), Outcome.INVALID, str(exc))
                 continue

@@ -21,7 +21,7 @@ membership, the create, power levels, join rules and their senders' memberships.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from roomserver.core.pdu import Event
 from roomserver.ports import CorruptData
@@ -46,6 +46,27 @@ def _merge_inclusive(into: Reach, position: ChainPosition) -> None:
     _merge(into, position.reach)
     if position.sequence > into.get(position.chain_id, 0):
         into[position.chain_id] = position.sequence
+
+
+def reach_of_auth_events(positions: Iterable[ChainPosition]) -> Reach:
+    """The reach of an event whose auth events have ``positions``: their ancestors and them."""
+    reach: Reach = {}
+    for pos in positions:
+        _merge_inclusive(reach, pos)
+    return reach
+
+
+def same_key_auth_positions(
+    event: Event, auth_nids: Mapping[str, int], positions: Mapping[int, ChainPosition]
+) -> list[ChainPosition]:
+    """The positions of the event's auth events with its own state key, by auth event ID: the
+    first of them that is its chain's head is the chain the event continues."""
+    out: list[ChainPosition] = []
+    for auth_id in sorted(auth_nids):
+        same = positions.get(auth_nids[auth_id])
+        if same is not None and same.state_tuple == event.state_tuple:
+            out.append(same)
+    return out
 
 
 async def chain_positions(tx: Tx, cache: TxCache, nids: Iterable[int]) -> dict[int, ChainPosition]:
@@ -88,14 +109,9 @@ async def index_event(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -
     positions = await chain_positions(tx, cache, auth_nids.values())
     if len(positions) < len(set(event.auth_event_ids)):
         return
-    reach: Reach = {}
-    for pos in positions.values():
-        _merge_inclusive(reach, pos)
+    reach = reach_of_auth_events(positions.values())
     chain_id, sequence = event_nid, 1
-    for auth_id in sorted(auth_nids):
-        same = positions.get(auth_nids[auth_id])
-        if same is None or same.state_tuple != event.state_tuple:
-            continue
+    for same in same_key_auth_positions(event, auth_nids, positions):
         row = await tx.fetchrow(
             "SELECT MAX(sequence) FROM auth_chain_positions WHERE chain_id = ?", same.chain_id
         )

@@ -21,7 +21,7 @@ from roomserver.ports import (
     record_placeholders,
     with_placeholders_resolved,
 )
-from roomserver.storage import authchain, events, inspect, state
+from roomserver.storage import authchain, bulk, events, inspect, state
 from roomserver.storage.cache import Caches, TxCache
 from roomserver.storage.dialect import Dialect
 from roomserver.storage.engine import Engine, Tx
@@ -134,6 +134,20 @@ class SqlStorage:
             return results
 
         return await self._run(fn, write=True)
+
+    async def store_outliers(
+        self, room_id: str, room_version: str, rows: Sequence[bulk.OutlierRow]
+    ) -> list[str]:
+        """``roomserver.input.bulk.BulkStore``: many outliers in one transaction (see
+        ``storage/bulk.py``); the IDs stored now."""
+        return await self._run(
+            lambda tx, cache: bulk.store_outliers(tx, cache, room_id, room_version, rows),
+            write=True,
+        )
+
+    async def redaction_records_of(self, event_ids: Sequence[str]) -> list[RedactionRecord]:
+        """The redaction records naming any of ``event_ids`` as target or redaction."""
+        return await self._run(lambda tx, _: events.redactions_for_many(tx, list(event_ids)))
 
     async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
         """The records naming ``event_id`` as target or redaction (no flags are read: only
