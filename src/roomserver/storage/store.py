@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from roomserver.api import StoredEvent
@@ -121,16 +122,22 @@ class SqlStorage:
 
         async def fn(tx: Tx, cache: TxCache) -> list[PersistResult]:
             resolved: dict[int, int | None] = {}
+            batch = events.WriteBatch()
             results: list[PersistResult] = []
+            room_nids: dict[int, int] = {}
             for index, enc in enumerate(encoded):
                 write = with_placeholders_resolved(enc.write, resolved)
                 if write is not enc.write:
                     enc = events.EncodedWrite(write, enc.event_json, enc.redacted_json)
-                result = await events.persist(
-                    tx, cache, enc, report_pending=last_of_room[write.event.room_id] == index
-                )
+                result, room_nid = await events.persist_in_batch(tx, cache, batch, enc)
                 record_placeholders(write, result, resolved)
                 results.append(result)
+                if last_of_room[write.event.room_id] == index:
+                    room_nids[index] = room_nid
+            await batch.flush(tx)
+            for index, room_nid in room_nids.items():
+                pending = await events.unsent_outbox(tx, room_nid)
+                results[index] = replace(results[index], pending_outbox=pending)
             return results
 
         return await self._run(fn, write=True)
