@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
+from typing import Any
 
 from roomserver.api import StoredEvent
 from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
@@ -31,6 +33,7 @@ from roomserver.ports import (
 )
 from roomserver.storage.authchain import PendingPositions, index_event, index_unindexed
 from roomserver.storage.cache import TxCache
+from roomserver.storage.dialect import insert_rows
 from roomserver.storage.engine import Row, Tx
 from roomserver.storage.ids import chunks
 from roomserver.storage.state import write_snapshot
@@ -76,6 +79,9 @@ class WriteBatch:
         self.outbox: list[tuple[int, str, str, bytes]] = []
         self.outbox_sent: dict[int, set[int]] = {}
         self.positions = PendingPositions()
+        # Events inserted ahead by ``insert_run``: event ID -> numeric ID, taken by their write.
+        self.inserted: dict[str, int] = {}
+        self.found_stored: set[str] = set()  # ... and those its insert found stored already
 
     async def flush(self, tx: Tx) -> None:
         await tx.executemany(
@@ -173,13 +179,33 @@ async def _insert_event(
     state_before: int | None,
 ) -> int | None:
     """Insert a new event row and its edges; None if the event is already stored."""
-    w = enc.write
-    ev = w.event
+    ev = enc.write.event
     inserted = await tx.fetchrow(
         "INSERT INTO events (event_id, room_nid, type, state_key, depth, outlier, rejected, "
         "rejection_reason, soft_failed, state_before, json) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_nid",
+        *_event_row(enc, room_nid, state_before),
+    )
+    if inserted is None:
+        return None
+    nid = int(inserted[0])
+    await _after_insert(tx, cache, batch, ev, nid)
+    return nid
+
+
+async def _after_insert(tx: Tx, cache: TxCache, batch: WriteBatch, ev: Event, nid: int) -> None:
+    """A new event row's numeric ID, prev edges and auth chain position."""
+    cache.event_nids[ev.event_id] = nid
+    batch.prev_edges.extend((p, nid) for p in ev.prev_event_ids)
+    await index_event(tx, cache, ev, event_nid=nid, pending=batch.positions)
+
+
+def _event_row(enc: EncodedWrite, room_nid: int, state_before: int | None) -> tuple[Any, ...]:
+    """The values of an ``events`` row, in the order of ``_EVENT_COLUMNS``."""
+    w = enc.write
+    ev = w.event
+    return (
         ev.event_id,
         room_nid,
         ev.type,
@@ -192,13 +218,82 @@ async def _insert_event(
         state_before,
         enc.event_json,
     )
-    if inserted is None:
-        return None
-    nid = int(inserted[0])
-    cache.event_nids[ev.event_id] = nid
-    batch.prev_edges.extend((p, nid) for p in ev.prev_event_ids)
-    await index_event(tx, cache, ev, event_nid=nid, pending=batch.positions)
-    return nid
+
+
+_EVENT_COLUMNS = (
+    ("event_id", "TEXT"),
+    ("room_nid", "BIGINT"),
+    ("type", "TEXT"),
+    ("state_key", "TEXT"),
+    ("depth", "BIGINT"),
+    ("outlier", "SMALLINT"),
+    ("rejected", "SMALLINT"),
+    ("rejection_reason", "TEXT"),
+    ("soft_failed", "SMALLINT"),
+    ("state_before", "BIGINT"),
+    ("json", "BYTEA"),
+)
+
+
+def _insertable_ahead(enc: EncodedWrite, cache: TxCache, repeated: AbstractSet[str]) -> bool:
+    """Whether the event row of ``enc`` is known before the writes ahead of it in its call are
+    applied: a new event (as far as we know) written once in the call, whose state-before is
+    none or an already stored snapshot, used as it is."""
+    w = enc.write
+    ev = w.event
+    if ev.event_id in repeated or cache.event_nid(ev.event_id) is not None:
+        return False
+    if w.status is not EventStatus.STATEFUL:
+        return True
+    before = w.state_before
+    return before is not None and not before.changes and (before.base is None or before.base >= 0)
+
+
+async def insert_run(
+    tx: Tx,
+    cache: TxCache,
+    batch: WriteBatch,
+    writes: Iterable[EncodedWrite],
+    *,
+    repeated: AbstractSet[str],
+) -> int:
+    """Insert, in one statement, the event rows of the longest prefix of ``writes`` (their
+    placeholders resolved as far as the writes before them allow) whose rows are known ahead
+    (``_insertable_ahead``); ``persist_in_batch`` then finds them in ``batch.inserted``. Events
+    found stored already are left to it too. Returns the length of that prefix (0: the first
+    write must be applied alone). Numeric IDs follow the order of ``writes``.
+
+    ``repeated``: event IDs written more than once in the call (applied one by one, in order).
+    """
+    run: list[EncodedWrite] = []
+    for enc in writes:
+        if not _insertable_ahead(enc, cache, repeated):
+            break
+        run.append(enc)
+    if len(run) < 2:
+        return 0  # a single row gains nothing over persist_in_batch's own insert
+    rows: list[tuple[Any, ...]] = []
+    for enc in run:
+        w = enc.write
+        ev = w.event
+        needs_lock = w.room_update is not None or w.expected_room_version is not None
+        room = await _room_in_tx(tx, batch, ev, lock=needs_lock)
+        before = w.state_before
+        stateful = w.status is EventStatus.STATEFUL
+        rows.append(
+            _event_row(enc, room.row.room_nid, before.base if stateful and before else None)
+        )
+    for sql, args in insert_rows(
+        tx.dialect,
+        "events",
+        _EVENT_COLUMNS,
+        rows,
+        suffix="ON CONFLICT (event_id) DO NOTHING RETURNING event_id, event_nid",
+    ):
+        for event_id, nid in await tx.fetch(sql, *args):
+            batch.inserted[event_id] = int(nid)
+    batch.found_stored.update(r[0] for r in rows if r[0] not in batch.inserted)
+    return len(run)
 
 
 async def _store_event(
@@ -210,8 +305,15 @@ async def _store_event(
     stateful = w.status is EventStatus.STATEFUL
     if stateful and w.state_before is None:
         raise ValueError(f"{ev.event_id}: a stateful EventWrite needs state_before")
-    if cache.event_nid(ev.event_id) is None and (
-        w.state_before is None or not stateful or not w.state_before.changes
+    ahead = batch.inserted.pop(ev.event_id, None)
+    if ahead is not None:  # inserted by insert_run, with the same state-before
+        base = w.state_before.base if stateful and w.state_before is not None else None
+        await _after_insert(tx, cache, batch, ev, ahead)
+        return ahead, base
+    if (
+        cache.event_nid(ev.event_id) is None
+        and ev.event_id not in batch.found_stored
+        and (w.state_before is None or not stateful or not w.state_before.changes)
     ):
         # The common case (a new event whose state-before needs no new snapshot): insert first,
         # saving a lookup; ON CONFLICT tells us if it was stored after all.
