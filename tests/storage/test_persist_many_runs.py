@@ -25,20 +25,11 @@ from roomserver.ports import (
     with_placeholders_resolved,
 )
 from roomserver.storage import SqlStorage, dialect, events, open_storage
-from roomserver.storage.engine import Tx
 from tests.pgutil import fresh_schema_url
 from tests.storage.helpers import VERSION, LinearRoom
+from tests.storage.test_transactions import row_counts
 
 ROOM = "!runs:example.org"
-TABLES = (
-    "events",
-    "prev_edges",
-    "auth_chain_positions",
-    "state_snapshots",
-    "state_deltas",
-    "memberships",
-    "outbox",
-)
 
 
 @pytest.fixture
@@ -150,18 +141,6 @@ async def _one_by_one(store: SqlStorage, writes: list[EventWrite]) -> list[Persi
     return out
 
 
-async def _row_counts(store: SqlStorage) -> dict[str, int]:
-    async def count(tx: Tx) -> dict[str, int]:
-        out = {}
-        for table in TABLES:
-            row = await tx.fetchrow(f"SELECT COUNT(*) FROM {table}")
-            assert row is not None
-            out[table] = int(row[0])
-        return out
-
-    return await store.engine.run(count, write=False)
-
-
 async def _same_storage(
     store: SqlStorage,
     reference: SqlStorage,
@@ -188,7 +167,7 @@ async def _same_storage(
     assert await store.referenced_as_prev(ROOM, ids) == await reference.referenced_as_prev(
         ROOM, ids
     )
-    assert await _row_counts(store) == await _row_counts(reference)
+    assert await row_counts(store) == await row_counts(reference)
 
 
 async def _rooms(store: SqlStorage, reference: SqlStorage) -> tuple[LinearRoom, LinearRoom]:
