@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from roomserver.storage.dialect import Dialect, compile_query, padded_size, values_table
+from roomserver.storage import dialect
+from roomserver.storage.dialect import (
+    Dialect,
+    compile_query,
+    insert_rows,
+    padded_size,
+    values_table,
+)
 from roomserver.storage.migrate import load_migrations, split_statements
 
 CASES = [
@@ -73,3 +80,24 @@ def test_migrations_are_numbered_and_split() -> None:
         return {s.split()[2] for s in statements if s.startswith("CREATE TABLE")}
 
     assert tables(sqlite[0].statements) == tables(postgres[0].statements)
+
+
+def test_insert_rows_is_one_unnest_on_postgresql_and_chunked_values_on_sqlite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    columns = [("a", "BIGINT"), ("b", "TEXT")]
+    rows = [(1, "x"), (2, None), (3, "z")]
+    suffix = "ON CONFLICT (a) DO NOTHING RETURNING a"
+    [(pg_sql, pg_args)] = insert_rows(Dialect.POSTGRESQL, "t", columns, rows, suffix=suffix)
+    assert compile_query(Dialect.POSTGRESQL, pg_sql, pg_args) == (
+        "INSERT INTO t (a, b) SELECT * FROM unnest(CAST($1 AS BIGINT[]), CAST($2 AS TEXT[])) "
+        + suffix,
+        [[1, 2, 3], ["x", None, "z"]],
+    )
+    monkeypatch.setattr(dialect, "SQLITE_ROWS_PER_INSERT", 2)
+    assert insert_rows(Dialect.SQLITE, "t", columns, rows, suffix=suffix) == [
+        ("INSERT INTO t (a, b) VALUES (?, ?), (?, ?) " + suffix, [1, "x", 2, None]),
+        ("INSERT INTO t (a, b) VALUES (?, ?) " + suffix, [3, "z"]),
+    ]
+    assert insert_rows(Dialect.SQLITE, "t", columns, []) == []
+    assert insert_rows(Dialect.POSTGRESQL, "t", columns, []) == []

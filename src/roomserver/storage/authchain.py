@@ -93,7 +93,45 @@ async def chain_positions(tx: Tx, cache: TxCache, nids: Iterable[int]) -> dict[i
     return out
 
 
-async def index_event(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -> None:
+class PendingPositions:
+    """Auth chain positions assigned in one transaction, inserted together before it ends
+    (``flush``): one statement for a message's state events instead of one each. Chain heads
+    read or assigned in the transaction are remembered, so continuing a chain costs no read."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[int, int, int, bytes]] = []
+        self._heads: dict[int, int | None] = {}
+
+    async def head(self, tx: Tx, chain_id: int) -> int | None:
+        """The highest sequence on ``chain_id`` (None for an empty chain)."""
+        if chain_id not in self._heads:
+            row = await tx.fetchrow(
+                "SELECT MAX(sequence) FROM auth_chain_positions WHERE chain_id = ?", chain_id
+            )
+            self._heads[chain_id] = None if row is None or row[0] is None else int(row[0])
+        return self._heads[chain_id]
+
+    def add(self, event_nid: int, chain_id: int, sequence: int, reach: bytes) -> None:
+        self._rows.append((event_nid, chain_id, sequence, reach))
+        self._heads[chain_id] = sequence
+
+    async def flush(self, tx: Tx) -> None:
+        rows, self._rows = self._rows, []
+        await tx.executemany(
+            "INSERT INTO auth_chain_positions (event_nid, chain_id, sequence, reach) "
+            "VALUES (?, ?, ?, ?)",
+            rows,
+        )
+
+
+async def index_event(
+    tx: Tx,
+    cache: TxCache,
+    event: Event,
+    *,
+    event_nid: int,
+    pending: PendingPositions | None = None,
+) -> None:
     """Give a newly stored state event its place in the index (other events need none).
 
     An event stored while one of its auth events is not indexed (not stored yet: it is
@@ -102,6 +140,9 @@ async def index_event(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -
     event indexed after it from it. ``ancestor_reach`` reads an unindexed event's auth events
     instead, and ``index_unindexed`` indexes it when it is written again (processed again
     once its auth events are stored). Positions are never changed once written.
+
+    With ``pending``, the position is inserted by ``pending.flush`` (before the transaction
+    ends); without it, at once.
     """
     if event.state_key is None:
         return
@@ -110,32 +151,32 @@ async def index_event(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -
     if len(positions) < len(set(event.auth_event_ids)):
         return
     reach = reach_of_auth_events(positions.values())
+    own = pending if pending is not None else PendingPositions()
     chain_id, sequence = event_nid, 1
     for same in same_key_auth_positions(event, auth_nids, positions):
-        row = await tx.fetchrow(
-            "SELECT MAX(sequence) FROM auth_chain_positions WHERE chain_id = ?", same.chain_id
-        )
-        if row is not None and row[0] == same.sequence:
+        if await own.head(tx, same.chain_id) == same.sequence:
             chain_id, sequence = same.chain_id, same.sequence + 1
             break
     flat = tuple(x for chain in sorted(reach) for x in (chain, reach[chain]))
-    await tx.execute(
-        "INSERT INTO auth_chain_positions (event_nid, chain_id, sequence, reach) "
-        "VALUES (?, ?, ?, ?)",
-        event_nid,
-        chain_id,
-        sequence,
-        pack_ints(flat),
-    )
+    own.add(event_nid, chain_id, sequence, pack_ints(flat))
+    if pending is None:
+        await own.flush(tx)
     cache.chain_positions[event_nid] = ChainPosition(chain_id, sequence, flat, event.state_tuple)
 
 
-async def index_unindexed(tx: Tx, cache: TxCache, event: Event, *, event_nid: int) -> None:
+async def index_unindexed(
+    tx: Tx,
+    cache: TxCache,
+    event: Event,
+    *,
+    event_nid: int,
+    pending: PendingPositions | None = None,
+) -> None:
     """Index a stored state event written again, if it was left unindexed (``index_event``)."""
     if event.state_key is None or cache.chain_position(event_nid) is not None:
         return
     if not await chain_positions(tx, cache, [event_nid]):
-        await index_event(tx, cache, event, event_nid=event_nid)
+        await index_event(tx, cache, event, event_nid=event_nid, pending=pending)
 
 
 def _auth_ids_from_json(blob: bytes, nid: int) -> list[str]:

@@ -111,3 +111,40 @@ def padded_size(n: int) -> int:
     while size < n:
         size *= 2
     return size
+
+
+#: Rows per multi-row ``INSERT`` on SQLite (its limit is 32,766 parameters per statement).
+SQLITE_ROWS_PER_INSERT = 500
+
+
+def insert_rows(
+    dialect: Dialect,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+    *,
+    suffix: str = "",
+) -> list[tuple[str, list[Any]]]:
+    """Statements (query, arguments) inserting ``rows`` into ``table`` in their order.
+
+    ``columns`` are ``(name, PostgreSQL type)``. PostgreSQL gets one statement whatever the
+    number of rows, ``INSERT ... SELECT * FROM unnest(...)`` with one array per column (one
+    text, so its statement cache keeps one plan); SQLite gets multi-row ``VALUES`` of at most
+    ``SQLITE_ROWS_PER_INSERT`` rows. ``suffix`` (``ON CONFLICT ...``, ``RETURNING ...``) ends
+    each statement. New rows get their identity values in the order of ``rows``.
+    """
+    if not rows:
+        return []
+    head = f"INSERT INTO {table} ({', '.join(name for name, _ in columns)}) "
+    tail = f" {suffix}" if suffix else ""
+    if dialect is Dialect.POSTGRESQL:
+        arrays = ", ".join(f"CAST(? AS {kind}[])" for _, kind in columns)
+        args: list[Any] = [[row[i] for row in rows] for i in range(len(columns))]
+        return [(f"{head}SELECT * FROM unnest({arrays}){tail}", args)]
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    out: list[tuple[str, list[Any]]] = []
+    for start in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
+        part = rows[start : start + SQLITE_ROWS_PER_INSERT]
+        flat = [value for row in part for value in row]
+        out.append((f"{head}VALUES {', '.join([one] * len(part))}{tail}", flat))
+    return out

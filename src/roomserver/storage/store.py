@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from roomserver.api import StoredEvent
@@ -46,6 +48,16 @@ def _encode(write: EventWrite) -> events.EncodedWrite:
     if encoded is None:
         encoded = canonical_json(write.event.pdu, strict=strict)
     return events.EncodedWrite(write, encoded, redacted)
+
+
+def _resolved_so_far(
+    enc: events.EncodedWrite, resolved: dict[int, int | None]
+) -> events.EncodedWrite:
+    """``enc`` with the placeholders known so far resolved (others left as they are)."""
+    write = with_placeholders_resolved(enc.write, resolved, partial=True)
+    return (
+        enc if write is enc.write else events.EncodedWrite(write, enc.event_json, enc.redacted_json)
+    )
 
 
 class SqlStorage:
@@ -118,19 +130,32 @@ class SqlStorage:
         """``BatchPersist``: the writes in order, in one transaction (JSON encoded first)."""
         encoded = [_encode(w) for w in writes]
         last_of_room = {w.event.room_id: i for i, w in enumerate(writes)}
+        counts = Counter(w.event.event_id for w in writes)
+        repeated = {event_id for event_id, n in counts.items() if n > 1}
 
         async def fn(tx: Tx, cache: TxCache) -> list[PersistResult]:
             resolved: dict[int, int | None] = {}
+            batch = events.WriteBatch()
             results: list[PersistResult] = []
+            room_nids: dict[int, int] = {}
+            ahead_until = 0  # writes before this index had their event rows inserted ahead
             for index, enc in enumerate(encoded):
+                if index >= ahead_until:
+                    ahead = (_resolved_so_far(e, resolved) for e in encoded[index:])
+                    run = await events.insert_run(tx, cache, batch, ahead, repeated=repeated)
+                    ahead_until = index + max(run, 1)
                 write = with_placeholders_resolved(enc.write, resolved)
                 if write is not enc.write:
                     enc = events.EncodedWrite(write, enc.event_json, enc.redacted_json)
-                result = await events.persist(
-                    tx, cache, enc, report_pending=last_of_room[write.event.room_id] == index
-                )
+                result, room_nid = await events.persist_in_batch(tx, cache, batch, enc)
                 record_placeholders(write, result, resolved)
                 results.append(result)
+                if last_of_room[write.event.room_id] == index:
+                    room_nids[index] = room_nid
+            await batch.flush(tx)
+            for index, room_nid in room_nids.items():
+                pending = await events.unsent_outbox(tx, room_nid)
+                results[index] = replace(results[index], pending_outbox=pending)
             return results
 
         return await self._run(fn, write=True)
@@ -181,9 +206,7 @@ class SqlStorage:
 
         async def fn(tx: Tx, cache: TxCache) -> InputReads:
             found = await events.get_events(tx, cache, wanted) if wanted else {}
-            referenced = (
-                await events.referenced_as_prev(tx, room_id, cited) if cited else set()
-            )
+            referenced = await events.referenced_as_prev(tx, room_id, cited) if cited else set()
             if len(targets) == 1:
                 redactions = await events.redactions_for(tx, targets[0])
             else:
