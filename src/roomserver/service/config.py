@@ -142,6 +142,8 @@ class FederationConfig:
 @dataclass(frozen=True, slots=True)
 class InputConfig:
     max_missing_processing_s: float = 300.0
+    #: Threads checking a message's signatures beside the event loop; 0: inline.
+    verify_threads: int = 2
 
 
 @dataclass(frozen=True, slots=True)
