@@ -454,7 +454,7 @@ class InputProcessor:
         (a mismatch means the event is used redacted), and the origin's server ACL."""
         message = self._messages.get(event.room_id)
         await self._verifier.verify(event, message.verified if message is not None else None)
-        if not check_content_hash(event.pdu):
+        if not check_content_hash(event):
             log.info("content hash mismatch for %s: using its redacted form", event.event_id)
             redacted = redact_with(event.pdu, event.rules)
             event = parse_event(redacted, event.room_version, event_id=event.event_id)
