@@ -37,6 +37,27 @@ MAX_NESTING = 512
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
 )
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _value_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode``, without building the C encoder again for every value (``encode``
+    does, and ``canonical_json_members`` encodes each member on its own). No circular check:
+    ``_normalise`` refuses nesting deeper than ``MAX_NESTING`` before anything is encoded."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    chunks = make(None, _ENCODER.default, _encode_string, None, ":", ",", True, False, False)
+
+    def encode(value: Any) -> str:
+        if type(value) is str:
+            return _encode_string(value)
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_encode_value = _value_encoder()
 
 
 # Modes of the walk (``strict`` below is one of these; falsy means lax).
@@ -184,16 +205,16 @@ def join_members(members: Mapping[str, str]) -> bytes:
 
 def member(key: str, value: Any) -> str:
     """One ``"key":value`` member, ``value`` encoded lax (``canonical_json(strict=False)``)."""
-    return _ENCODER.encode(key) + ":" + canonical_json(value, strict=False).decode("utf-8")
+    return _encode_string(key) + ":" + canonical_json(value, strict=False).decode("utf-8")
 
 
 def _encode_whole(normalised: Any) -> bytes:
-    return _ENCODER.encode(normalised).encode("utf-8")
+    return _encode_value(normalised).encode("utf-8")
 
 
 def _encode_members(normalised: Any) -> tuple[bytes, dict[str, str]]:
-    encode = _ENCODER.encode
-    members = {k: encode(k) + ":" + encode(v) for k, v in normalised.items()}
+    key, value = _encode_string, _encode_value
+    members = {k: key(k) + ":" + value(v) for k, v in normalised.items()}
     # Raises UnicodeEncodeError for a lone surrogate, as the whole encoding would.
     return join_members(members), members
 
