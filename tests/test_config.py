@@ -35,6 +35,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
             "ROOMSERVER_FEDERATION__ENABLED": "false",
             "ROOMSERVER_FEDERATION__NOTARY_SERVERS": "a.example,b.example",
             "ROOMSERVER_INPUT__MAX_MISSING_PROCESSING_S": "12.5",
+            "ROOMSERVER_INPUT__VERIFY_THREADS": "3",
             # Test and CI switches, not config keys:
             "ROOMSERVER_REQUIRE_POSTGRES": "1",
             "ROOMSERVER_REQUIRE_SYNAPSE": "1",
@@ -48,6 +49,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert config.federation.enabled is False
     assert config.federation.notary_servers == ["a.example", "b.example"]
     assert config.input.max_missing_processing_s == 12.5
+    assert config.input.verify_threads == 3
 
 
 @pytest.mark.parametrize(
@@ -59,6 +61,8 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("- a\n- b\n", {}, "the top level must be a mapping"),
         ("a: [\n", {}, "is not valid YAML"),
         ("", {"ROOMSERVER_INPUT__MAX_MISSING_PROCESSING_S": "soon"}, "expected a number"),
+        ("input:\n  verify_threads: -1\n", {}, "verify_threads: expected an integer of 0 or"),
+        ("input:\n  verify_threads: true\n", {}, "verify_threads: expected an integer of 0 or"),
     ],
 )
 def test_bad_config_names_the_key(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,6 +148,9 @@ def route_room_id(item: InputRoomEvent) -> RoomId:
     raise ValueError("room_id: missing or not a string")
 
 
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+
+
 def _routable(room_id: str) -> str:
     """``room_id`` if it is a room ID of some room version (it travels in a message header, so
     no control characters either); ``ValueError`` naming what is wrong otherwise."""
@@ -154,7 +158,7 @@ def _routable(room_id: str) -> str:
         raise ValueError(f"room_id: longer than {MAX_ID_BYTES} bytes")
     if not (is_valid_room_id(room_id) or is_valid_room_id(room_id, hashed=True)):
         raise ValueError(f"room_id: {room_id!r} is not a valid room ID")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in room_id):
+    if _CONTROL_CHARACTERS.search(room_id):
         raise ValueError(f"room_id: {room_id!r} contains control characters")
     return room_id
 

@@ -488,6 +488,7 @@ class Roomserver:
                 server_name=config.server_name,
                 config=InputConfig(
                     max_missing_processing_s=config.input.max_missing_processing_s,
+                    verify_threads=config.input.verify_threads,
                     # The federation fetcher verifies what it returns already.
                     verify_fetched_events=False,
                 ),

@@ -96,6 +96,14 @@ def _parse_log_format(name: str, value: Any) -> str:
     return str(value)
 
 
+def _parse_thread_count(name: str, value: Any) -> int:
+    if type(value) is str and value.strip().isdigit():
+        value = int(value)
+    if type(value) is not int or value < 0:
+        raise ConfigError(f"{name}: expected an integer of 0 or more, got {value!r}")
+    return value
+
+
 #: A field's own parser, for values the default's type does not describe (``_coerce``).
 Parser = Callable[[str, Any], Any]
 
@@ -142,6 +150,8 @@ class FederationConfig:
 @dataclass(frozen=True, slots=True)
 class InputConfig:
     max_missing_processing_s: float = 300.0
+    #: Threads checking a message's signatures beside the event loop; 0: inline.
+    verify_threads: int = field(default=2, metadata=_parsed_by(_parse_thread_count))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from roomserver.core.errors import CanonicalJSONError
+
+_T = TypeVar("_T")
 
 MAX_SAFE_INTEGER = 2**53 - 1
 MIN_SAFE_INTEGER = -(2**53 - 1)
@@ -35,6 +37,27 @@ MAX_NESTING = 512
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
 )
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _value_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode``, without building the C encoder again for every value (``encode``
+    does, and ``canonical_json_members`` encodes each member on its own). No circular check:
+    ``_normalise`` refuses nesting deeper than ``MAX_NESTING`` before anything is encoded."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    chunks = make(None, _ENCODER.default, _encode_string, None, ":", ",", True, False, False)
+
+    def encode(value: Any) -> str:
+        if type(value) is str:
+            return _encode_string(value)
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_encode_value = _value_encoder()
 
 
 # Modes of the walk (``strict`` below is one of these; falsy means lax).
@@ -160,9 +183,46 @@ def canonical_json(value: Any, *, strict: bool = True, integral_floats: bool = T
     checks of room versions 6+ use it, so that a float never reaches a hash whose bytes would
     depend on the mode (``2.0`` is ``2`` strict, ``2.0`` lax).
     """
+    return _encoded(value, strict, integral_floats, _encode_whole)
+
+
+def canonical_json_members(
+    value: Mapping[str, Any], *, strict: bool = True, integral_floats: bool = True
+) -> tuple[bytes, dict[str, str]]:
+    """``canonical_json(value)`` of an object, and each of its members as ``"key":value`` text.
+
+    Canonical JSON of the object without some members, or with some replaced, is then the
+    sorted join of the others (``join_members``): no second walk over the values. Raises as
+    ``canonical_json`` does.
+    """
+    return _encoded(value, strict, integral_floats, _encode_members)
+
+
+def join_members(members: Mapping[str, str]) -> bytes:
+    """The canonical JSON object made of ``members`` (from ``canonical_json_members``)."""
+    return ("{" + ",".join([members[k] for k in sorted(members)]) + "}").encode("utf-8")
+
+
+def member(key: str, value: Any) -> str:
+    """One ``"key":value`` member, ``value`` encoded lax (``canonical_json(strict=False)``)."""
+    return _encode_string(key) + ":" + canonical_json(value, strict=False).decode("utf-8")
+
+
+def _encode_whole(normalised: Any) -> bytes:
+    return _encode_value(normalised).encode("utf-8")
+
+
+def _encode_members(normalised: Any) -> tuple[bytes, dict[str, str]]:
+    key, value = _encode_string, _encode_value
+    members = {k: key(k) + ":" + value(v) for k, v in normalised.items()}
+    # Raises UnicodeEncodeError for a lone surrogate, as the whole encoding would.
+    return join_members(members), members
+
+
+def _encoded(value: Any, strict: bool, integral_floats: bool, encode: Callable[[Any], _T]) -> _T:
     try:
         mode = (_STRICT if integral_floats else _STRICT_NO_FLOATS) if strict else _LAX
-        return _ENCODER.encode(_normalise(value, mode, 0)).encode("utf-8")
+        return encode(_normalise(value, mode, 0))
     except _Problem as problem:
         path = problem.path()
         raise CanonicalJSONError(f"{_where(path)}: {problem.message}", field=path) from None

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from roomserver.core.base64 import encode_base64
-from roomserver.core.canonical_json import canonical_json
+from roomserver.core.canonical_json import canonical_json, join_members, member
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.ids import EventId, RoomId
 from roomserver.core.redaction import redacted_view
 from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for
+
+_NOT_HASHED = frozenset({"unsigned", "signatures", "hashes"})
 
 
 def content_hash_bytes(pdu: Mapping[str, Any], *, strict: bool = False) -> bytes:
@@ -21,9 +23,16 @@ def content_hash_bytes(pdu: Mapping[str, Any], *, strict: bool = False) -> bytes
     ``strict`` refuses what room versions 6+ refuse (``CanonicalJSONError``); for events that
     ``parse_event`` accepted the hash is the same either way.
     """
-    stripped = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures", "hashes")}
+    stripped = {k: v for k, v in pdu.items() if k not in _NOT_HASHED}
     encoded = canonical_json(stripped, strict=strict, integral_floats=not strict)
     return hashlib.sha256(encoded).digest()
+
+
+def content_hash_from_members(members: Mapping[str, str]) -> bytes:
+    """``content_hash_bytes`` of the PDU whose ``canonical_json_members`` are ``members``
+    (lax; or strict for an event ``parse_event`` accepted, where the modes agree)."""
+    kept = {k: v for k, v in members.items() if k not in _NOT_HASHED}
+    return hashlib.sha256(join_members(kept)).digest()
 
 
 def compute_content_hash(pdu: Mapping[str, Any]) -> str:
@@ -39,12 +48,31 @@ def reference_bytes(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
     From room version 3 on, PDUs carry no ``event_id``; a stray one is not part of the event and
     is left out (``parse_event`` and ``verify_event`` ignore it the same way).
     """
+    return canonical_json(_reference_view(pdu, rules), strict=False)
+
+
+def _reference_view(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any]:
     redacted = redacted_view(pdu, rules)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     if rules.event_id_format is not EventIdFormat.SERVER_ASSIGNED:
         redacted.pop("event_id", None)
-    return canonical_json(redacted, strict=False)
+    return redacted
+
+
+def reference_bytes_from_members(
+    pdu: Mapping[str, Any], rules: RoomVersion, members: Mapping[str, str]
+) -> bytes:
+    """``reference_bytes(pdu, rules)``, reusing ``members`` (``canonical_json_members`` of
+    ``pdu``, in a mode that agrees with lax for it) for the members redaction keeps as they
+    are: only the redacted ``content`` is encoded again."""
+    redacted = _reference_view(pdu, rules)
+    return join_members(
+        {
+            k: members[k] if k in members and v is pdu.get(k) else member(k, v)
+            for k, v in redacted.items()
+        }
+    )
 
 
 def reference_hash(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:

@@ -7,8 +7,11 @@ points but ``:`` and NUL in the localpart (even an empty one), then ``:`` and a 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 MAX_ID_BYTES = 255
+# Room IDs, senders and server names repeat from event to event: their answers are kept.
+_GRAMMAR_CACHE_SIZE = 16_384
 
 _IPV4 = re.compile(r"\A(?:[0-9]{1,3}\.){3}[0-9]{1,3}\Z")
 _IPV6 = re.compile(r"\A\[[0-9A-Fa-f:.]{2,45}\]\Z")
@@ -16,6 +19,7 @@ _DNS = re.compile(r"\A[A-Za-z0-9.\-]{1,255}\Z")
 _PORT = re.compile(r"\A[0-9]{1,5}\Z")
 _B64_STD_43 = re.compile(r"\A[A-Za-z0-9+/]{43}\Z")
 _B64_URL_43 = re.compile(r"\A[A-Za-z0-9_\-]{43}\Z")
+_BAD_CODE_POINTS = re.compile("[\x00\ud800-\udfff]")
 
 
 def _byte_len(value: str) -> int:
@@ -26,6 +30,11 @@ def is_valid_server_name(name: str) -> bool:
     """``host[:port]`` where host is an IPv4 literal, a bracketed IPv6 literal or a DNS name."""
     if not isinstance(name, str) or not name:
         return False
+    return _is_valid_server_name(str(name))
+
+
+@lru_cache(maxsize=_GRAMMAR_CACHE_SIZE)
+def _is_valid_server_name(name: str) -> bool:
     host, port = name, None
     if name.startswith("["):
         end = name.find("]")
@@ -47,13 +56,19 @@ def is_valid_server_name(name: str) -> bool:
 
 
 def _has_bad_code_points(value: str) -> bool:
-    return "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    return _BAD_CODE_POINTS.search(value) is not None
 
 
 def _is_sigil_id(value: object, sigil: str) -> bool:
     """``<sigil>opaque:server_name``, opaque without ``:``/NUL/surrogates, at most 255 bytes."""
     if not isinstance(value, str) or not value.startswith(sigil):
         return False
+    return _is_valid_sigil_id(str(value))
+
+
+@lru_cache(maxsize=_GRAMMAR_CACHE_SIZE)
+def _is_valid_sigil_id(value: str) -> bool:
+    """``_is_sigil_id`` for a string that starts with its sigil."""
     if _byte_len(value) > MAX_ID_BYTES:
         return False
     local, sep, server = value[1:].partition(":")

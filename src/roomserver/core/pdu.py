@@ -11,13 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from roomserver.core.canonical_json import MAX_SAFE_INTEGER, MIN_SAFE_INTEGER, canonical_json
+from roomserver.core.canonical_json import (
+    MAX_SAFE_INTEGER,
+    MIN_SAFE_INTEGER,
+    canonical_json_members,
+)
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.hashes import (
     compute_content_hash,
+    content_hash_from_members,
     event_id_for,
     event_id_from_reference_bytes,
-    reference_bytes,
+    reference_bytes_from_members,
     room_id_from_create_event_id,
 )
 from roomserver.core.identifiers import (
@@ -37,7 +42,6 @@ MAX_AUTH_EVENTS = 10
 _INT64_MAX = 2**63 - 1
 
 
-
 class Event:
     """One room event, immutable once built. Build it with ``parse_event``.
 
@@ -48,6 +52,7 @@ class Event:
         "auth_event_ids",
         "canonical_bytes",
         "content",
+        "content_hash",
         "depth",
         "event_id",
         "origin_server_ts",
@@ -84,6 +89,10 @@ class Event:
     #: canonical JSON), when ``parse_event`` computed it (event ID, v3+): signature checks reuse
     #: it.
     signed_bytes: bytes | None
+    #: SHA-256 of the PDU without ``unsigned``, ``signatures`` and ``hashes`` (what
+    #: ``hashes.sha256`` must be), when ``parse_event`` computed it (from the size check's
+    #: encoding): ``check_content_hash`` reuses it.
+    content_hash: bytes | None
 
     def __init__(
         self,
@@ -103,6 +112,7 @@ class Event:
         pdu: Mapping[str, Any],
         canonical_bytes: bytes | None = None,
         signed_bytes: bytes | None = None,
+        content_hash: bytes | None = None,
     ) -> None:
         sa = object.__setattr__
         sa(self, "event_id", event_id)
@@ -121,6 +131,7 @@ class Event:
         sa(self, "pdu", pdu)
         sa(self, "canonical_bytes", canonical_bytes)
         sa(self, "signed_bytes", signed_bytes)
+        sa(self, "content_hash", content_hash)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Event is immutable (tried to set {name!r})")
@@ -194,21 +205,22 @@ def _check_bytes(field: str, value: str) -> None:
         raise _fail(field, f"longer than {MAX_ID_BYTES} bytes")
 
 
-def _check_size(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
+def _check_size(pdu: Mapping[str, Any], rules: RoomVersion) -> tuple[bytes, dict[str, str]]:
     """Spec size limits: the whole PDU is at most 65,536 bytes of canonical JSON.
 
     Encoding also enforces canonical JSON itself: from room version 6, integers outside
     +-(2**53 - 1) and floats (integral ones too, as other servers do) make the event invalid
     (``CanonicalJSONError``, an ``InvalidEvent``). So the events of those versions hash alike
-    whichever canonical JSON mode a hash uses.
+    whichever canonical JSON mode a hash uses, and the members (``canonical_json_members``,
+    returned with the bytes) serve the content hash and the reference hash as they are.
     """
     strict = rules.strict_canonical_json
-    encoded = canonical_json(pdu, strict=strict, integral_floats=not strict)
+    encoded, members = canonical_json_members(pdu, strict=strict, integral_floats=not strict)
     if len(encoded) > MAX_PDU_BYTES:
         raise _fail(
             "event", f"is {len(encoded)} bytes as canonical JSON, the limit is {MAX_PDU_BYTES}"
         )
-    return encoded
+    return encoded, members
 
 
 def _parse_integers(pdu: Mapping[str, Any], rules: RoomVersion) -> tuple[int, int]:
@@ -270,7 +282,7 @@ def _edge_ids(
 
 
 def _parse_event_id(
-    pdu: Mapping[str, Any], rules: RoomVersion, given: str | None
+    pdu: Mapping[str, Any], rules: RoomVersion, given: str | None, members: Mapping[str, str]
 ) -> tuple[str, bytes | None]:
     """The event ID: given (trusted), read from the PDU (v1-v2) or the reference hash (v3+);
     and the reference bytes when they were computed for it."""
@@ -280,7 +292,7 @@ def _parse_event_id(
     elif rules.event_id_format is EventIdFormat.SERVER_ASSIGNED:
         event_id = event_id_for(pdu, rules)
     else:
-        signed = reference_bytes(pdu, rules)
+        signed = reference_bytes_from_members(pdu, rules, members)
         event_id = event_id_from_reference_bytes(signed, rules)
     if not is_valid_event_id(event_id, format_name=rules.event_id_format.value):
         raise _fail(
@@ -365,7 +377,7 @@ def parse_event(
         pdu = {k: v for k, v in pdu.items() if k != "event_id"}
     elif not isinstance(pdu, dict):
         pdu = dict(pdu)
-    encoded = _check_size(pdu, rules)
+    encoded, members = _check_size(pdu, rules)
 
     event_type = _require_str(pdu, "type")
     _check_bytes("type", event_type)
@@ -392,7 +404,7 @@ def parse_event(
     prev_event_ids = tuple(dict.fromkeys(_edge_ids(pdu, "prev_events", rules, prev_limit)))
     auth_event_ids = _edge_ids(pdu, "auth_events", rules, auth_limit)
 
-    event_id, signed = _parse_event_id(pdu, rules, event_id)
+    event_id, signed = _parse_event_id(pdu, rules, event_id, members)
     return Event(
         event_id=event_id,
         room_id=_parse_room_id(pdu, rules, event_type, state_key, event_id),
@@ -409,4 +421,5 @@ def parse_event(
         pdu=pdu,
         canonical_bytes=encoded,
         signed_bytes=signed,
+        content_hash=content_hash_from_members(members),
     )

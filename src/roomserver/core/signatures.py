@@ -333,6 +333,7 @@ def check_content_hash(event: Event | Mapping[str, Any]) -> bool:
     on (``redaction.redact``), stored and processed like any other. Pass ``Event.pdu`` (or the
     ``Event``): for room version 3+ it has no stray ``event_id``, which would change the hash.
     """
+    known = event.content_hash if isinstance(event, Event) else None
     pdu = event.pdu if isinstance(event, Event) else event
     hashes = pdu.get("hashes")
     if not isinstance(hashes, Mapping):
@@ -342,7 +343,7 @@ def check_content_hash(event: Event | Mapping[str, Any]) -> bool:
         return False
     try:
         expected_digest = decode_base64(expected)
-        actual_digest = content_hash_bytes(pdu)
+        actual_digest = known if known is not None else content_hash_bytes(pdu)
     except (ValueError, CanonicalJSONError):
         return False
     return expected_digest == actual_digest

@@ -13,6 +13,15 @@ An event that needs its keys waits at most ``give_up_after_s`` (retrying when th
 allows), and once the server has been unreachable for that long it does not wait at all: its
 verification raises ``KeysUnobtainable``, an ``InvalidSignature`` (the event is ``INVALID``),
 naming the server and the key IDs. One unreachable server cannot block a room.
+
+Most events are signed with keys the ring knows already, so the lookup per event has a fast
+path that neither awaits nor allocates coroutines (``cached_verify_keys``): the keys the last
+lookup of a server found are kept in memory, as ``ServerKey``s with their ``VerifyKey`` built,
+for ``HOT_KEY_TTL_S``. It answers only when every key the event needs is there and good enough
+for the event (the full path would fetch nothing); anything else (a missing or stale key, a
+fetch under way for the server) goes the full way. Fetching or adding keys for a server drops
+its entries, and validity (``valid_until_ts``, ``expired_ts``, the room version's rule) is
+checked per event exactly as on the full path.
 """
 
 from __future__ import annotations
@@ -49,6 +58,9 @@ REFETCH_INTERVAL_MS = 60 * 1000
 GIVE_UP_AFTER_S = 30.0
 MAX_KEY_BACKOFF_S = 300.0
 FOREVER_TS = 2**62
+#: How long keys found by a lookup answer later lookups from memory (the storage's own cache of
+#: the key table, ``SERVER_KEY_CACHE_S``, is as short: keys another process fetches show soon).
+HOT_KEY_TTL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +201,10 @@ class KeyRing:
         self._backoff = Backoff(initial=1.0, maximum=max_backoff_s, clock=clock)
         self._down_since: dict[str, float] = {}
         self._last_error: dict[str, str] = {}
+        # Keys lookups found: server -> key ID -> (monotonic time it expires from memory, key);
+        # ``_key_changes`` counts fetches and additions, so a lookup that raced one keeps nothing.
+        self._hot: dict[str, dict[str, tuple[float, ServerKey]]] = {}
+        self._key_changes = 0
 
     def add_verify_key(
         self,
@@ -200,6 +216,7 @@ class KeyRing:
         """Trust ``verify_key`` for ``server_name`` as given (configuration, our own key)."""
         key = ServerKey(server_name, key_id, verify_key, valid_until_ts)
         self._static.setdefault(server_name, {})[key_id] = key
+        self._forget_hot(server_name)
 
     async def share_verify_key(self, server_name: str, key_id: str, verify_key: VerifyKey) -> None:
         """``add_verify_key``, and store the key in the cache, valid forever, so that every key
@@ -229,8 +246,10 @@ class KeyRing:
         return await self._known_keys(server_name, key_ids)
 
     async def _known_keys(self, server: str, key_ids: Collection[str]) -> dict[str, ServerKey]:
+        changes = self._key_changes
         records = await self._cache.get_server_keys(server, key_ids)
-        found = {k: ServerKey.from_record(r) for k, r in records.items() if k in key_ids}
+        hot = self._hot.get(server, {})
+        found = {k: _same_or_new(hot.get(k), r) for k, r in records.items() if k in key_ids}
         for key_id, key in self._static.get(server, {}).items():
             fetched = found.get(key_id)
             # An out-of-band key is trusted as given, unless a fetched one is valid for longer.
@@ -240,7 +259,21 @@ class KeyRing:
                 or fetched.valid_until_ts <= key.valid_until_ts
             ):
                 found[key_id] = key
+        if changes == self._key_changes and server not in self._inflight:
+            expires = self._clock() + HOT_KEY_TTL_S
+            remembered = self._hot.setdefault(server, {})
+            for key_id in key_ids:
+                known = found.get(key_id)
+                if known is not None:
+                    remembered[key_id] = (expires, known)
+                else:
+                    remembered.pop(key_id, None)
         return found
+
+    def _forget_hot(self, server: str) -> None:
+        """The keys of ``server`` may change: later lookups read them again."""
+        self._key_changes += 1
+        self._hot.pop(server, None)
 
     def _wanted(
         self, server: str, key_ids: Iterable[str], found: Mapping[str, ServerKey], min_ts: int
@@ -267,6 +300,7 @@ class KeyRing:
                 return
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inflight[server] = future
+        self._forget_hot(server)
         answered = False
         try:
             answered = await self._fetch(server, key_ids, min_ts)
@@ -280,6 +314,7 @@ class KeyRing:
                 self._backoff.record_failure(server)
                 self._down_since.setdefault(server, self._clock())
             del self._inflight[server]
+            self._forget_hot(server)
             future.set_result(answered)
 
     async def _fetch(self, server: str, key_ids: list[str], min_ts: int) -> bool:
@@ -362,6 +397,37 @@ class KeyRing:
         return keys
 
     # -- event verification -------------------------------------------------------------------
+    def cached_verify_keys(
+        self, event: Event | Mapping[str, Any], rules: RoomVersion
+    ) -> dict[str, dict[str, VerifyKey]] | None:
+        """What ``verify_keys_for_event`` would return, answered from memory without awaiting,
+        or ``None`` when that needs the full path (a key not in memory, or not good enough for
+        the event so that the full path would fetch it; a fetch for a signer under way).
+
+        Raises what ``verify_keys_for_event`` raises before any lookup (``InvalidSignature``
+        for an event whose sender is not a user ID)."""
+        pdu = event.pdu if isinstance(event, Event) else event
+        ts = pdu.get("origin_server_ts")
+        ts = ts if type(ts) is int else 0
+        enforce = rules.enforce_key_validity
+        min_ts = ts if enforce else 0
+        now = self._clock()
+        out: dict[str, dict[str, VerifyKey]] = {}
+        for server in sorted(required_signers(event, rules)):
+            hot = self._hot.get(server)
+            if hot is None or server in self._inflight:
+                return None
+            usable: dict[str, VerifyKey] = {}
+            for key_id in _ed25519_key_ids(pdu, server):
+                entry = hot.get(key_id)
+                if entry is None or entry[0] <= now or not _fresh(entry[1], min_ts):
+                    return None
+                key = entry[1]
+                if key.usable_at(ts, enforce_validity=enforce):
+                    usable[key_id] = key.verify_key
+            out[server] = usable
+        return out
+
     async def verify_keys_for_event(
         self, event: Event | Mapping[str, Any], rules: RoomVersion
     ) -> dict[str, dict[str, VerifyKey]]:
@@ -372,6 +438,9 @@ class KeyRing:
         returned. Raises ``KeysUnobtainable`` when a signer's key sources do not answer within
         ``give_up_after_s`` (see the module docstring).
         """
+        cached = self.cached_verify_keys(event, rules)
+        if cached is not None:
+            return cached
         pdu = event.pdu if isinstance(event, Event) else event
         ts = pdu.get("origin_server_ts")
         ts = ts if type(ts) is int else 0
@@ -434,8 +503,24 @@ class KeyRing:
         within ``give_up_after_s``.
         """
         rules = get_room_version(room_version)
-        verify_keys = await self.verify_keys_for_event(event, rules)
+        verify_keys = self.cached_verify_keys(event, rules)
+        if verify_keys is None:
+            verify_keys = await self.verify_keys_for_event(event, rules)
         core_signatures.verify_event(event, room_version=room_version, verify_keys=verify_keys)
+
+
+def _same_or_new(hot: tuple[float, ServerKey] | None, record: ServerKeyRecord) -> ServerKey:
+    """``record`` as a ``ServerKey``, reusing the one in memory (and its built ``VerifyKey``)
+    when it is the same key with the same validity."""
+    known = hot[1] if hot is not None else None
+    if (
+        known is not None
+        and known.valid_until_ts == record.valid_until_ts
+        and known.expired_ts == record.expired_ts
+        and bytes(known.verify_key) == record.verify_key
+    ):
+        return known
+    return ServerKey.from_record(record)
 
 
 def _fresh(key: ServerKey, min_ts: int) -> bool:

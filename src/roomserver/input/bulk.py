@@ -152,7 +152,7 @@ def _verify_chunk(
         try:
             if keys is not None:
                 verify_event(event, room_version=event.room_version, verify_keys=keys)
-            if not check_content_hash(event.pdu):
+            if not check_content_hash(event):
                 redacted = redact_with(event.pdu, event.rules)
                 event = parse_event(redacted, event.room_version, event_id=event.event_id)
             out.append(event)

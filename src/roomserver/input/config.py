@@ -16,6 +16,8 @@ class InputConfig:
     ``concurrent_update_retries``: in-process retries when another writer moved the room on.
     ``outbox_mark_idle_s``: published outputs are marked sent with the room's next write, or
     after the room has been idle this long (storage permitting; see ``OutboxSender``).
+    ``verify_threads``: threads that check a message's signatures beside the event loop
+    (``input/verify.py``); 0 checks every event inline, at its turn.
     """
 
     max_missing_processing_s: float = 300.0
@@ -23,3 +25,4 @@ class InputConfig:
     verify_fetched_events: bool = True
     concurrent_update_retries: int = 3
     outbox_mark_idle_s: float = 0.5
+    verify_threads: int = 2

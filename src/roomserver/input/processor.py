@@ -46,6 +46,7 @@ from roomserver.input.redactions import Redactions
 from roomserver.input.rooms import RoomRows
 from roomserver.input.state import StateResolver
 from roomserver.input.store import EventCache, InputStore, Prefetched, SnapshotEntries
+from roomserver.input.verify import BatchVerifier, VerifiedBatch
 from roomserver.input.write_behind import BufferedWriteFailed, WriteBehind
 from roomserver.ports import (
     ConcurrentUpdate,
@@ -67,6 +68,7 @@ class _Message:
     has_outputs: bool = False  # an event queued outputs: end_message publishes them
     # Events parsed when the message began, by id() of their PDU (kept alive by the entry).
     parsed: Parsed = field(default_factory=dict)
+    verified: VerifiedBatch | None = None  # signature checks started when the message began
 
 
 class InputProcessor:
@@ -102,6 +104,7 @@ class InputProcessor:
             store = self._write_behind
         self._store = store
         self._keyring = keyring
+        self._verifier = BatchVerifier(keyring, threads=self.config.verify_threads)
         self._publisher = publisher
         self._server_name = server_name
         self._events = EventCache(store)
@@ -194,6 +197,7 @@ class InputProcessor:
         assert self._write_behind is not None
         ids: list[str] = []
         prevs: set[str] = set()
+        to_verify: list[Event] = []
         for item in items:
             pdu = item.event
             if not isinstance(pdu, Mapping) or pdu.get("type") == "m.room.create":
@@ -207,8 +211,11 @@ class InputProcessor:
             if event.room_id != room.room_id:
                 continue
             message.parsed[id(pdu)] = (pdu, item.kind, event)
+            if not item.verified:
+                to_verify.append(event)
             ids.append(event.event_id)
             prevs.update(event.prev_event_ids)
+        message.verified = self._verifier.start(to_verify)
         in_message = set(ids)
         wanted = [
             *ids,
@@ -274,6 +281,7 @@ class InputProcessor:
     async def close(self) -> None:
         """Mark sent every output published but not marked yet (see ``OutboxSender``)."""
         await self._outbox.close()
+        self._verifier.close()
 
     # -- one input event ------------------------------------------------------------------------
     async def _process_item(self, item: InputRoomEvent) -> EventResult:
@@ -351,8 +359,9 @@ class InputProcessor:
     async def _verify(self, event: Event, origin: str | None, room: RoomInfo | None) -> Event:
         """Spec 7.2-7.3 and server ACLs: signatures (on the redacted form), the content hash
         (a mismatch means the event is used redacted), and the origin's server ACL."""
-        await self._keyring.verify_event(event, event.room_version)
-        if not check_content_hash(event.pdu):
+        message = self._messages.get(event.room_id)
+        await self._verifier.verify(event, message.verified if message is not None else None)
+        if not check_content_hash(event):
             log.info("content hash mismatch for %s: using its redacted form", event.event_id)
             redacted = redact_with(event.pdu, event.rules)
             event = parse_event(redacted, event.room_version, event_id=event.event_id)

@@ -86,9 +86,7 @@ def check_create_event(event: Event) -> None:
     """
     rules = event.rules
     if event.state_key != "":
-        raise reject(
-            rules, "create.state_key", "m.room.create: state_key must be the empty string"
-        )
+        raise reject(rules, "create.state_key", "m.room.create: state_key must be the empty string")
     if event.prev_event_ids:
         raise reject(rules, "create.prev_events", "m.room.create: has prev_events")
     if rules.room_id_from_create_event:
