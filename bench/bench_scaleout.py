@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import asyncpg
 
-from roomserver.api import InputRoomEvent, InputRoomEventsRequest
+from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Outcome
 from roomserver.app import Roomserver
 from roomserver.bus.embedded import EmbeddedNatsServer
 from roomserver.bus.subjects import input_stream_name
@@ -207,11 +207,22 @@ async def _measure(
         cpu0 = [cpu_seconds(p) for p in pids], cpu_seconds(nats_pid)
         started = time.monotonic()
 
+        resubmitted = 0
+
+        async def submit(request: InputRoomEventsRequest) -> None:
+            # A request that could not be queued (a publish timed out) is sent again: queueing is
+            # idempotent, and without it the database would never hold every event.
+            nonlocal resubmitted
+            while True:
+                response = await client.input_room_events(request)
+                if all(r.outcome is not Outcome.ERROR for r in response.results):
+                    return
+                resubmitted += 1
+                await asyncio.sleep(1.0)
+
         async def submit_all() -> None:
             for start in range(0, len(requests), 64):
-                await asyncio.gather(
-                    *(client.input_room_events(r) for r in requests[start : start + 64])
-                )
+                await asyncio.gather(*(submit(r) for r in requests[start : start + 64]))
 
         submitting = asyncio.create_task(submit_all())
         while True:
@@ -220,9 +231,14 @@ async def _measure(
             if stored >= total:
                 break
             if time.monotonic() - started > args.limit:
-                raise SystemExit(f"{label}: {stored} of {total} events after {args.limit} s")
+                raise SystemExit(
+                    f"{label}: {stored} of {total} events after {args.limit} s "
+                    f"({resubmitted} requests sent again)"
+                )
         elapsed = time.monotonic() - started
         await submitting
+        if resubmitted:
+            print(f"  {resubmitted} requests could not be queued at first and were sent again")
         cpu1 = [cpu_seconds(p) for p in pids], cpu_seconds(nats_pid)
         result = Result(
             label, total, elapsed,
