@@ -24,13 +24,15 @@ import pytest
 
 from roomserver.api import Outcome, OutputEvent, OutputNewRoomEvent
 from roomserver.app import DEFAULT_OUTPUT_DURABLE, Roomserver, SharedSQLiteError
+from roomserver.bus import Bus
 from roomserver.bus.embedded import EmbeddedNatsCluster
-from roomserver.bus.subjects import input_stream_name
+from roomserver.bus.subjects import input_stream_name, room_consumer_name
 from roomserver.core.base64 import encode_base64
 from roomserver.ports import OutboxEntry
 from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
-from tests.e2e.helpers import ALICE, BOB, drain_outputs, submit
+from tests.bus.helpers import Recorder, fast_config
+from tests.e2e.helpers import ALICE, BOB, drain_outputs, submit, wait_for
 from tests.natsutil import running_nats
 from tests.pgutil import fresh_schema_url
 from tests.storage.helpers import LinearRoom
@@ -128,6 +130,7 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
             # The node leading the input stream goes too (a quorum of two remains).
             leader = (await client.bus.js.stream_info(input_stream_name(""))).cluster
             assert leader is not None and leader.leader is not None
+            leader_killed_at = time.monotonic()
             await cluster.node_named(leader.leader).kill()
             await read_until(total, timeout=120)
             await read_until(total + 1, timeout=3.0)  # anything more would be a duplicate
@@ -159,7 +162,11 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
                 b.room_id for b in builders if progress_at_kill[b.room_id] < final[b.room_id]
             ]
             failover = max((resumed[room] for room in waiting), default=0.0)
-            print(f"\nevery room moving again {failover:.1f} s after the SIGKILL")
+            print(
+                f"\nevery room moving again {failover:.1f} s after the SIGKILL (stream leader "
+                f"killed at {leader_killed_at - killed_at:.1f} s); per room: "
+                + " ".join(f"{resumed[room]:.1f}" for room in sorted(waiting, key=resumed.get))
+            )
             assert failover < 30.0
             if soft_failed:
                 pytest.xfail(
@@ -180,6 +187,48 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
                         child.kill()
                         await child.wait()
             await client.close(grace=2.0)
+
+
+async def test_a_consumer_leader_election_makes_its_waiting_worker_pull_again(
+    tmp_path: Path,
+) -> None:
+    """A pull request held by a consumer leader that died is gone without a reply: on
+    JetStream's LEADER_ELECTED advisory for a room consumer (or a discovery consumer), the
+    waiting worker (or discovery) pulls again at once, not when its pull would expire."""
+    async with running_nats(tmp_path / "nats") as server:
+        # Pulls that last a minute: only the advisory can make a worker pull again here.
+        config = fast_config(
+            pull_expires=60.0, idle_timeout=120.0, consumer_inactive_threshold=600.0
+        )
+        recorder = Recorder()
+        bus = await Bus.connect(server.url, config=config)
+        try:
+            await bus.start_workers(recorder)
+            await bus.publish_input("!elected:x", b"first")
+            await recorder.wait_for(lambda: recorder.total_acked() == 1)
+            assert bus.pool is not None and bus.shared_discovery is not None
+            worker = bus.pool.worker_of("!elected:x")
+            assert worker is not None
+            await asyncio.sleep(0.5)  # its next pull is out (after the ack)
+            requests, discovery_requests = worker._request, bus.shared_discovery._request
+            advisory = f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{input_stream_name('')}"
+            await bus.nc.publish(f"{advisory}.{room_consumer_name('', '!elected:x')}", b"{}")
+            await bus.nc.publish(f"{advisory}.{bus.shared_discovery.name}", b"{}")
+            await bus.nc.publish(f"{advisory}.{room_consumer_name('', '!other:x')}", b"{}")
+            discovery = bus.shared_discovery
+            await wait_for(
+                lambda: worker._request > requests and discovery._request > discovery_requests,
+                timeout=5.0,
+            )
+            assert worker._request == requests + 1
+            assert bus.shared_discovery._request == discovery_requests + 1
+            # The room still works, with one message at a time.
+            await bus.publish_input("!elected:x", b"second")
+            await recorder.wait_for(lambda: recorder.total_acked() == 2)
+            assert recorder.by_room["!elected:x"] == [b"first", b"second"]
+            assert recorder.overlaps == 0
+        finally:
+            await bus.close(grace=1.0)
 
 
 def _decode(payload: bytes) -> OutputEvent:

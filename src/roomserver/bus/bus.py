@@ -13,10 +13,12 @@ Lifecycle::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -37,11 +39,15 @@ from roomserver.bus.discovery import Discovery
 from roomserver.bus.output import OutputItem, OutputPublisher, OutputSubscription
 from roomserver.bus.publisher import InputPublisher
 from roomserver.bus.streams import ensure_streams
+from roomserver.bus.subjects import input_stream_name
 from roomserver.bus.types import Handler
 from roomserver.bus.workers import WorkerPool, WorkerStats
 from roomserver.ports import OutboxEntry
 
 log = logging.getLogger(__name__)
+
+#: JetStream's advisory when a consumer's raft group elects a leader (``.<stream>.<consumer>``).
+_CONSUMER_LEADER_ELECTED = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED"
 
 
 def server_urls(url: str | Sequence[str]) -> list[str]:
@@ -68,6 +74,7 @@ class Bus:
         self.skip_log = SkipLog(nc, self.js, config)
         self.relay = HeadRelay(nc, config, self._intervene_here)
         self.closing = False
+        self._elections: Any = None
 
     @classmethod
     async def connect(
@@ -141,11 +148,32 @@ class Bus:
         await self.discovery.start()
         self.shared_discovery = Discovery(self.nc, self.js, self.config, self.pool, shared=True)
         await self.shared_discovery.start()
+        self._elections = await self.nc.subscribe(
+            f"{_CONSUMER_LEADER_ELECTED}.{input_stream_name(self.config.prefix)}.*",
+            cb=self._on_consumer_leader_elected,
+        )
         await self.relay.start()
+
+    async def _on_consumer_leader_elected(self, msg: Any) -> None:
+        """A consumer of the input stream has a new leader (on a cluster, after a node died or
+        stepped down): a pull request the old leader held is gone without a reply. Pull again
+        now rather than after the request's expiry: a room of a dead process is redelivered by
+        the new leader one AckWait after its election, and a live room would stall meanwhile."""
+        consumer = msg.subject.rsplit(".", 1)[-1]
+        for discovery in (self.discovery, self.shared_discovery):
+            if discovery is not None and discovery.name == consumer:
+                discovery.pull_again()
+                return
+        if self.pool is not None:
+            self.pool.wake_consumer(consumer)
 
     async def stop_workers(self, *, grace: float = 30.0) -> None:
         """Stop discovering; let each room finish its in-flight message (up to ``grace``
         seconds, then release it for redelivery)."""
+        if self._elections is not None:
+            subscription, self._elections = self._elections, None
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
         await self.relay.stop()
         discoveries = [d for d in (self.discovery, self.shared_discovery) if d is not None]
         pool = self.pool

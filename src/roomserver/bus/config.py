@@ -34,14 +34,18 @@ class BusConfig:
     replicas: int = 1
     #: AckWait of room consumers: how long a message in flight at a process that died waits
     #: before another process gets it (the failover time). A live process keeps its message
-    #: with in-progress acks while the handler runs, so this does not bound the handler.
-    ack_wait: float = 20.0
+    #: with in-progress acks while the handler runs, so this does not bound the handler. On a
+    #: cluster, a consumer whose leader moves (a node died) waits up to one AckWait from the
+    #: election before it redelivers, so the worst failover is about two AckWaits plus the
+    #: election: kept short for that.
+    ack_wait: float = 6.0
     #: The bus cancels a handler that runs longer than this and retries the message (the
     #: input pipeline's own deadline for fetching missing data is a little shorter).
     handler_timeout: float = MAXIMUM_PROCESSING_TIME + 10.0
-    #: While a handler runs longer than this, the worker sends in-progress acks this often;
-    #: must leave room for a lost one within ack_wait.
-    progress_interval: float = 5.0
+    #: While a handler runs longer than this, the worker sends in-progress acks every half of
+    #: it; at most half of ack_wait. The first one goes at most 1.5 intervals after delivery,
+    #: so an event loop may stall for ack_wait minus that before the message is redelivered.
+    progress_interval: float = 1.5
     #: Upper bound on consumers of the input stream (room consumers plus the discovery
     #: consumers). Set on the stream explicitly (nats-server 2.15 otherwise applies a
     #: default of 1000).

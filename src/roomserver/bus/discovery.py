@@ -154,6 +154,10 @@ class Discovery:
         self._check_consumer = True
         self._queue.put_nowait(_WAKE)
 
+    def pull_again(self) -> None:
+        """The consumer has a new leader: the open pull request went with the old one."""
+        self._queue.put_nowait(_WAKE)
+
     # -- the pull loop -------------------------------------------------------------------------
 
     async def _pull(self) -> None:

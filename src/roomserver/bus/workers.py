@@ -711,6 +711,12 @@ class WorkerPool:
         for worker in list(self._workers.values()):
             worker.queue.put_nowait(_WAKE)
 
+    def wake_consumer(self, consumer: str) -> None:
+        """The room consumer ``consumer`` has a new leader: its worker, if waiting, pulls again."""
+        worker = self._by_consumer.get(consumer)
+        if worker is not None and worker.in_flight is None:
+            worker.queue.put_nowait(_WAKE)
+
     async def _send_progress(self) -> None:
         """In-progress acks for long handlers, so AckWait only bounds a dead process."""
         interval = self.config.progress_interval
