@@ -52,8 +52,8 @@ from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
+from roomserver.input import Decision, InputConfig, InputProcessor, handle_message, handle_messages
 from roomserver.input import Disposition as InputDisposition
-from roomserver.input import InputConfig, InputProcessor, handle_message
 from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
@@ -482,7 +482,7 @@ class Roomserver:
             assert processor is not None
             await flush_unsent_outboxes(storage, processor)
             # Workers stop first on close (the stack unwinds in reverse).
-            await bus.start_workers(rs._handle)
+            await bus.start_workers(rs._handle, unit_handler=rs._handle_unit)
             stack.push_async_callback(bus.stop_workers)
         return rs
 
@@ -533,6 +533,19 @@ class Roomserver:
             self.metrics.redeliveries.inc()
         decision = await handle_message(self.processor, room_id, payload, info, max_attempts=10)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
+        return self._handler_result(decision)
+
+    async def _handle_unit(
+        self, room_id: str, messages: Sequence[tuple[bytes, DeliveryInfo]]
+    ) -> list[HandlerResult]:
+        """Several queued messages of one room as one unit (see ``handle_messages``)."""
+        assert self.processor is not None
+        started = time.perf_counter()
+        decisions = await handle_messages(self.processor, room_id, messages, max_attempts=10)
+        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+        return [self._handler_result(decision) for decision in decisions]
+
+    def _handler_result(self, decision: Decision) -> HandlerResult:
         if decision.disposition is InputDisposition.RETRY:
             return HandlerResult.nak(decision.delay_s, reason=decision.reason)
         for result in decision.results:

@@ -17,6 +17,7 @@ from roomserver.bus.types import (
     Handler,
     HandlerResult,
     SyncReplyTimeout,
+    UnitHandler,
 )
 from roomserver.bus.workers import WorkerStats
 
@@ -35,6 +36,7 @@ __all__ = [
     "OutputSubscription",
     "StreamConfigConflict",
     "SyncReplyTimeout",
+    "UnitHandler",
     "WorkerStats",
     "nats_server_path",
     "room_id_from_token",

@@ -37,7 +37,7 @@ from roomserver.bus.discovery import Discovery
 from roomserver.bus.output import OutputItem, OutputPublisher, OutputSubscription
 from roomserver.bus.publisher import InputPublisher
 from roomserver.bus.streams import ensure_streams
-from roomserver.bus.types import Handler
+from roomserver.bus.types import Handler, UnitHandler
 from roomserver.bus.workers import WorkerPool, WorkerStats
 from roomserver.ports import OutboxEntry
 
@@ -131,11 +131,14 @@ class Bus:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def start_workers(self, handler: Handler) -> None:
-        """Start the worker pool and the discovery consumer (once)."""
+    async def start_workers(
+        self, handler: Handler, *, unit_handler: UnitHandler | None = None
+    ) -> None:
+        """Start the worker pool and the discovery consumer (once). ``unit_handler``: handles
+        a room's queued messages several at a time (docs/bus.md, "Units")."""
         if self.pool is not None:
             raise RuntimeError("workers already started")
-        self.pool = WorkerPool(self.nc, self.js, self.config, handler)
+        self.pool = WorkerPool(self.nc, self.js, self.config, handler, unit_handler)
         await self.pool.start()
         self.discovery = Discovery(self.nc, self.js, self.config, self.pool)
         await self.discovery.start()

@@ -59,8 +59,10 @@ from roomserver.bus.types import (
     Disposition,
     Handler,
     HandlerResult,
+    UnitHandler,
     room_header_value,
 )
+from roomserver.bus.units import SettledAhead, direct_get_request, following_message
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ _ACK_ATTEMPTS = 15
 _CONCURRENT_CONSUMER_CALLS = 32
 _STATUS = "Status"
 _DESCRIPTION = "Description"
+_DIRECT_GET_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -140,6 +143,11 @@ class RoomWorker:
         #: the registry): an announcement must not be acked meanwhile.
         self.consumer_ready = asyncio.Event()
         self.consumer_ready.set()
+        #: Results of messages behind the head that a unit handled already (docs/bus.md,
+        #: "Units"): settled without the handler when they are delivered.
+        self._ahead = SettledAhead()
+        self.following_replies: asyncio.Queue[Msg] = asyncio.Queue()
+        self._get_request = 0
 
     def note_announced(self, seq: int) -> None:
         if seq > self.announced:
@@ -314,7 +322,11 @@ class RoomWorker:
         self.in_flight_since = time.monotonic()
         self._note_head(msg, seq, delivered)
         try:
-            result = self._check_room_header(headers) or await self._call_handler(msg, info)
+            result = (
+                self._ahead.take(seq)
+                or self._check_room_header(headers)
+                or await self._call_handler(msg, info)
+            )
         except asyncio.CancelledError:
             # Stopping after the grace period: release the message for whoever comes next.
             await pool.nc.publish(msg.reply, b"-NAK")
@@ -333,14 +345,19 @@ class RoomWorker:
             and result.disposition is not Disposition.NAK
         )
         self._note_result(result, delivered)
-        if wants_reply or pool.stopping or intervention is not None:
-            # The reply must follow the applied ack; a stopping worker pulls no more.
+        if pool.stopping or intervention is not None:
+            # A stopping worker pulls no more; an operator waits for the applied action.
             await self._settle(msg.reply, payload, seq, request_next=not pool.stopping)
+            if wants_reply:
+                await self._reply(reply_to, result.reply, seq)
         else:
             # Fast path: no confirmation round trip. The next delivery confirms it; an
-            # empty pull makes run() resend it with a confirmation.
+            # empty pull makes run() resend it with a confirmation. A sync caller's reply goes
+            # right behind the ack on the same connection, so the server has the ack first.
             await pool.nc.publish(msg.reply, payload)
             self._unconfirmed = (msg.reply, payload, seq)
+            if wants_reply:
+                await self._reply(reply_to, result.reply, seq)
             await self._request_next()
         if intervention is not None and not intervention[1].done():
             intervention[1].set_result(None)
@@ -349,9 +366,10 @@ class RoomWorker:
                 result.delay if result.delay is not None else backoff_delay(pool.config, delivered)
             )
             self._retry_until = asyncio.get_running_loop().time() + delay + pool.config.pull_expires
-        elif wants_reply:
-            assert reply_to is not None and result.reply is not None
-            await pool.nc.publish(reply_to, result.reply, headers={HEADER_REPLY_SEQ: str(seq)})
+
+    async def _reply(self, reply_to: str | None, reply: bytes | None, seq: int) -> None:
+        assert reply_to is not None and reply is not None
+        await self.pool.nc.publish(reply_to, reply, headers={HEADER_REPLY_SEQ: str(seq)})
 
     async def _settle(
         self, ack_subject: str, payload: bytes, seq: int, *, request_next: bool
@@ -393,6 +411,10 @@ class RoomWorker:
         self._in_handler = True
         try:
             async with asyncio.timeout(pool.config.handler_timeout):
+                if pool.unit_handler is not None and info.num_delivered == 1 and info.num_pending:
+                    result = await self._call_unit(pool.unit_handler, msg, info)
+                    if result is not None:
+                        return result
                 return await pool.handler(self.room_id, msg.data, info)
         except TimeoutError:
             log.error(
@@ -418,6 +440,61 @@ class RoomWorker:
         finally:
             self._in_handler = False
         return HandlerResult.nak(reason=error)
+
+    async def _call_unit(
+        self, unit_handler: UnitHandler, msg: Msg, info: DeliveryInfo
+    ) -> HandlerResult | None:
+        """Handle the head and the messages queued behind it as one unit; ``None``: handle
+        the head alone (nothing behind it could be read, or the unit failed)."""
+        following = await self._read_following(info)
+        if not following:
+            return None
+        try:
+            results = await unit_handler(self.room_id, [(msg.data, info), *following])
+        except Exception:
+            log.exception(
+                "room %s: unit of %d messages from seq %s failed; handling them one at a time",
+                self.room_id, len(following) + 1, info.stream_seq,
+            )  # fmt: skip
+            return None
+        if not results or results[0].disposition is Disposition.NAK:
+            return None
+        for (_, later), result in zip(following, results[1:], strict=False):
+            if result.disposition is Disposition.NAK:
+                break
+            self._ahead.put(later.stream_seq, result)
+        return results[0]
+
+    async def _read_following(self, info: DeliveryInfo) -> list[tuple[bytes, DeliveryInfo]]:
+        """The room's messages right behind the head, read from the stream (one batched
+        direct get), up to the unit's limits; stops before one that must be handled alone."""
+        config = self.pool.config
+        count = min(info.num_pending, config.unit_max_messages - 1)
+        if count < 1:
+            return []
+        self._get_request += 1
+        reply = f"{self._inbox}.g{self._get_request}"
+        request = direct_get_request(info.stream_seq, self.subject, count, config.unit_max_bytes)
+        await self.pool.nc.publish(self.pool.direct_get_subject, request, reply=reply)
+        following: list[tuple[bytes, DeliveryInfo]] = []
+        stop = False
+        try:
+            async with asyncio.timeout(_DIRECT_GET_TIMEOUT):
+                while True:
+                    msg = await self.following_replies.get()
+                    if msg.subject != reply:
+                        continue  # the end of an earlier, abandoned read
+                    item = following_message(msg)
+                    if item is None:
+                        return following
+                    if not stop and self._check_room_header(msg.headers or {}) is None:
+                        following.append(item)
+                    else:
+                        stop = True  # terminated on its own when it is delivered
+        except TimeoutError:
+            log.debug("room %s: reading the messages behind seq %s timed out", self.room_id,
+                      info.stream_seq)  # fmt: skip
+            return []
 
     # -- the head message and operator actions -------------------------------------------------
 
@@ -499,12 +576,21 @@ class RoomWorker:
 class WorkerPool:
     """The room workers of one process, and the routing of their pull replies."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, config: BusConfig, handler: Handler) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        config: BusConfig,
+        handler: Handler,
+        unit_handler: UnitHandler | None = None,
+    ) -> None:
         self.nc = nc
         self.js = js
         self.config = config
         self.handler = handler
+        self.unit_handler = unit_handler if config.unit_max_messages > 1 else None
         self.stream = input_stream_name(config.prefix)
+        self.direct_get_subject = f"$JS.API.DIRECT.GET.{self.stream}"
         self.inbox = nc.new_inbox()
         expires = int(config.pull_expires * 1e9)
         self.pull_payload = b'{"batch":1,"expires":%d}' % expires
@@ -669,7 +755,10 @@ class WorkerPool:
             return
         worker = self._by_id.get(worker_id)
         if worker is not None:
-            worker.queue.put_nowait(msg)
+            if request.startswith("g"):
+                worker.following_replies.put_nowait(msg)
+            else:
+                worker.queue.put_nowait(msg)
 
     async def _release_orphan(self, msg: Msg) -> None:
         """A pull that outlived its worker delivered a message: release it now."""

@@ -181,6 +181,46 @@ async def handle_message(
         raise
 
 
+async def handle_messages(
+    processor: MessageProcessor,
+    room_id: str,
+    messages: Sequence[tuple[bytes, DeliveryInfo]],
+    *,
+    max_attempts: int = 10,
+) -> list[Decision]:
+    """Several consecutive input messages of one room as one unit: their events are processed
+    in order and committed and published together (the head's delivery count counts the
+    attempts). Returns the decisions of a prefix of ``messages``, the first one's at least:
+    the unit stops before an undecodable message, and when it is retried the first message
+    alone gets the ``RETRY`` (the bus then handles the messages one at a time)."""
+    decoded: list[tuple[int, Sequence[InputRoomEvent]]] = []
+    for payload, _ in messages:
+        try:
+            decoded.append(decode_input_message(payload))
+        except WireFormatError:
+            break
+    if len(decoded) < 2:
+        payload, info = messages[0]
+        return [await handle_message(processor, room_id, payload, info, max_attempts=max_attempts)]
+    items = [item for _, message_items in decoded for item in message_items]
+    try:
+        decision = await _handle_items(
+            processor, room_id, decoded[0][0], items, messages[0][1], max_attempts
+        )
+    except BaseException:
+        processor.abort_message(room_id)
+        raise
+    if decision.disposition is not Disposition.ACK:
+        return [decision]
+    decisions: list[Decision] = []
+    start = 0
+    for version, message_items in decoded:
+        results = decision.results[start : start + len(message_items)]
+        start += len(message_items)
+        decisions.append(Decision(Disposition.ACK, results, _reply(version, results)))
+    return decisions
+
+
 def _retry(attempt: int, results: Sequence[EventResult], exc: Exception) -> Decision:
     return Decision(
         Disposition.RETRY,
