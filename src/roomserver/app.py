@@ -53,8 +53,7 @@ from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
 from roomserver.input import Decision, InputConfig, InputProcessor, handle_message, handle_messages
-from roomserver.input import Disposition as InputDisposition
-from roomserver.ports import RoomInfo, Storage
+from roomserver.ports import Disposition, RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
 from roomserver.service.config import KEY_ID_RE, Config, FederationConfig
@@ -546,13 +545,13 @@ class Roomserver:
         return [self._handler_result(decision) for decision in decisions]
 
     def _handler_result(self, decision: Decision) -> HandlerResult:
-        if decision.disposition is InputDisposition.RETRY:
-            return HandlerResult.nak(decision.delay_s, reason=decision.reason)
+        if decision.disposition is Disposition.RETRY:
+            return HandlerResult.retry(decision.delay_s, reason=decision.reason)
         for result in decision.results:
             self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
-        if decision.disposition is InputDisposition.TERMINATE:
+        if decision.disposition is Disposition.TERMINATE:
             reason = decision.results[0].reason if decision.results else None
-            return HandlerResult.term(reason or "terminated", decision.reply)
+            return HandlerResult.terminate(reason or "terminated", decision.reply)
         return HandlerResult.ack(decision.reply)
 
     # -- input ---------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ async def test_a_failing_unit_falls_back_to_one_message_at_a_time(
     async def handler(room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult:
         handled.append(payload)
         if payload == b"poison":
-            return HandlerResult.term("cannot be handled", reply=b"poisoned")
+            return HandlerResult.terminate("cannot be handled", reply=b"poisoned")
         return HandlerResult.ack(reply=b"ok:" + payload)
 
     async def unit_handler(
@@ -162,7 +162,7 @@ async def test_a_nak_for_a_later_message_leaves_it_to_its_own_delivery(
         room_id: str, messages: Sequence[tuple[bytes, DeliveryInfo]]
     ) -> list[HandlerResult]:
         # Results for a prefix only: the first two, and a NAK for the third.
-        return [HandlerResult.ack(), HandlerResult.ack(), HandlerResult.nak(0.0)]
+        return [HandlerResult.ack(), HandlerResult.ack(), HandlerResult.retry(0.0)]
 
     gate = Gate(recorder)
     bus = await Bus.connect(nats_server.url, config=fast_config())

@@ -35,10 +35,10 @@ from roomserver.bus.admin import (
 from roomserver.bus.config import BusConfig
 from roomserver.bus.discovery import Discovery
 from roomserver.bus.output import OutputItem, OutputPublisher, OutputSubscription
+from roomserver.bus.pool import WorkerPool, WorkerStats
 from roomserver.bus.publisher import InputPublisher
 from roomserver.bus.streams import ensure_streams
 from roomserver.bus.types import Handler, UnitHandler
-from roomserver.bus.workers import WorkerPool, WorkerStats
 from roomserver.ports import OutboxEntry
 
 log = logging.getLogger(__name__)

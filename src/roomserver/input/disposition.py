@@ -11,12 +11,12 @@
 | any other exception (a bug, corrupt data)        | RETRY with backoff up to           |
 |                                                  | ``max_attempts``, then TERMINATE   |
 
-The bus defines its own ``HandlerResult``; ``app.py`` translates a ``Decision`` into it.
+``Disposition`` is ``roomserver.ports.Disposition``, the bus's vocabulary too; ``app.py``
+translates a ``Decision`` into the bus's ``HandlerResult``.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,15 +34,10 @@ from roomserver.api import (
     route_room_id,
 )
 from roomserver.input.errors import MissingData, is_transient_fetch_error
-from roomserver.ports import StorageError
+from roomserver.ports import Disposition as Disposition
+from roomserver.ports import StorageError, backoff_delay
 
 log = logging.getLogger(__name__)
-
-
-class Disposition(enum.Enum):
-    ACK = "ack"  # done: the outcome is recorded (or the input was dropped with a reason)
-    RETRY = "retry"  # transient failure: negative-ack with a delay, redelivered later
-    TERMINATE = "terminate"  # never deliverable: stop redelivering
 
 
 _OUTCOME_DISPOSITION: dict[Outcome, Disposition] = {
@@ -80,7 +75,7 @@ def disposition_for_exception(
 
 def retry_delay_s(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
     """Exponential backoff: 1, 2, 4, ... seconds, capped (``attempt`` counts from 1)."""
-    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+    return backoff_delay(attempt, initial=base, maximum=cap)
 
 
 class DeliveryInfo(Protocol):
