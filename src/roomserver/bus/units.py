@@ -12,13 +12,19 @@ that redelivers them to a handler, which finds their outcomes recorded. docs/bus
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from roomserver.bus.types import HEADER_SYNC, DeliveryInfo, HandlerResult
 
+log = logging.getLogger(__name__)
+
 _STATUS = "Status"
+_PURGE_TIMEOUT = 5.0
 _SEQUENCE = "Nats-Sequence"
 _PENDING = "Nats-Num-Pending"
 #: At most this many results are kept per room (more than a unit ever has).
@@ -44,6 +50,18 @@ def following_message(msg: Msg) -> tuple[bytes, DeliveryInfo] | None:
     return msg.data, DeliveryInfo(int(seq), 0, pending, 0, headers.get(HEADER_SYNC))
 
 
+async def purge_settled(nc: NATS, stream: str, subject: str, through_seq: int) -> bool:
+    """Remove the room's messages up to ``through_seq`` from the stream: a unit settled them
+    (the head, acked before this, and the ones behind it). Whether the stream confirmed it."""
+    request = json.dumps({"filter": subject, "seq": through_seq + 1}).encode()
+    try:
+        reply = await nc.request(f"$JS.API.STREAM.PURGE.{stream}", request, timeout=_PURGE_TIMEOUT)
+        return bool(json.loads(reply.data).get("success"))
+    except Exception as exc:  # the kept results settle them on delivery instead
+        log.debug("purging %s through seq %s failed (%r)", subject, through_seq, exc)
+        return False
+
+
 class SettledAhead:
     """Results of messages a unit handled before the consumer delivered them, by stream
     sequence. Taking a sequence forgets every earlier one (handled elsewhere, or purged)."""
@@ -56,6 +74,12 @@ class SettledAhead:
     def put(self, seq: int, result: HandlerResult) -> None:
         if len(self._results) < _MAX_SETTLED:
             self._results[seq] = result
+
+    def replied(self, seq: int) -> None:
+        """``seq``'s sync caller has its reply: its delivery (if any) must not send another."""
+        result = self._results.get(seq)
+        if result is not None:
+            self._results[seq] = dataclasses.replace(result, reply=None)
 
     def take(self, seq: int) -> HandlerResult | None:
         results = self._results

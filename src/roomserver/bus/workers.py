@@ -53,7 +53,12 @@ from roomserver.bus.types import (
     UnitHandler,
     room_header_value,
 )
-from roomserver.bus.units import SettledAhead, direct_get_request, following_message
+from roomserver.bus.units import (
+    SettledAhead,
+    direct_get_request,
+    following_message,
+    purge_settled,
+)
 from roomserver.ports import backoff_delay
 
 if TYPE_CHECKING:
@@ -134,6 +139,9 @@ class RoomWorker:
         self._ahead = SettledAhead()
         self.following_replies: asyncio.Queue[Msg] = asyncio.Queue()
         self._get_request = 0
+        #: The last message a unit settled behind the head, and the replies its sync callers
+        #: wait for: purged from the stream once the head is acked (see ``_finish_unit``).
+        self._settled_behind: tuple[int, list[tuple[str, bytes, int]]] | None = None
 
     def note_announced(self, seq: int) -> None:
         if seq > self.announced:
@@ -332,7 +340,9 @@ class RoomWorker:
         )
         self._note_result(result, delivered)
         if pool.stopping or intervention is not None:
-            # A stopping worker pulls no more; an operator waits for the applied action.
+            # A stopping worker pulls no more; an operator waits for the applied action. The
+            # results a unit kept settle its other messages on delivery.
+            self._settled_behind = None
             await self._settle(msg.reply, payload, seq, request_next=not pool.stopping)
             if wants_reply:
                 await self._reply(reply_to, result.reply, seq)
@@ -344,6 +354,8 @@ class RoomWorker:
             self._unconfirmed = (msg.reply, payload, seq)
             if wants_reply:
                 await self._reply(reply_to, result.reply, seq)
+            if self._settled_behind is not None:
+                await self._finish_unit(self._settled_behind)
             await self._request_next()
         if intervention is not None and not intervention[1].done():
             intervention[1].set_result(None)
@@ -352,6 +364,20 @@ class RoomWorker:
                 result.delay if result.delay is not None else retry_delay(pool.config, delivered)
             )
             self._retry_until = asyncio.get_running_loop().time() + delay + pool.config.pull_expires
+
+    async def _finish_unit(self, settled: tuple[int, list[tuple[str, bytes, int]]]) -> None:
+        """The head of a unit is acked: remove the messages the unit settled behind it from
+        the stream (one purge instead of one delivery round trip each) and answer their sync
+        callers. If the purge fails, or a delivery overtakes it, the kept results settle them
+        on delivery (docs/bus.md, "Units")."""
+        self._settled_behind = None
+        last_seq, replies = settled
+        pool = self.pool
+        if not await purge_settled(pool.nc, pool.stream, self.subject, last_seq):
+            return
+        for reply_to, reply, seq in replies:
+            await self._reply(reply_to, reply, seq)
+            self._ahead.replied(seq)
 
     async def _reply(self, reply_to: str | None, reply: bytes | None, seq: int) -> None:
         assert reply_to is not None and reply is not None
@@ -445,10 +471,17 @@ class RoomWorker:
             return None
         if not results or results[0].disposition is Disposition.RETRY:
             return None
+        last_seq = 0
+        replies: list[tuple[str, bytes, int]] = []
         for (_, later), result in zip(following, results[1:], strict=False):
             if result.disposition is Disposition.RETRY:
                 break
             self._ahead.put(later.stream_seq, result)
+            last_seq = later.stream_seq
+            if later.reply_to is not None and result.reply is not None:
+                replies.append((later.reply_to, result.reply, later.stream_seq))
+        if last_seq:
+            self._settled_behind = (last_seq, replies)
         return results[0]
 
     async def _read_following(self, info: DeliveryInfo) -> list[tuple[bytes, DeliveryInfo]]:
