@@ -244,3 +244,55 @@ async def test_without_the_purge_the_kept_results_settle_the_messages_on_deliver
     assert store.singles == []
     assert bus.stats().processed == 7
     await bus.close()
+
+
+async def test_two_processes_with_units_keep_each_room_in_order(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    active: set[str] = set()
+    overlaps = 0
+    first_handled: dict[str, list[bytes]] = {}
+    seen: set[bytes] = set()
+
+    async def handle(room_id: str, payloads: list[bytes]) -> None:
+        nonlocal overlaps
+        if room_id in active:
+            overlaps += 1
+        active.add(room_id)
+        await asyncio.sleep(0.002)
+        active.discard(room_id)
+        for payload in payloads:  # a second handling (idempotent) records nothing new
+            if payload not in seen:
+                seen.add(payload)
+                first_handled.setdefault(room_id, []).append(payload)
+
+    async def handler(room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult:
+        await handle(room_id, [payload])
+        return HandlerResult.ack()
+
+    async def unit_handler(
+        room_id: str, messages: Sequence[tuple[bytes, DeliveryInfo]]
+    ) -> list[HandlerResult]:
+        await handle(room_id, [payload for payload, _ in messages])
+        return [HandlerResult.ack() for _ in messages]
+
+    buses = []
+    for _ in range(2):
+        bus = await Bus.connect(nats_server.url, config=fast_config())
+        await bus.start_workers(handler, unit_handler=unit_handler)
+        buses.append(bus)
+    items = [(f"!shared{i % 3}:x", b"%d" % i) for i in range(300)]
+    for start in range(0, 300, 30):  # bursts, so that input queues behind heads
+        await buses[start // 30 % 2].publish_inputs(items[start : start + 30])
+    await eventually(lambda: _true(len(seen) == 300))
+    assert overlaps == 0
+    for i in range(3):
+        room = f"!shared{i}:x"
+        assert first_handled[room] == [p for r, p in items if r == room]
+    await eventually(lambda: _stream_empty(buses[0]))
+    for bus in buses:
+        await bus.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -350,12 +350,14 @@ class RoomWorker:
             # Fast path: no confirmation round trip. The next delivery confirms it; an
             # empty pull makes run() resend it with a confirmation. A sync caller's reply goes
             # right behind the ack on the same connection, so the server has the ack first.
+            if self._settled_behind is not None:
+                # Before the ack: the head keeps the room's messages from anybody else's
+                # pull until the unit's others are gone (see _finish_unit).
+                await self._finish_unit(self._settled_behind)
             await pool.nc.publish(msg.reply, payload)
             self._unconfirmed = (msg.reply, payload, seq)
             if wants_reply:
                 await self._reply(reply_to, result.reply, seq)
-            if self._settled_behind is not None:
-                await self._finish_unit(self._settled_behind)
             await self._request_next()
         if intervention is not None and not intervention[1].done():
             intervention[1].set_result(None)
@@ -366,10 +368,14 @@ class RoomWorker:
             self._retry_until = asyncio.get_running_loop().time() + delay + pool.config.pull_expires
 
     async def _finish_unit(self, settled: tuple[int, list[tuple[str, bytes, int]]]) -> None:
-        """The head of a unit is acked: remove the messages the unit settled behind it from
-        the stream (one purge instead of one delivery round trip each) and answer their sync
-        callers. If the purge fails, or a delivery overtakes it, the kept results settle them
-        on delivery (docs/bus.md, "Units")."""
+        """A unit is done: remove the messages it settled, the head included, from the stream
+        (one purge instead of one delivery round trip each) and answer the sync callers of
+        those behind the head; the head's ack and reply follow. This runs while the head is
+        still the consumer's unacknowledged message, so no other process's pull can get one
+        of them meanwhile (acking first would let one have the next message, which the purge
+        would then take from under it, and the consumer would hand out the one after while it
+        is still being handled). If the purge fails, the kept results settle the messages on
+        delivery (docs/bus.md, "Units")."""
         self._settled_behind = None
         last_seq, replies = settled
         pool = self.pool
