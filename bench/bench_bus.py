@@ -118,7 +118,7 @@ async def run(events: int, rooms: int, runs: int) -> None:
 
 
 async def idle_consumers(counts: list[int], events: int) -> None:
-    from roomserver.bus.workers import WorkerPool
+    from roomserver.bus.pool import WorkerPool
 
     with tempfile.TemporaryDirectory() as tmp:
         async with EmbeddedNatsServer(Path(tmp)) as server:

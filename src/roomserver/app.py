@@ -30,6 +30,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import (
     INPUT_WIRE_VERSION,
+    STATE_LIST_REF_FIELD,
     EventResult,
     InputRoomEvent,
     InputRoomEventsRequest,
@@ -60,12 +61,18 @@ from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
-from roomserver.input import Disposition as InputDisposition
-from roomserver.input import InputConfig, InputProcessor, handle_message, statelists
+from roomserver.input import (
+    Decision,
+    InputConfig,
+    InputProcessor,
+    handle_message,
+    handle_messages,
+    statelists,
+)
 from roomserver.input.bulk import BulkStore, OutlierImporter
 from roomserver.input.store import rejected_for_missing_data
 from roomserver.metrics import Metrics
-from roomserver.ports import RoomInfo, Storage
+from roomserver.ports import Disposition, RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
 from roomserver.storage import open_storage
@@ -511,7 +518,7 @@ class Roomserver:
             assert processor is not None
             await flush_unsent_outboxes(storage, processor)
             # Workers stop first on close (the stack unwinds in reverse).
-            await bus.start_workers(rs._handle)
+            await bus.start_workers(rs._handle, unit_handler=rs._handle_unit)
             stack.push_async_callback(bus.stop_workers)
         return rs
 
@@ -564,9 +571,9 @@ class Roomserver:
             resolved = await statelists.resolve_payload(payload, self.blobs, self._final_and_stored)
         except statelists.StateListLost as exc:
             log.error("input message %d of %s: %s", info.stream_seq, room_id, exc)
-            return HandlerResult.term(str(exc))
+            return HandlerResult.terminate(str(exc))
         except Exception as exc:  # the blob store is unreachable: try again later
-            return HandlerResult.nak(1.0, reason=f"state list not read: {exc}")
+            return HandlerResult.retry(1.0, reason=f"state list not read: {exc}")
         if self.bulk is not None and _OUTLIER_MARK in resolved.payload:
             try:
                 answered = await self._import_outliers(room_id, resolved.payload)
@@ -581,20 +588,51 @@ class Roomserver:
         decision = await handle_message(
             self.processor, room_id, resolved.payload, info, max_attempts=10
         )
-        if resolved.refs and decision.disposition is InputDisposition.ACK:
+        if resolved.refs and decision.disposition is Disposition.ACK:
             assert self.blobs is not None
             try:
                 await statelists.release(self.blobs, resolved.refs, self._final_and_stored)
             except Exception as exc:  # kept until the bucket's max age removes them
                 log.warning("state lists of message %d not deleted: %s", info.stream_seq, exc)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        if decision.disposition is InputDisposition.RETRY:
-            return HandlerResult.nak(decision.delay_s, reason=decision.reason)
+        return self._handler_result(decision)
+
+    async def _handle_unit(
+        self, room_id: str, messages: Sequence[tuple[bytes, DeliveryInfo]]
+    ) -> list[HandlerResult]:
+        """Several queued messages of one room as one unit (see ``handle_messages``). A message
+        with a state list reference or outliers is handled on its own (``_handle``: it resolves
+        the references and takes the bulk path): the unit stops before it, or is that message
+        alone when it is the head."""
+        assert self.processor is not None
+        if self._handled_alone(messages[0][0]):
+            payload, info = messages[0]
+            return [await self._handle(room_id, payload, info)]
+        cut = next(
+            (i for i, (payload, _) in enumerate(messages) if self._handled_alone(payload)),
+            len(messages),
+        )
+        messages = messages[:cut]
+        started = time.perf_counter()
+        decisions = await handle_messages(self.processor, room_id, messages, max_attempts=10)
+        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+        return [self._handler_result(decision) for decision in decisions]
+
+    def _handled_alone(self, payload: bytes) -> bool:
+        """Whether a message needs ``_handle`` itself: it carries a state list reference (to
+        resolve before decoding) or outliers (the bulk path's), which units do not handle."""
+        return (
+            self.blobs is not None and STATE_LIST_REF_FIELD.encode() in payload
+        ) or (self.bulk is not None and _OUTLIER_MARK in payload)
+
+    def _handler_result(self, decision: Decision) -> HandlerResult:
+        if decision.disposition is Disposition.RETRY:
+            return HandlerResult.retry(decision.delay_s, reason=decision.reason)
         for result in decision.results:
             self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
-        if decision.disposition is InputDisposition.TERMINATE:
+        if decision.disposition is Disposition.TERMINATE:
             reason = decision.results[0].reason if decision.results else None
-            return HandlerResult.term(reason or "terminated", decision.reply)
+            return HandlerResult.terminate(reason or "terminated", decision.reply)
         return HandlerResult.ack(decision.reply)
 
     async def _import_outliers(self, room_id: str, payload: bytes) -> list[EventResult] | None:

@@ -31,6 +31,28 @@ SnapshotId = NewType("SnapshotId", int)
 
 
 # ---------------------------------------------------------------------------------------------
+# What becomes of an input message: one vocabulary for input and the bus
+
+
+class Disposition(enum.Enum):
+    """What becomes of an input message once it was handled (``input`` decides it, the bus
+    applies it to the stream)."""
+
+    #: Done: the outcome is recorded (or the input was dropped with a reason). Acked.
+    ACK = "ack"
+    #: A transient failure: redelivered after a delay; the room waits, other rooms do not.
+    RETRY = "retry"
+    #: Never processable (undecodable): no more deliveries.
+    TERMINATE = "terminate"
+
+
+def backoff_delay(attempt: int, *, initial: float, maximum: float) -> float:
+    """The one backoff: ``initial`` seconds after the first failure, doubling with each
+    further one, up to ``maximum`` (``attempt`` counts from 1)."""
+    return float(min(initial * 2 ** min(max(attempt - 1, 0), 62), maximum))
+
+
+# ---------------------------------------------------------------------------------------------
 # Storage errors
 
 

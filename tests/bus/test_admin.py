@@ -18,7 +18,7 @@ async def test_retry_and_skip_a_head_waiting_for_its_retry(
 ) -> None:
     async def fail_first(room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult | None:
         if payload == b"poison":
-            return HandlerResult.nak(60.0, reason="database unavailable")
+            return HandlerResult.retry(60.0, reason="database unavailable")
         return None
 
     recorder = Recorder(fail_first)

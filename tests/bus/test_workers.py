@@ -80,7 +80,7 @@ async def test_a_slow_room_does_not_delay_another(nats_server: EmbeddedNatsServe
 async def test_nak_redelivers_with_backoff_and_keeps_order(nats_server: EmbeddedNatsServer) -> None:
     async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult | None:
         if payload == b"flaky" and info.num_delivered < 3:
-            return HandlerResult.nak()  # backoff: 0.1 s, then 0.2 s
+            return HandlerResult.retry()  # backoff: 0.1 s, then 0.2 s
         if payload == b"raises" and info.num_delivered == 1:
             raise RuntimeError("database down")
         return None
@@ -101,7 +101,7 @@ async def test_nak_redelivers_with_backoff_and_keeps_order(nats_server: Embedded
 async def test_term_drops_the_message_and_replies(nats_server: EmbeddedNatsServer) -> None:
     async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult | None:
         if payload == b"garbage":
-            return HandlerResult.term("undecodable", reply=b"invalid")
+            return HandlerResult.terminate("undecodable", reply=b"invalid")
         return None
 
     recorder = Recorder(decide)

@@ -123,5 +123,28 @@ async def test_lost_state_list_of_an_unstored_event_terminates(
     for name in await _blob_names(rs):
         await rs.blobs.delete(name)
     result = await rs._handle(room.room_id, join_input_batch([encoded]), _info(1))
-    assert result.disposition is Disposition.TERM
+    assert result.disposition is Disposition.TERMINATE
     assert result.reason is not None and "is gone" in result.reason
+
+
+async def test_join_queued_behind_and_ahead_of_other_messages(
+    open_roomserver: OpenRoomserver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outliers and a join whose state list travels as a blob, queued together, so the room's
+    worker takes them as units: a message with a state list reference (or outliers for the
+    bulk path) is handled on its own, never decoded with its reference unresolved."""
+    monkeypatch.setattr(app_module, "MAX_INPUT_MESSAGE_BYTES", 64 * 1024)
+    rs = await open_roomserver()
+    rs.inline_state_ids_max_bytes = 4 * 1024
+    room = build_join_room(200, seed=12)
+    _trust(rs, room)
+    outliers = [InputRoomEvent(event=p, kind=Kind.OUTLIER) for p in room.outliers]
+    # Queued at once: the join's message has the second join's message behind it.
+    for events in ([*outliers, _join_item(room)], [_join_item(room)]):
+        await rs.input_room_events(InputRoomEventsRequest(events=events, asynchronous=True))
+    response = await rs.input_room_events(InputRoomEventsRequest(events=[_join_item(room)]))
+    assert [r.outcome for r in response.results] == [Outcome.ACCEPTED], response.results
+    state = await rs.current_state(room.room_id)
+    assert state[("m.room.member", JOINER)] == response.results[0].event_id
+    assert set(state.values()) == {*room.state_event_ids, response.results[0].event_id}
+    assert await _blob_names(rs) == set()

@@ -8,6 +8,7 @@ from roomserver.bus.bus import Bus
 from roomserver.bus.config import BusConfig
 from roomserver.bus.embedded import EmbeddedNatsServer, nats_server_path
 from roomserver.bus.output import OutputItem, OutputMessage, OutputPublisher, OutputSubscription
+from roomserver.bus.pool import WorkerStats
 from roomserver.bus.streams import StreamConfigConflict
 from roomserver.bus.subjects import room_id_from_token, room_token
 from roomserver.bus.types import (
@@ -17,8 +18,8 @@ from roomserver.bus.types import (
     Handler,
     HandlerResult,
     SyncReplyTimeout,
+    UnitHandler,
 )
-from roomserver.bus.workers import WorkerStats
 
 __all__ = [
     "Bus",
@@ -35,6 +36,7 @@ __all__ = [
     "OutputSubscription",
     "StreamConfigConflict",
     "SyncReplyTimeout",
+    "UnitHandler",
     "WorkerStats",
     "nats_server_path",
     "room_id_from_token",

@@ -7,7 +7,7 @@ message of it (the *head*) at a time. What this module offers:
   per-subject counts), each with what this process knows of its head (delivery count, since
   when it is being processed, its last error). A head held by another process shows only the
   count.
-* retry / skip of the head (:meth:`roomserver.bus.workers.WorkerPool.intervene`): a head in
+* retry / skip of the head (:meth:`roomserver.bus.pool.WorkerPool.intervene`): a head in
   flight has its current attempt cancelled, then is released for redelivery at once (retry) or
   terminated (skip); a head waiting out a retry delay is released at once or terminated
   through its ack subject. Only the process that holds the head can do this.

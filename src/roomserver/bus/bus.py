@@ -37,11 +37,11 @@ from roomserver.bus.admin import (
 from roomserver.bus.config import BusConfig
 from roomserver.bus.discovery import Discovery
 from roomserver.bus.output import OutputItem, OutputPublisher, OutputSubscription
+from roomserver.bus.pool import WorkerPool, WorkerStats
 from roomserver.bus.publisher import InputPublisher
 from roomserver.bus.streams import ensure_streams
 from roomserver.bus.subjects import input_stream_name
-from roomserver.bus.types import Handler
-from roomserver.bus.workers import WorkerPool, WorkerStats
+from roomserver.bus.types import Handler, UnitHandler
 from roomserver.ports import OutboxEntry
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,14 @@ class Bus:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def start_workers(self, handler: Handler) -> None:
-        """Start the worker pool and the discovery consumer (once)."""
+    async def start_workers(
+        self, handler: Handler, *, unit_handler: UnitHandler | None = None
+    ) -> None:
+        """Start the worker pool and the discovery consumer (once). ``unit_handler``: handles
+        a room's queued messages several at a time (docs/bus.md, "Units")."""
         if self.pool is not None:
             raise RuntimeError("workers already started")
-        self.pool = WorkerPool(self.nc, self.js, self.config, handler)
+        self.pool = WorkerPool(self.nc, self.js, self.config, handler, unit_handler)
         await self.pool.start()
         self.discovery = Discovery(self.nc, self.js, self.config, self.pool)
         await self.discovery.start()

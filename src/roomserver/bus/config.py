@@ -71,6 +71,12 @@ class BusConfig:
     retry_max_delay: float = 60.0
     #: At most this many room workers run at once; further rooms wait their turn (FIFO).
     max_workers: int = 10_000
+    #: A worker that holds a room's head message while more of the room's input is queued
+    #: reads up to this many messages (the head included) and this many bytes of payload
+    #: from the stream, and hands them to the handler as one unit (docs/bus.md, "Units").
+    #: 1 turns units off.
+    unit_max_messages: int = 64
+    unit_max_bytes: int = 1024 * 1024
     #: Announcements the discovery consumer fetches per request.
     discovery_batch: int = 512
     #: How long a publish waits for the stream's ack (a reply lost with a connection).
@@ -90,6 +96,8 @@ class BusConfig:
             raise ValueError("max_workers and discovery_batch must be positive")
         if self.progress_interval <= 0 or self.progress_interval * 2 > self.ack_wait:
             raise ValueError("progress_interval must be positive and at most half of ack_wait")
+        if self.unit_max_messages < 1 or self.unit_max_bytes < 1:
+            raise ValueError("unit_max_messages and unit_max_bytes must be positive")
         if self.replicas < 1:
             raise ValueError("replicas must be at least 1")
 

@@ -36,6 +36,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from roomserver.bus.config import BusConfig
+from roomserver.bus.pool import WorkerPool
 from roomserver.bus.subjects import (
     input_stream_name,
     room_id_from_token,
@@ -43,7 +44,8 @@ from roomserver.bus.subjects import (
     token_of_subject,
 )
 from roomserver.bus.types import HEADER_ROOM_ID
-from roomserver.bus.workers import WorkerPool, parse_ack_subject
+from roomserver.bus.workers import parse_ack_subject
+from roomserver.ports import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +231,7 @@ class Discovery:
                 continue
             latest[room_id] = max(seq, latest.get(room_id, 0))
         remaining = latest
-        delay = 0.1
+        attempt = 0
         while remaining:
             rooms = list(remaining.items())
             results = await asyncio.gather(
@@ -253,8 +255,8 @@ class Discovery:
                 first,
                 getattr(first, "description", ""),
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_DELAY)
+            attempt += 1
+            await asyncio.sleep(backoff_delay(attempt, initial=0.1, maximum=_RETRY_DELAY))
         if self.shared:
             for msg in msgs:
                 assert msg.reply is not None

@@ -54,6 +54,8 @@ def input_stream_config(config: BusConfig) -> StreamConfig:
         max_msg_size=DEFAULT_MAX_PAYLOAD,
         num_replicas=config.replicas,
         duplicate_window=120.0,
+        # Workers read the messages queued behind a room's head in one batched direct get.
+        allow_direct=True,
     )
 
 
@@ -86,6 +88,7 @@ _COMPARED = (
     "max_msg_size",
     "num_replicas",
     "duplicate_window",
+    "allow_direct",
 )
 
 
@@ -97,6 +100,8 @@ def _differences(want: StreamConfig, have: StreamConfig) -> dict[str, tuple[Any,
             wanted, actual = sorted(wanted or []), sorted(actual or [])
         elif field == "max_consumers" and (wanted is None or actual is None or wanted <= 0):
             continue  # the output stream leaves it to the server
+        elif field == "allow_direct":
+            wanted, actual = bool(wanted), bool(actual)  # unset is off
         elif isinstance(wanted, float) or isinstance(actual, float):
             wanted, actual = round(float(wanted or 0), 3), round(float(actual or 0), 3)
         if wanted != actual:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+from roomserver.ports import Disposition as Disposition
 
 #: Header names on input messages (compatible with Dendrite's).
 HEADER_ROOM_ID = "room_id"
@@ -26,27 +27,18 @@ HEADER_OUTPUT_TYPE = "output_room_event_type"
 HEADER_MSG_ID = "Nats-Msg-Id"
 
 
-class Disposition(enum.Enum):
-    """What to do with an input message once the handler returns."""
-
-    #: Done (accepted, rejected or invalid: the outcome is recorded). Ack; reply if asked.
-    ACK = "ack"
-    #: Transient failure (database down, federation timeout). Redeliver after a delay; the
-    #: room waits (its consumer has one message in flight), later rooms' messages do not.
-    NAK = "nak"
-    #: The message can never be processed (undecodable). Terminate it; reply if asked.
-    TERM = "term"
-
-
 @dataclass(frozen=True, slots=True)
 class HandlerResult:
-    """The handler's verdict. ``reply`` goes to a synchronous caller, after the ack."""
+    """The handler's verdict (``Disposition`` is the input layer's vocabulary too: ACK is
+    acked, RETRY negatively acked with a delay, TERMINATE terminated). ``reply`` goes to a
+    synchronous caller, right behind the ack."""
 
     disposition: Disposition
     reply: bytes | None = None
-    #: For NAK: the redelivery delay; ``None`` lets the bus back off by delivery count.
+    #: For RETRY: the redelivery delay; ``None`` lets the bus back off by delivery count.
     delay: float | None = None
-    #: For TERM: logged, with the stream sequence. For NAK: the failure, shown to operators.
+    #: For TERMINATE: logged, with the stream sequence. For RETRY: the failure, shown to
+    #: operators.
     reason: str | None = None
 
     @classmethod
@@ -54,12 +46,12 @@ class HandlerResult:
         return cls(Disposition.ACK, reply=reply)
 
     @classmethod
-    def nak(cls, delay: float | None = None, *, reason: str | None = None) -> HandlerResult:
-        return cls(Disposition.NAK, delay=delay, reason=reason)
+    def retry(cls, delay: float | None = None, *, reason: str | None = None) -> HandlerResult:
+        return cls(Disposition.RETRY, delay=delay, reason=reason)
 
     @classmethod
-    def term(cls, reason: str, reply: bytes | None = None) -> HandlerResult:
-        return cls(Disposition.TERM, reply=reply, reason=reason)
+    def terminate(cls, reason: str, reply: bytes | None = None) -> HandlerResult:
+        return cls(Disposition.TERMINATE, reply=reply, reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +70,15 @@ class DeliveryInfo:
 
 
 Handler = Callable[[str, bytes, DeliveryInfo], Awaitable[HandlerResult]]
+
+#: Handles several consecutive messages of one room as one unit (``(payload, info)`` in stream
+#: order, the head first; later ones have ``num_delivered`` 0: not delivered yet). Returns the
+#: results of a prefix of them, the head's at least; a message without a result, or whose
+#: result is a NAK, is handled on its own when it is delivered. A NAK for the head makes the
+#: worker handle the head alone with ``Handler``.
+UnitHandler = Callable[
+    [str, Sequence[tuple[bytes, DeliveryInfo]]], Awaitable[Sequence[HandlerResult]]
+]
 
 
 class BusError(RuntimeError):

@@ -29,38 +29,40 @@ while the room has no consumer; docs/bus.md has the whole argument.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, NotFoundError
 
 from roomserver.bus.admin import (
     HeadMessage,
     Intervention,
     InterventionOutcome,
-    room_consumer_description,
 )
 from roomserver.bus.config import BusConfig
-from roomserver.bus.subjects import input_stream_name, input_subject, room_consumer_name
+from roomserver.bus.subjects import input_subject, room_consumer_name
 from roomserver.bus.types import (
     HEADER_REPLY_SEQ,
     HEADER_ROOM_ID,
     HEADER_SYNC,
     DeliveryInfo,
     Disposition,
-    Handler,
     HandlerResult,
+    UnitHandler,
     room_header_value,
 )
+from roomserver.bus.units import (
+    SettledAhead,
+    direct_get_request,
+    following_message,
+    purge_settled,
+)
+from roomserver.ports import backoff_delay
+
+if TYPE_CHECKING:
+    from roomserver.bus.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +72,16 @@ _ACK = b"+ACK"
 _ACK_CONFIRM_TIMEOUT = 1.0
 _ACK_CONFIRM_TIMEOUT_MAX = 10.0
 _ACK_ATTEMPTS = 15
-_CONCURRENT_CONSUMER_CALLS = 32
 _STATUS = "Status"
 _DESCRIPTION = "Description"
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    workers: int
-    waiting_rooms: int
-    in_flight: int
-    processed: int
-    redelivered: int
+_DIRECT_GET_TIMEOUT = 2.0
 
 
 class _Wake:
     """Queue item: stop waiting for the current pull (reconnect or stop)."""
 
 
-_WAKE = _Wake()
+WAKE = _Wake()
 
 
 def parse_ack_subject(reply: str) -> tuple[int, int, int, int]:
@@ -105,10 +98,11 @@ def parse_ack_subject(reply: str) -> tuple[int, int, int, int]:
     )
 
 
-def backoff_delay(config: BusConfig, num_delivered: int) -> float:
-    """Exponential backoff by delivery count: initial, 2x initial, ... up to the maximum."""
-    exponent = min(max(num_delivered - 1, 0), 30)
-    return float(min(config.retry_initial_delay * (2**exponent), config.retry_max_delay))
+def retry_delay(config: BusConfig, num_delivered: int) -> float:
+    """The configured backoff by delivery count (``ports.backoff_delay``)."""
+    return backoff_delay(
+        num_delivered, initial=config.retry_initial_delay, maximum=config.retry_max_delay
+    )
 
 
 class RoomWorker:
@@ -140,6 +134,14 @@ class RoomWorker:
         #: the registry): an announcement must not be acked meanwhile.
         self.consumer_ready = asyncio.Event()
         self.consumer_ready.set()
+        #: Results of messages behind the head that a unit handled already (docs/bus.md,
+        #: "Units"): settled without the handler when they are delivered.
+        self._ahead = SettledAhead()
+        self.following_replies: asyncio.Queue[Msg] = asyncio.Queue()
+        self._get_request = 0
+        #: The last message a unit settled behind the head, and the replies its sync callers
+        #: wait for: purged from the stream once the head is acked (see ``_finish_unit``).
+        self._settled_behind: tuple[int, list[tuple[str, bytes, int]]] | None = None
 
     def note_announced(self, seq: int) -> None:
         if seq > self.announced:
@@ -235,7 +237,7 @@ class RoomWorker:
     async def _recreate_consumer(self) -> None:
         """The consumer is gone or JetStream is not answering (a restart): retry until the
         consumer exists again, or the pool stops."""
-        delay = 0.1
+        attempt = 0
         while not self.pool.stopping:
             try:
                 await self.pool.ensure_consumer(self.room_id)
@@ -247,8 +249,8 @@ class RoomWorker:
                     exc,
                     getattr(exc, "description", ""),
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                attempt += 1
+                await asyncio.sleep(backoff_delay(attempt, initial=0.1, maximum=5.0))
 
     async def _room_input_retained(self) -> bool:
         """Whether the stream keeps any message of this room (or cannot be asked: then keep
@@ -314,7 +316,11 @@ class RoomWorker:
         self.in_flight_since = time.monotonic()
         self._note_head(msg, seq, delivered)
         try:
-            result = self._check_room_header(headers) or await self._call_handler(msg, info)
+            result = (
+                self._ahead.take(seq)
+                or self._check_room_header(headers)
+                or await self._call_handler(msg, info)
+            )
         except asyncio.CancelledError:
             # Stopping after the grace period: release the message for whoever comes next.
             await pool.nc.publish(msg.reply, b"-NAK")
@@ -330,28 +336,58 @@ class RoomWorker:
         wants_reply = (
             reply_to is not None
             and result.reply is not None
-            and result.disposition is not Disposition.NAK
+            and result.disposition is not Disposition.RETRY
         )
         self._note_result(result, delivered)
-        if wants_reply or pool.stopping or intervention is not None:
-            # The reply must follow the applied ack; a stopping worker pulls no more.
+        if pool.stopping or intervention is not None:
+            # A stopping worker pulls no more; an operator waits for the applied action. The
+            # results a unit kept settle its other messages on delivery.
+            self._settled_behind = None
             await self._settle(msg.reply, payload, seq, request_next=not pool.stopping)
+            if wants_reply:
+                await self._reply(reply_to, result.reply, seq)
         else:
             # Fast path: no confirmation round trip. The next delivery confirms it; an
-            # empty pull makes run() resend it with a confirmation.
+            # empty pull makes run() resend it with a confirmation. A sync caller's reply goes
+            # right behind the ack on the same connection, so the server has the ack first.
+            if self._settled_behind is not None:
+                # Before the ack: the head keeps the room's messages from anybody else's
+                # pull until the unit's others are gone (see _finish_unit).
+                await self._finish_unit(self._settled_behind)
             await pool.nc.publish(msg.reply, payload)
             self._unconfirmed = (msg.reply, payload, seq)
+            if wants_reply:
+                await self._reply(reply_to, result.reply, seq)
             await self._request_next()
         if intervention is not None and not intervention[1].done():
             intervention[1].set_result(None)
-        if result.disposition is Disposition.NAK:
+        if result.disposition is Disposition.RETRY:
             delay = (
-                result.delay if result.delay is not None else backoff_delay(pool.config, delivered)
+                result.delay if result.delay is not None else retry_delay(pool.config, delivered)
             )
             self._retry_until = asyncio.get_running_loop().time() + delay + pool.config.pull_expires
-        elif wants_reply:
-            assert reply_to is not None and result.reply is not None
-            await pool.nc.publish(reply_to, result.reply, headers={HEADER_REPLY_SEQ: str(seq)})
+
+    async def _finish_unit(self, settled: tuple[int, list[tuple[str, bytes, int]]]) -> None:
+        """A unit is done: remove the messages it settled, the head included, from the stream
+        (one purge instead of one delivery round trip each) and answer the sync callers of
+        those behind the head; the head's ack and reply follow. This runs while the head is
+        still the consumer's unacknowledged message, so no other process's pull can get one
+        of them meanwhile (acking first would let one have the next message, which the purge
+        would then take from under it, and the consumer would hand out the one after while it
+        is still being handled). If the purge fails, the kept results settle the messages on
+        delivery (docs/bus.md, "Units")."""
+        self._settled_behind = None
+        last_seq, replies = settled
+        pool = self.pool
+        if not await purge_settled(pool.nc, pool.stream, self.subject, last_seq):
+            return
+        for reply_to, reply, seq in replies:
+            await self._reply(reply_to, reply, seq)
+            self._ahead.replied(seq)
+
+    async def _reply(self, reply_to: str | None, reply: bytes | None, seq: int) -> None:
+        assert reply_to is not None and reply is not None
+        await self.pool.nc.publish(reply_to, reply, headers={HEADER_REPLY_SEQ: str(seq)})
 
     async def _settle(
         self, ack_subject: str, payload: bytes, seq: int, *, request_next: bool
@@ -385,14 +421,18 @@ class RoomWorker:
         if named == room_header_value(self.room_id):
             return None
         if named is None:
-            return HandlerResult.term("no room_id header")
-        return HandlerResult.term(f"room_id header {named[:300]!r} does not match the subject")
+            return HandlerResult.terminate("no room_id header")
+        return HandlerResult.terminate(f"room_id header {named[:300]!r} does not match the subject")
 
     async def _call_handler(self, msg: Msg, info: DeliveryInfo) -> HandlerResult:
         pool = self.pool
         self._in_handler = True
         try:
             async with asyncio.timeout(pool.config.handler_timeout):
+                if pool.unit_handler is not None and info.num_delivered == 1 and info.num_pending:
+                    result = await self._call_unit(pool.unit_handler, msg, info)
+                    if result is not None:
+                        return result
                 return await pool.handler(self.room_id, msg.data, info)
         except TimeoutError:
             log.error(
@@ -417,7 +457,69 @@ class RoomWorker:
             error = f"{type(exc).__name__}: {exc}"
         finally:
             self._in_handler = False
-        return HandlerResult.nak(reason=error)
+        return HandlerResult.retry(reason=error)
+
+    async def _call_unit(
+        self, unit_handler: UnitHandler, msg: Msg, info: DeliveryInfo
+    ) -> HandlerResult | None:
+        """Handle the head and the messages queued behind it as one unit; ``None``: handle
+        the head alone (nothing behind it could be read, or the unit failed)."""
+        following = await self._read_following(info)
+        if not following:
+            return None
+        try:
+            results = await unit_handler(self.room_id, [(msg.data, info), *following])
+        except Exception:
+            log.exception(
+                "room %s: unit of %d messages from seq %s failed; handling them one at a time",
+                self.room_id, len(following) + 1, info.stream_seq,
+            )  # fmt: skip
+            return None
+        if not results or results[0].disposition is Disposition.RETRY:
+            return None
+        last_seq = 0
+        replies: list[tuple[str, bytes, int]] = []
+        for (_, later), result in zip(following, results[1:], strict=False):
+            if result.disposition is Disposition.RETRY:
+                break
+            self._ahead.put(later.stream_seq, result)
+            last_seq = later.stream_seq
+            if later.reply_to is not None and result.reply is not None:
+                replies.append((later.reply_to, result.reply, later.stream_seq))
+        if last_seq:
+            self._settled_behind = (last_seq, replies)
+        return results[0]
+
+    async def _read_following(self, info: DeliveryInfo) -> list[tuple[bytes, DeliveryInfo]]:
+        """The room's messages right behind the head, read from the stream (one batched
+        direct get), up to the unit's limits; stops before one that must be handled alone."""
+        config = self.pool.config
+        count = min(info.num_pending, config.unit_max_messages - 1)
+        if count < 1:
+            return []
+        self._get_request += 1
+        reply = f"{self._inbox}.g{self._get_request}"
+        request = direct_get_request(info.stream_seq, self.subject, count, config.unit_max_bytes)
+        await self.pool.nc.publish(self.pool.direct_get_subject, request, reply=reply)
+        following: list[tuple[bytes, DeliveryInfo]] = []
+        stop = False
+        try:
+            async with asyncio.timeout(_DIRECT_GET_TIMEOUT):
+                while True:
+                    msg = await self.following_replies.get()
+                    if msg.subject != reply:
+                        continue  # the end of an earlier, abandoned read
+                    item = following_message(msg)
+                    if item is None:
+                        return following
+                    if not stop and self._check_room_header(msg.headers or {}) is None:
+                        following.append(item)
+                    else:
+                        stop = True  # terminated on its own when it is delivered
+        except TimeoutError:
+            log.debug("room %s: reading the messages behind seq %s timed out", self.room_id,
+                      info.stream_seq)  # fmt: skip
+            return []
 
     # -- the head message and operator actions -------------------------------------------------
 
@@ -436,12 +538,12 @@ class RoomWorker:
         head = self.head
         if head is None:
             return
-        if result.disposition is not Disposition.NAK:
+        if result.disposition is not Disposition.RETRY:
             self.head = None
             return
         delay = result.delay
         if delay is None:
-            delay = backoff_delay(self.pool.config, delivered)
+            delay = retry_delay(self.pool.config, delivered)
         head.in_flight = False
         head.retry_at = time.monotonic() + delay
         if result.reason:
@@ -456,9 +558,9 @@ class RoomWorker:
         if head is None:
             return InterventionOutcome.NOT_HELD
         if action is Intervention.SKIP:
-            result = HandlerResult.term(f"skipped by an operator: {reason}")
+            result = HandlerResult.terminate(f"skipped by an operator: {reason}")
         else:
-            result = HandlerResult.nak(0.0, reason=head.last_error)
+            result = HandlerResult.retry(0.0, reason=head.last_error)
         if self._in_handler and self.task is not None:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._intervention = (result, done)
@@ -482,7 +584,7 @@ class RoomWorker:
     def _ack_payload(self, result: HandlerResult, info: DeliveryInfo) -> bytes:
         if result.disposition is Disposition.ACK:
             return _ACK
-        if result.disposition is Disposition.TERM:
+        if result.disposition is Disposition.TERMINATE:
             log.error(
                 "room %s: terminating input message seq %s: %s",
                 self.room_id,
@@ -492,287 +594,5 @@ class RoomWorker:
             return b"+TERM " + (result.reason or "").encode()[:200]
         delay = result.delay
         if delay is None:
-            delay = backoff_delay(self.pool.config, info.num_delivered)
+            delay = retry_delay(self.pool.config, info.num_delivered)
         return b'-NAK {"delay": %d}' % int(delay * 1e9)
-
-
-class WorkerPool:
-    """The room workers of one process, and the routing of their pull replies."""
-
-    def __init__(self, nc: NATS, js: JetStreamContext, config: BusConfig, handler: Handler) -> None:
-        self.nc = nc
-        self.js = js
-        self.config = config
-        self.handler = handler
-        self.stream = input_stream_name(config.prefix)
-        self.inbox = nc.new_inbox()
-        expires = int(config.pull_expires * 1e9)
-        self.pull_payload = b'{"batch":1,"expires":%d}' % expires
-        self.stopping = False
-        self.processed = 0
-        self.redelivered = 0
-        self.consumers_deleted = 0
-        self._ensuring: dict[str, asyncio.Future[None]] = {}
-        self._api_calls = asyncio.Semaphore(_CONCURRENT_CONSUMER_CALLS)
-        #: False while this process's discovery consumer is being recreated (see
-        #: RoomWorker._delete_consumer_and_retire).
-        self.may_delete_consumers = True
-        self.ack_waiters: dict[int, asyncio.Future[None]] = {}
-        self._workers: dict[str, RoomWorker] = {}
-        self._by_id: dict[int, RoomWorker] = {}
-        self._by_consumer: dict[str, RoomWorker] = {}
-        self._waiting: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._next_id = 0
-        self._sub: Any = None
-        self._progress_task: asyncio.Task[None] | None = None
-        self._orphans: set[asyncio.Task[None]] = set()
-        self.last_pull_issued = 0.0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def start(self) -> None:
-        self._sub = await self.nc.subscribe(self.inbox + ".>", cb=self._route)
-        self._progress_task = asyncio.create_task(self._send_progress())
-
-    # -- announcements ---------------------------------------------------------------------
-
-    async def announce(self, room_id: str, seq: int) -> None:
-        """Room ``room_id`` has work up to stream sequence ``seq``. Returns once its durable
-        consumer exists (so the announcement may be acked) and a worker runs or waits."""
-        worker = self._workers.get(room_id)
-        while worker is not None and not worker.consumer_ready.is_set():
-            # It is deleting the room's consumer: once it noted this announcement, it brings the
-            # consumer back (or retires first, and then we create it below).
-            worker.note_announced(seq)
-            await worker.consumer_ready.wait()
-            worker = self._workers.get(room_id)
-        if worker is not None:
-            worker.note_announced(seq)
-            return
-        if room_id in self._waiting:
-            self._waiting[room_id] = max(self._waiting[room_id], seq)
-            return
-        await self._ensure_consumer_once(room_id)
-        worker = self._workers.get(room_id)  # another announcement may have won the race
-        if worker is not None:
-            # Spawned while we created the consumer: it knows this sequence before it can
-            # decide to delete the consumer; if it is deleting already, wait as above.
-            worker.note_announced(seq)
-            if not worker.consumer_ready.is_set():
-                await self.announce(room_id, seq)
-        elif self.stopping:
-            return
-        elif len(self._workers) >= self.config.max_workers:
-            self._waiting[room_id] = max(self._waiting.get(room_id, 0), seq)
-        else:
-            self._spawn(room_id, seq)
-
-    async def _ensure_consumer_once(self, room_id: str) -> None:
-        """``ensure_consumer``, shared by concurrent announcements of one room (both discovery
-        consumers announce every room), bounded in concurrency (hundreds of concurrent
-        consumer creations only make the server time out)."""
-        pending = self._ensuring.get(room_id)
-        if pending is None:
-
-            async def create() -> None:
-                async with self._api_calls:
-                    await self.ensure_consumer(room_id)
-
-            pending = asyncio.ensure_future(create())
-            self._ensuring[room_id] = pending
-            pending.add_done_callback(lambda _: self._ensuring.pop(room_id, None))
-        await asyncio.shield(pending)
-
-    async def ensure_consumer(self, room_id: str) -> None:
-        config = ConsumerConfig(
-            name=room_consumer_name(self.config.prefix, room_id),
-            durable_name=room_consumer_name(self.config.prefix, room_id),
-            description=room_consumer_description(room_id),
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.config.ack_wait,
-            max_ack_pending=1,
-            filter_subject=input_subject(self.config.prefix, room_id),
-            inactive_threshold=self.config.room_consumer_inactive_threshold,
-        )
-        # Creating is idempotent, and brings a consumer made with older settings up to date.
-        try:
-            await self.js.add_consumer(self.stream, config)
-        except APIError as exc:
-            # nats-server 2.15 can fail to update an existing consumer whose store a concurrent
-            # delete and create (by two processes) left without its directory ("meta.inf.tmp:
-            # no such file or directory"), while the consumer itself works: it exists, so the
-            # room has its consumer.
-            try:
-                info = await self.js.consumer_info(self.stream, config.name or "")
-            except Exception:
-                raise exc from None
-            if info.config.filter_subject != config.filter_subject:
-                raise
-            log.debug("room %s: consumer exists, update refused (%s)", room_id, exc.description)
-
-    async def delete_consumer(self, room_id: str) -> None:
-        """Delete the room's consumer (a room with nothing queued); gone already is fine."""
-        with contextlib.suppress(NotFoundError):
-            name = room_consumer_name(self.config.prefix, room_id)
-            async with self._api_calls:
-                await self.js.delete_consumer(self.stream, name)
-        self.consumers_deleted += 1
-
-    def _spawn(self, room_id: str, announced: int) -> None:
-        self._next_id += 1
-        worker = RoomWorker(self, self._next_id, room_id, announced)
-        self._workers[room_id] = worker
-        self._by_id[worker.worker_id] = worker
-        self._by_consumer[worker.consumer] = worker
-        self._idle.clear()
-        worker.task = asyncio.create_task(worker.run(), name=f"room-worker {room_id}")
-
-    def retire(self, worker: RoomWorker) -> None:
-        """Forget ``worker`` (idempotent) and give its slot to the longest-waiting room."""
-        if self._workers.get(worker.room_id) is worker:
-            del self._workers[worker.room_id]
-        self._by_id.pop(worker.worker_id, None)
-        if self._by_consumer.get(worker.consumer) is worker:
-            del self._by_consumer[worker.consumer]
-        while self._waiting and len(self._workers) < self.config.max_workers and not self.stopping:
-            room_id, seq = self._waiting.popitem(last=False)
-            self._spawn(room_id, seq)
-        if not self._workers:
-            self._idle.set()
-
-    # -- routing -----------------------------------------------------------------------------
-
-    async def _route(self, msg: Msg) -> None:
-        reply = msg.reply
-        if reply and reply.startswith("$JS.ACK."):
-            # A message keeps its own subject; its ack subject names the consumer.
-            tokens = reply.split(".")
-            consumer = tokens[3] if len(tokens) == 9 else tokens[5]
-            worker = self._by_consumer.get(consumer)
-            if worker is not None:
-                worker.queue.put_nowait(msg)
-            else:
-                await self._release_orphan(msg)
-            return
-        # Status messages and ack confirmations come on <inbox>.<worker>.<request|a>.
-        tail = msg.subject[len(self.inbox) + 1 :]
-        worker_part, _, request = tail.partition(".")
-        try:
-            worker_id = int(worker_part)
-        except ValueError:
-            return
-        if request == "a":
-            waiter = self.ack_waiters.get(worker_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-            return
-        worker = self._by_id.get(worker_id)
-        if worker is not None:
-            worker.queue.put_nowait(msg)
-
-    async def _release_orphan(self, msg: Msg) -> None:
-        """A pull that outlived its worker delivered a message: release it now."""
-        assert msg.reply is not None
-        await self.nc.publish(msg.reply, b"-NAK")
-        room_id = (msg.headers or {}).get(HEADER_ROOM_ID)
-        if room_id and not self.stopping:
-            seq = parse_ack_subject(msg.reply)[0]
-            task = asyncio.create_task(self._announce_logged(room_id, seq))
-            self._orphans.add(task)
-            task.add_done_callback(self._orphans.discard)
-
-    async def _announce_logged(self, room_id: str, seq: int) -> None:
-        """Announce from inside the pool, retrying while JetStream does not answer."""
-        delay = 0.1
-        while not self.stopping:
-            try:
-                await self.announce(room_id, seq)
-                return
-            except Exception as exc:
-                log.warning("could not restart the worker of room %s yet (%r)", room_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    def announce_later(self, room_id: str, seq: int, delay: float = 1.0) -> None:
-        """Announce ``room_id`` again after ``delay`` (a worker that failed)."""
-
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            if not self.stopping:
-                await self._announce_logged(room_id, seq)
-
-        task = asyncio.create_task(later())
-        self._orphans.add(task)
-        task.add_done_callback(self._orphans.discard)
-
-    def wake_all(self) -> None:
-        """After a reconnect: pull requests may be gone with the old server; ask again."""
-        for worker in list(self._workers.values()):
-            worker.queue.put_nowait(_WAKE)
-
-    def wake_consumer(self, consumer: str) -> None:
-        """The room consumer ``consumer`` has a new leader: its worker, if waiting, pulls again."""
-        worker = self._by_consumer.get(consumer)
-        if worker is not None and worker.in_flight is None:
-            worker.queue.put_nowait(_WAKE)
-
-    async def _send_progress(self) -> None:
-        """In-progress acks for long handlers, so AckWait only bounds a dead process."""
-        interval = self.config.progress_interval
-        while True:
-            await asyncio.sleep(interval / 2)
-            now = time.monotonic()
-            for worker in list(self._workers.values()):
-                msg = worker.in_flight
-                if msg is not None and msg.reply and now - worker.in_flight_since >= interval:
-                    with contextlib.suppress(Exception):
-                        await self.nc.publish(msg.reply, b"+WPI")
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def stats(self) -> WorkerStats:
-        in_flight = sum(1 for w in self._workers.values() if w.in_flight is not None)
-        return WorkerStats(
-            len(self._workers), len(self._waiting), in_flight, self.processed, self.redelivered
-        )
-
-    def active_rooms(self) -> list[str]:
-        return sorted(self._workers)
-
-    def worker_of(self, room_id: str) -> RoomWorker | None:
-        return self._workers.get(room_id)
-
-    async def wait_idle(self) -> None:
-        """Until no worker runs (all rooms quiet)."""
-        await self._idle.wait()
-
-    async def stop(self, grace: float = 30.0) -> None:
-        """Finish the in-flight message of each room (up to ``grace`` seconds), release it
-        otherwise, release anything a pull delivers meanwhile, then unsubscribe."""
-        self.stopping = True
-        self._waiting.clear()
-        for worker in list(self._workers.values()):
-            if worker.in_flight is None:
-                worker.queue.put_nowait(_WAKE)
-        tasks = [w.task for w in self._workers.values() if w.task is not None]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-        # Pull requests still open on the server would deliver until they expire. Draining
-        # the subscription removes the interest in their inbox (the server then drops them)
-        # and, after one round trip, hands _route whatever the server sent before that, which
-        # it releases at once: nothing is left unacknowledged until AckWait.
-        if self._progress_task is not None:
-            self._progress_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._progress_task
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5.0):
-                    await self._sub.drain()
-        with contextlib.suppress(Exception):
-            await self.nc.flush(timeout=2)

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from roomserver.ports import backoff_delay
+
 
 @dataclass(slots=True)
 class _State:
@@ -47,7 +49,7 @@ class Backoff:
     def record_failure(self, destination: str) -> None:
         state = self._states.get(destination)
         failures = 1 if state is None else state.failures + 1
-        delay = min(self.initial * 2 ** min(failures - 1, 62), self.maximum)
+        delay = backoff_delay(failures, initial=self.initial, maximum=self.maximum)
         self._states[destination] = _State(failures, self._clock() + delay)
 
     def record_success(self, destination: str) -> None:

@@ -13,6 +13,7 @@ from roomserver.input.disposition import (
     disposition_for_exception,
     disposition_for_outcome,
     handle_message,
+    handle_messages,
     is_transient,
     retry_delay_s,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "disposition_for_exception",
     "disposition_for_outcome",
     "handle_message",
+    "handle_messages",
     "is_transient",
     "retry_delay_s",
 ]

@@ -11,12 +11,12 @@
 | any other exception (a bug, corrupt data)        | RETRY with backoff up to           |
 |                                                  | ``max_attempts``, then TERMINATE   |
 
-The bus defines its own ``HandlerResult``; ``app.py`` translates a ``Decision`` into it.
+``Disposition`` is ``roomserver.ports.Disposition``, the bus's vocabulary too; ``app.py``
+translates a ``Decision`` into the bus's ``HandlerResult``.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,15 +34,10 @@ from roomserver.api import (
     route_room_id,
 )
 from roomserver.input.errors import MissingData, is_transient_fetch_error
-from roomserver.ports import StorageError
+from roomserver.ports import Disposition as Disposition
+from roomserver.ports import StorageError, backoff_delay
 
 log = logging.getLogger(__name__)
-
-
-class Disposition(enum.Enum):
-    ACK = "ack"  # done: the outcome is recorded (or the input was dropped with a reason)
-    RETRY = "retry"  # transient failure: negative-ack with a delay, redelivered later
-    TERMINATE = "terminate"  # never deliverable: stop redelivering
 
 
 _OUTCOME_DISPOSITION: dict[Outcome, Disposition] = {
@@ -80,7 +75,7 @@ def disposition_for_exception(
 
 def retry_delay_s(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
     """Exponential backoff: 1, 2, 4, ... seconds, capped (``attempt`` counts from 1)."""
-    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+    return backoff_delay(attempt, initial=base, maximum=cap)
 
 
 class DeliveryInfo(Protocol):
@@ -179,6 +174,46 @@ async def handle_message(
     except BaseException:  # cancelled (handler timeout, shutdown): nothing half-done is kept
         processor.abort_message(room_id)
         raise
+
+
+async def handle_messages(
+    processor: MessageProcessor,
+    room_id: str,
+    messages: Sequence[tuple[bytes, DeliveryInfo]],
+    *,
+    max_attempts: int = 10,
+) -> list[Decision]:
+    """Several consecutive input messages of one room as one unit: their events are processed
+    in order and committed and published together (the head's delivery count counts the
+    attempts). Returns the decisions of a prefix of ``messages``, the first one's at least:
+    the unit stops before an undecodable message, and when it is retried the first message
+    alone gets the ``RETRY`` (the bus then handles the messages one at a time)."""
+    decoded: list[tuple[int, Sequence[InputRoomEvent]]] = []
+    for payload, _ in messages:
+        try:
+            decoded.append(decode_input_message(payload))
+        except WireFormatError:
+            break
+    if len(decoded) < 2:
+        payload, info = messages[0]
+        return [await handle_message(processor, room_id, payload, info, max_attempts=max_attempts)]
+    items = [item for _, message_items in decoded for item in message_items]
+    try:
+        decision = await _handle_items(
+            processor, room_id, decoded[0][0], items, messages[0][1], max_attempts
+        )
+    except BaseException:
+        processor.abort_message(room_id)
+        raise
+    if decision.disposition is not Disposition.ACK:
+        return [decision]
+    decisions: list[Decision] = []
+    start = 0
+    for version, message_items in decoded:
+        results = decision.results[start : start + len(message_items)]
+        start += len(message_items)
+        decisions.append(Decision(Disposition.ACK, results, _reply(version, results)))
+    return decisions
 
 
 def _retry(attempt: int, results: Sequence[EventResult], exc: Exception) -> Decision:
