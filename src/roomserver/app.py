@@ -532,7 +532,9 @@ class Roomserver:
         started = time.perf_counter()
         if info.num_delivered > 1:
             self.metrics.redeliveries.inc()
-        decision = await handle_message(self.processor, room_id, payload, info, max_attempts=10)
+        decision = await handle_message(
+            self.processor, RoomId(room_id), payload, info, max_attempts=10
+        )
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         if decision.disposition is InputDisposition.RETRY:
             return HandlerResult.nak(decision.delay_s, reason=decision.reason)
@@ -624,12 +626,12 @@ class Roomserver:
 
     # -- queries -------------------------------------------------------------------------------
 
-    async def current_state(self, room_id: RoomId) -> dict[StateKey, str]:
+    async def current_state(self, room_id: RoomId) -> dict[StateKey, EventId]:
         return await self.queries.current_state(room_id)
 
     async def state_after(
         self, room_id: RoomId, event_ids: Sequence[EventId]
-    ) -> dict[StateKey, str]:
+    ) -> dict[StateKey, EventId]:
         return await self.queries.state_after(room_id, event_ids)
 
     async def latest_events(self, room_id: RoomId) -> list[str]:
@@ -643,7 +645,7 @@ class Roomserver:
     async def room_info(self, room_id: str) -> RoomInfo | None:
         """The room's version, forward extremities and current state snapshot; None if the
         roomserver holds no such room."""
-        return await self.storage.room(room_id)
+        return await self.storage.room(RoomId(room_id))
 
     def _inspector(self) -> RoomInspector:
         if self.inspector is None:

@@ -33,6 +33,7 @@ from roomserver.api import (
     encode_event_results,
     route_room_id,
 )
+from roomserver.core.ids import RoomId
 from roomserver.input.errors import MissingData, is_transient_fetch_error
 from roomserver.ports import StorageError
 
@@ -98,14 +99,14 @@ class MessageProcessor(Protocol):
     its events are processed in order, and it is closed (which publishes its outputs)."""
 
     async def begin_message(
-        self, room_id: str, items: Sequence[InputRoomEvent] = (), *, batched: bool = True
+        self, room_id: RoomId, items: Sequence[InputRoomEvent] = (), *, batched: bool = True
     ) -> None: ...
 
     async def process_or_raise(self, item: InputRoomEvent) -> EventResult: ...
 
-    async def end_message(self, room_id: str) -> None: ...
+    async def end_message(self, room_id: RoomId) -> None: ...
 
-    def abort_message(self, room_id: str) -> None: ...
+    def abort_message(self, room_id: RoomId) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,7 @@ def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> str | None
     return value if isinstance(value, str) else None
 
 
-def _foreign_room(item: InputRoomEvent, room_id: str) -> str | None:
+def _foreign_room(item: InputRoomEvent, room_id: RoomId) -> str | None:
     """The event's room when it is not ``room_id`` (an event naming no usable room is left to
     the pipeline, which says what is wrong with it)."""
     try:
@@ -150,7 +151,7 @@ def _reply(version: int, results: Sequence[EventResult]) -> bytes:
 
 async def handle_message(
     processor: MessageProcessor,
-    room_id: str,
+    room_id: RoomId,
     payload: bytes,
     info: DeliveryInfo,
     *,
@@ -193,7 +194,7 @@ def _retry(attempt: int, results: Sequence[EventResult], exc: Exception) -> Deci
 
 async def _handle_items(
     processor: MessageProcessor,
-    room_id: str,
+    room_id: RoomId,
     version: int,
     items: Sequence[InputRoomEvent],
     info: DeliveryInfo,
@@ -244,7 +245,7 @@ async def _handle_items(
 
 async def _process_items(
     processor: MessageProcessor,
-    room_id: str,
+    room_id: RoomId,
     items: Sequence[InputRoomEvent],
     results: list[EventResult],
     info: DeliveryInfo,
