@@ -172,13 +172,13 @@ async def flush_unsent_outboxes(storage: Storage, processor: InputProcessor) -> 
 # Routing an input event to its room
 
 
-def _event_id_hint(item: InputRoomEvent) -> str | None:
+def _event_id_hint(item: InputRoomEvent) -> EventId | None:
     """The event ID if it can be told without knowing the room (best effort, for replies)."""
     try:
         if item.room_version is not None:
             return compute_event_id(item.event, item.room_version)
         value = item.event.get("event_id")
-        return value if isinstance(value, str) else None
+        return EventId(value) if isinstance(value, str) else None
     except Exception:
         return None
 

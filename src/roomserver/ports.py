@@ -6,12 +6,12 @@ concrete adapters to these Protocols. Constructors take the smallest Protocol th
 State snapshots are opaque integers (``SnapshotId``) issued by storage. A snapshot is written as
 a ``StateDelta`` against a base snapshot, so storing an event's state costs O(entries changed).
 
-Identifiers are typed with ``RoomId``, ``EventId`` and ``ServerName``
-(``roomserver.core.ids``) where the values reaching a Protocol are already typed: the
-fetcher's room, redaction records. Unfinished: the storage and output Protocols still take and
-return ``str`` IDs, because the input pipeline's own signatures (its storage wrapper in
-``input/write_behind.py``, its output and room helpers) pass ``str``; they move to the NewTypes
-together with those signatures.
+Identifiers are typed with ``RoomId``, ``EventId`` and ``ServerName`` (``roomserver.core.ids``):
+the storage Protocols take and return them (rooms, events, auth chains, joined servers; a state
+map maps a ``StateKey`` to an ``EventId``), so do their value types (``RoomInfo``,
+``RoomUpdate``, ``MembershipChange``, ``EventWrite``, ``InputReads``, ``RedactionRecord``...),
+the fetcher's requests and answers, and ``OutputPublisher``. Still plain ``str``: user IDs,
+room versions, the servers a fetcher is asked to try, and ``ServerKeyRecord.server_name``.
 """
 
 from __future__ import annotations

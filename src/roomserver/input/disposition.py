@@ -33,7 +33,7 @@ from roomserver.api import (
     encode_event_results,
     route_room_id,
 )
-from roomserver.core.ids import RoomId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.input.errors import MissingData, is_transient_fetch_error
 from roomserver.ports import StorageError
 
@@ -125,12 +125,12 @@ class Decision:
     reason: str | None = None  # why a message is retried (for operators)
 
 
-def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> str | None:
+def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> EventId | None:
     known = getattr(exc, "input_event_id", None)
     if isinstance(known, str):
-        return known
+        return EventId(known)
     value = item.event.get("event_id")
-    return value if isinstance(value, str) else None
+    return EventId(value) if isinstance(value, str) else None
 
 
 def _foreign_room(item: InputRoomEvent, room_id: RoomId) -> str | None:
@@ -266,7 +266,7 @@ async def _process_items(
             hint = item.event.get("event_id")
             results.append(
                 EventResult(
-                    hint if isinstance(hint, str) else None,
+                    EventId(hint) if isinstance(hint, str) else None,
                     Outcome.INVALID,
                     f"the event is of room {foreign!r}, sent as input of room {room_id!r}",
                 )

@@ -381,12 +381,12 @@ def _stored_result(stored: StoredEvent) -> EventResult:
     return EventResult(stored.event.event_id, stored.outcome, reason)
 
 
-def _event_id_hint(item: InputRoomEvent) -> str | None:
+def _event_id_hint(item: InputRoomEvent) -> EventId | None:
     value = item.event.get("event_id") if isinstance(item.event, Mapping) else None
-    return value if isinstance(value, str) else None
+    return EventId(value) if isinstance(value, str) else None
 
 
-def event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> str | None:
+def event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> EventId | None:
     """The ID of the event whose processing raised ``exc``, when known."""
     known = getattr(exc, "input_event_id", None)
-    return known if isinstance(known, str) else _event_id_hint(item)
+    return EventId(known) if isinstance(known, str) else _event_id_hint(item)
