@@ -89,7 +89,7 @@ class InputRoomEventsRequest:
 
 @dataclass(frozen=True, slots=True)
 class EventResult:
-    event_id: str | None
+    event_id: EventId | None
     outcome: Outcome
     reason: str | None = None
 
@@ -178,16 +178,16 @@ class OutputType(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class OutputNewRoomEvent:
     event: Mapping[str, Any]
-    event_id: str
+    event_id: EventId
     room_version: str
-    latest_event_ids: tuple[str, ...]
-    adds_state_event_ids: tuple[str, ...] = ()
-    removes_state_event_ids: tuple[str, ...] = ()
-    state_before_adds_event_ids: tuple[str, ...] = ()
-    state_before_removes_event_ids: tuple[str, ...] = ()
-    last_sent_event_id: str | None = None
+    latest_event_ids: tuple[EventId, ...]
+    adds_state_event_ids: tuple[EventId, ...] = ()
+    removes_state_event_ids: tuple[EventId, ...] = ()
+    state_before_adds_event_ids: tuple[EventId, ...] = ()
+    state_before_removes_event_ids: tuple[EventId, ...] = ()
+    last_sent_event_id: EventId | None = None
     rewrites_state: bool = False
-    send_as_server: str | None = None
+    send_as_server: ServerName | None = None
     transaction_id: TransactionId | None = None
     history_visibility: str = "shared"
 
@@ -195,7 +195,7 @@ class OutputNewRoomEvent:
 @dataclass(frozen=True, slots=True)
 class OutputOldRoomEvent:
     event: Mapping[str, Any]
-    event_id: str
+    event_id: EventId
     room_version: str
     history_visibility: str = "shared"
 
@@ -203,22 +203,22 @@ class OutputOldRoomEvent:
 @dataclass(frozen=True, slots=True)
 class OutputNewInviteEvent:
     event: Mapping[str, Any]
-    event_id: str
+    event_id: EventId
     room_version: str
 
 
 @dataclass(frozen=True, slots=True)
 class OutputRetireInviteEvent:
-    event_id: str  # the invite being retired
-    room_id: str
+    event_id: EventId  # the invite being retired
+    room_id: RoomId
     target_user_id: str
     membership: str  # join, leave or ban
-    retired_by_event_id: str | None = None
+    retired_by_event_id: EventId | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class OutputRedactedEvent:
-    redacted_event_id: str
+    redacted_event_id: EventId
     redacted_because: Mapping[str, Any]  # the redaction event's PDU
 
 
@@ -242,7 +242,7 @@ _TYPE_OF_PAYLOAD = {v: k for k, v in _PAYLOAD_TYPES.items()}
 
 @dataclass(frozen=True, slots=True)
 class OutputEvent:
-    room_id: str
+    room_id: RoomId
     payload: OutputPayload
     type: OutputType = field(init=False)
 
@@ -534,7 +534,7 @@ def decode_output_event(data: bytes | str) -> OutputEvent:
     if not isinstance(room_id, str):
         raise WireFormatError("room_id: must be a string")
     payload = _payload_from_json(_PAYLOAD_TYPES[output_type], _object(body, output_type.value))
-    return OutputEvent(room_id=room_id, payload=payload)
+    return OutputEvent(room_id=RoomId(room_id), payload=payload)
 
 
 def _result_to_json(result: EventResult) -> dict[str, Any]:
@@ -546,7 +546,10 @@ def _result_from_json(body: Mapping[str, Any]) -> EventResult:
         outcome = Outcome(body.get("outcome"))
     except ValueError:
         raise WireFormatError(f"outcome: unknown value {body.get('outcome')!r}") from None
-    return EventResult(_opt_str(body, "event_id"), outcome, _opt_str(body, "reason"))
+    event_id = _opt_str(body, "event_id")
+    return EventResult(
+        None if event_id is None else EventId(event_id), outcome, _opt_str(body, "reason")
+    )
 
 
 def encode_event_result(result: EventResult) -> bytes:

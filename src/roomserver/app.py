@@ -187,13 +187,13 @@ async def flush_unsent_outboxes(storage: Storage, processor: InputProcessor) -> 
 # Routing an input event to its room
 
 
-def _event_id_hint(item: InputRoomEvent) -> str | None:
+def _event_id_hint(item: InputRoomEvent) -> EventId | None:
     """The event ID if it can be told without knowing the room (best effort, for replies)."""
     try:
         if item.room_version is not None:
             return compute_event_id(item.event, item.room_version)
         value = item.event.get("event_id")
-        return value if isinstance(value, str) else None
+        return EventId(value) if isinstance(value, str) else None
     except Exception:
         return None
 
@@ -576,7 +576,7 @@ class Roomserver:
             return HandlerResult.retry(1.0, reason=f"state list not read: {exc}")
         if self.bulk is not None and _OUTLIER_MARK in resolved.payload:
             try:
-                answered = await self._import_outliers(room_id, resolved.payload)
+                answered = await self._import_outliers(RoomId(room_id), resolved.payload)
             except Exception as exc:  # nothing decided is lost: the normal path does it all
                 log.warning("bulk path for message %d failed: %s", info.stream_seq, exc)
                 answered = None
@@ -586,7 +586,7 @@ class Roomserver:
                     self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
                 return HandlerResult.ack(encode_event_results(answered))
         decision = await handle_message(
-            self.processor, room_id, resolved.payload, info, max_attempts=10
+            self.processor, RoomId(room_id), resolved.payload, info, max_attempts=10
         )
         if resolved.refs and decision.disposition is Disposition.ACK:
             assert self.blobs is not None
@@ -614,7 +614,9 @@ class Roomserver:
         )
         messages = messages[:cut]
         started = time.perf_counter()
-        decisions = await handle_messages(self.processor, room_id, messages, max_attempts=10)
+        decisions = await handle_messages(
+            self.processor, RoomId(room_id), messages, max_attempts=10
+        )
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
         return [self._handler_result(decision) for decision in decisions]
 
@@ -635,7 +637,9 @@ class Roomserver:
             return HandlerResult.terminate(reason or "terminated", decision.reply)
         return HandlerResult.ack(decision.reply)
 
-    async def _import_outliers(self, room_id: str, payload: bytes) -> list[EventResult] | None:
+    async def _import_outliers(
+        self, room_id: RoomId, payload: bytes
+    ) -> list[EventResult] | None:
         """The bulk path over the message's outliers. Returns the reply's results when it
         answered every event of the message; otherwise the normal path handles the message
         (answering what the bulk path stored from storage)."""
@@ -657,7 +661,7 @@ class Roomserver:
         room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
         if not isinstance(pdu, dict) or not isinstance(room_id, str):
             return False
-        version = await self.storage.room_version_of(room_id)
+        version = await self.storage.room_version_of(RoomId(room_id))
         if version is None:
             return False
         try:
@@ -779,12 +783,12 @@ class Roomserver:
 
     # -- queries -------------------------------------------------------------------------------
 
-    async def current_state(self, room_id: RoomId) -> dict[StateKey, str]:
+    async def current_state(self, room_id: RoomId) -> dict[StateKey, EventId]:
         return await self.queries.current_state(room_id)
 
     async def state_after(
         self, room_id: RoomId, event_ids: Sequence[EventId]
-    ) -> dict[StateKey, str]:
+    ) -> dict[StateKey, EventId]:
         return await self.queries.state_after(room_id, event_ids)
 
     async def latest_events(self, room_id: RoomId) -> list[str]:
@@ -798,7 +802,7 @@ class Roomserver:
     async def room_info(self, room_id: str) -> RoomInfo | None:
         """The room's version, forward extremities and current state snapshot; None if the
         roomserver holds no such room."""
-        return await self.storage.room(room_id)
+        return await self.storage.room(RoomId(room_id))
 
     def _inspector(self) -> RoomInspector:
         if self.inspector is None:

@@ -6,12 +6,12 @@ concrete adapters to these Protocols. Constructors take the smallest Protocol th
 State snapshots are opaque integers (``SnapshotId``) issued by storage. A snapshot is written as
 a ``StateDelta`` against a base snapshot, so storing an event's state costs O(entries changed).
 
-Identifiers are typed with ``RoomId``, ``EventId`` and ``ServerName``
-(``roomserver.core.ids``) where the values reaching a Protocol are already typed: the
-fetcher's room, redaction records. Unfinished: the storage and output Protocols still take and
-return ``str`` IDs, because the input pipeline's own signatures (its storage wrapper in
-``input/write_behind.py``, its output and room helpers) pass ``str``; they move to the NewTypes
-together with those signatures.
+Identifiers are typed with ``RoomId``, ``EventId`` and ``ServerName`` (``roomserver.core.ids``):
+the storage Protocols take and return them (rooms, events, auth chains, joined servers; a state
+map maps a ``StateKey`` to an ``EventId``), so do their value types (``RoomInfo``,
+``RoomUpdate``, ``MembershipChange``, ``EventWrite``, ``InputReads``, ``RedactionRecord``...),
+the fetcher's requests and answers, and ``OutputPublisher``. Still plain ``str``: user IDs,
+room versions, the servers a fetcher is asked to try, and ``ServerKeyRecord.server_name``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NewType, Protocol
 
 from roomserver.api import StoredEvent
-from roomserver.core.ids import EventId, RoomId
+from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import StateKey as StateKey
 
@@ -91,12 +91,12 @@ class SchemaTooNew(StorageError):
 
 @dataclass(frozen=True, slots=True)
 class RoomInfo:
-    room_id: str
+    room_id: RoomId
     room_version: str
     # Accepted, not soft-failed events with state (only accepted NEW events update them).
-    forward_extremities: tuple[str, ...]
+    forward_extremities: tuple[EventId, ...]
     current_state: SnapshotId | None
-    last_sent_event_id: str | None
+    last_sent_event_id: EventId | None
     version: int  # bumped by every RoomUpdate; used for optimistic concurrency
 
 
@@ -105,7 +105,7 @@ class StateDelta:
     """A snapshot written as ``base`` plus ``changes`` (``None`` value = key removed)."""
 
     base: SnapshotId | None
-    changes: Mapping[StateKey, str | None] = field(default_factory=dict)
+    changes: Mapping[StateKey, EventId | None] = field(default_factory=dict)
 
 
 class EventStatus(enum.Enum):
@@ -119,7 +119,7 @@ class MembershipChange:
 
     user_id: str
     membership: str  # join, invite, leave, ban, knock
-    event_id: str
+    event_id: EventId
     sender: str
 
 
@@ -140,9 +140,9 @@ class RoomUpdate:
 
     expected_version: int | None
     room_version: str
-    forward_extremities: tuple[str, ...]
+    forward_extremities: tuple[EventId, ...]
     current_state: StateDelta
-    last_sent_event_id: str | None
+    last_sent_event_id: EventId | None
     membership_changes: Sequence[MembershipChange] = ()
 
 
@@ -173,7 +173,7 @@ class EventWrite:
     outbox: Sequence[OutboxEntry] = ()
     # Redaction bookkeeping: a redaction event records its target (pending until validated);
     # applying one replaces the target's stored JSON with its redacted form.
-    redaction_target: str | None = None
+    redaction_target: EventId | None = None
     apply_redaction: AppliedRedaction | None = None
     # Outbox sequences of this room already published: marked sent in the same transaction
     # (saves a separate ``mark_outbox_sent``). Unknown sequences are ignored.
@@ -190,8 +190,8 @@ class EventWrite:
 
 @dataclass(frozen=True, slots=True)
 class AppliedRedaction:
-    target_id: str
-    redaction_id: str
+    target_id: EventId
+    redaction_id: EventId
     redacted_pdu: Mapping[str, Any]
 
 
@@ -211,8 +211,8 @@ class InputReads:
     """The reads the input pipeline makes before deciding on one event, answered at once
     (``InputReadBatch.read_for_input``)."""
 
-    events: Mapping[str, StoredEvent]  # get_events(event_ids)
-    referenced: AbstractSet[str]  # referenced_as_prev(room_id, referenced_ids)
+    events: Mapping[EventId, StoredEvent]  # get_events(event_ids)
+    referenced: AbstractSet[EventId]  # referenced_as_prev(room_id, referenced_ids)
     redactions: Sequence[RedactionRecord]  # redactions_for(each of redactions_of), [] if None
     room: RoomInfo | None = None  # room(room_id), when asked ``with_room``
 
@@ -233,14 +233,14 @@ class ServerKeyRecord:
 
 
 class EventStore(Protocol):
-    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+    async def get_events(self, event_ids: Iterable[EventId]) -> dict[EventId, StoredEvent]:
         """The stored events among ``event_ids`` (missing ones are simply absent), whatever
         their flags: rejected, soft-failed and outlier events are returned with them."""
         ...
 
-    async def room(self, room_id: str) -> RoomInfo | None: ...
+    async def room(self, room_id: RoomId) -> RoomInfo | None: ...
 
-    async def room_version_of(self, room_id: str) -> str | None:
+    async def room_version_of(self, room_id: RoomId) -> str | None:
         """The room version the room's events are stored under, also for a room known only
         through outliers or rejected events (``room`` answers ``None`` for those)."""
         ...
@@ -249,24 +249,26 @@ class EventStore(Protocol):
         """Apply ``write`` atomically. Raises ``ConcurrentUpdate`` if the room moved on."""
         ...
 
-    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+    async def referenced_as_prev(
+        self, room_id: RoomId, event_ids: Iterable[EventId]
+    ) -> set[EventId]:
         """The IDs among ``event_ids`` that some event of ``room_id`` in the room's DAG lists in
         its prev_events: stored with state, not rejected, not soft-failed. Citations by
         outliers, rejected or soft-failed events, or by events of other rooms, do not count
         (such an event cannot be built upon, so what it alone cites stays an extremity)."""
         ...
 
-    async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
+    async def redactions_for(self, event_id: EventId) -> list[RedactionRecord]:
         """Redactions targeting ``event_id`` and, for a redaction, the record it created. Only
         accepted, not soft-failed redactions create records (the input pipeline writes them);
         the target may be stored with any flags, or not at all."""
         ...
 
-    async def pending_outbox(self, room_id: str) -> list[OutboxEntry]: ...
+    async def pending_outbox(self, room_id: RoomId) -> list[OutboxEntry]: ...
 
-    async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None: ...
+    async def mark_outbox_sent(self, room_id: RoomId, sequences: Collection[int]) -> None: ...
 
-    async def rooms_with_unsent_outbox(self) -> list[str]:
+    async def rooms_with_unsent_outbox(self) -> list[RoomId]:
         """The rooms with outbox entries not marked sent, sorted by room ID."""
         ...
 
@@ -277,11 +279,11 @@ class InputReadBatch(Protocol):
 
     async def read_for_input(
         self,
-        event_ids: Iterable[str],
+        event_ids: Iterable[EventId],
         *,
-        room_id: str,
-        referenced_ids: Iterable[str],
-        redactions_of: str | Sequence[str] | None,
+        room_id: RoomId,
+        referenced_ids: Iterable[EventId],
+        redactions_of: EventId | Sequence[EventId] | None,
         with_room: bool = False,
     ) -> InputReads:
         """``redactions_of``: one event ID, or several (the records of each, in one list).
@@ -338,32 +340,34 @@ def with_placeholders_resolved(
 
 
 class StateStore(Protocol):
-    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, str]:
+    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, EventId]:
         """The whole state of a snapshot (``None``: the empty state)."""
         ...
 
     async def state_entries(
         self, snapshot: SnapshotId | None, keys: Iterable[StateKey]
-    ) -> dict[StateKey, str]:
+    ) -> dict[StateKey, EventId]:
         """Only the given keys of a snapshot; cheap, never loads the whole state."""
         ...
 
     async def state_diff(
         self, old: SnapshotId | None, new: SnapshotId | None
-    ) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
+    ) -> tuple[dict[StateKey, EventId], dict[StateKey, EventId]]:
         """``(added_or_changed, removed_or_replaced)`` going from ``old`` to ``new``; cheap when
         the snapshots share most entries."""
         ...
 
 
 class AuthChainIndex(Protocol):
-    async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
+    async def auth_chain(self, event_ids: Iterable[EventId]) -> set[EventId]:
         """Every event reachable through auth_events from ``event_ids`` (excluding them), with
         any flags: an accepted event's chain holds only accepted events (a rejected auth event
         rejects the event citing it); a rejected event's may hold rejected ones."""
         ...
 
-    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
+    async def auth_chain_difference(
+        self, state_sets: Sequence[Collection[EventId]]
+    ) -> set[EventId]:
         """Union of the sets' full auth chains minus their intersection (spec: state res v2)."""
         ...
 
@@ -372,11 +376,11 @@ class MembershipStore(Protocol):
     """Memberships in the room's current state: written only by ``RoomUpdate`` s (accepted, not
     soft-failed NEW events), so rejected, soft-failed and outlier events never show here."""
 
-    async def membership(self, room_id: str, user_id: str) -> str | None: ...
+    async def membership(self, room_id: RoomId, user_id: str) -> str | None: ...
 
-    async def joined_servers(self, room_id: str) -> list[str]: ...
+    async def joined_servers(self, room_id: RoomId) -> list[ServerName]: ...
 
-    async def joined_users(self, room_id: str) -> list[str]: ...
+    async def joined_users(self, room_id: RoomId) -> list[str]: ...
 
 
 class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
@@ -396,7 +400,9 @@ class KeyRing(Protocol):
         ...
 
 
-HaveEvents = AbstractSet[str] | Callable[[Sequence[str]], Awaitable[AbstractSet[str]]]
+HaveEvents = (
+    AbstractSet[EventId] | Callable[[Sequence[EventId]], Awaitable[AbstractSet[EventId]]]
+)
 """What the caller already holds: a set of event IDs, or an async callback returning the subset
 of the given IDs it holds (decides what a fetcher fetches and when a gap is closed)."""
 
@@ -409,7 +415,7 @@ class MissingEventsAnswer(Protocol):
     def events(self) -> Sequence[Event]: ...
 
     @property
-    def unresolved_prev_ids(self) -> Sequence[str]: ...
+    def unresolved_prev_ids(self) -> Sequence[EventId]: ...
 
 
 class RemoteStateAnswer(Protocol):
@@ -418,22 +424,22 @@ class RemoteStateAnswer(Protocol):
     IDs that could not be obtained."""
 
     @property
-    def event_id(self) -> str: ...
+    def event_id(self) -> EventId: ...
 
     @property
     def server(self) -> str: ...
 
     @property
-    def state_event_ids(self) -> Sequence[str]: ...
+    def state_event_ids(self) -> Sequence[EventId]: ...
 
     @property
-    def auth_chain_ids(self) -> Sequence[str]: ...
+    def auth_chain_ids(self) -> Sequence[EventId]: ...
 
     @property
     def events(self) -> Sequence[Event]: ...
 
     @property
-    def missing_event_ids(self) -> Sequence[str]: ...
+    def missing_event_ids(self) -> Sequence[EventId]: ...
 
 
 class MissingEventFetcher(Protocol):
@@ -445,14 +451,14 @@ class MissingEventFetcher(Protocol):
     """
 
     async def fetch_event(
-        self, room_id: RoomId, room_version: str, event_id: str, servers: Sequence[str]
+        self, room_id: RoomId, room_version: str, event_id: EventId, servers: Sequence[str]
     ) -> Event: ...
 
     async def fetch_auth_chain(
         self,
         room_id: RoomId,
         room_version: str,
-        event_id: str,
+        event_id: EventId,
         servers: Sequence[str],
         *,
         have: HaveEvents = frozenset(),
@@ -464,8 +470,8 @@ class MissingEventFetcher(Protocol):
         self,
         room_id: RoomId,
         room_version: str,
-        earliest: Sequence[str],
-        latest: Sequence[str],
+        earliest: Sequence[EventId],
+        latest: Sequence[EventId],
         *,
         limit: int = 20,
         min_depth: int = 0,
@@ -477,7 +483,7 @@ class MissingEventFetcher(Protocol):
         self,
         room_id: RoomId,
         room_version: str,
-        event_id: str,
+        event_id: EventId,
         servers: Sequence[str],
         *,
         have: HaveEvents = frozenset(),
@@ -491,7 +497,9 @@ class MissingEventFetcher(Protocol):
 
 
 class OutputPublisher(Protocol):
-    async def publish_room_outputs(self, room_id: str, outputs: Sequence[OutboxEntry]) -> None:
+    async def publish_room_outputs(
+        self, room_id: RoomId, outputs: Sequence[OutboxEntry]
+    ) -> None:
         """Publish a room's outputs in order (pipelined); return once the stream stored all of
         them. Each carries its ``msg_id``, so the stream drops a repeat."""
         ...

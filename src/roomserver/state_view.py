@@ -17,10 +17,11 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, cast
 
 from roomserver.api import StoredEvent
 from roomserver.core.decide import parse_rejection
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event
 from roomserver.core.room_versions import RoomVersion
 from roomserver.core.stateres import resolve_state
@@ -48,12 +49,12 @@ class EventCache:
     def __init__(self, store: EventStore, *, capacity: int = 20_000) -> None:
         self._store = store
         self._capacity = capacity
-        self._events: OrderedDict[str, StoredEvent] = OrderedDict()
-        self._by_room: dict[str, set[str]] = {}
+        self._events: OrderedDict[EventId, StoredEvent] = OrderedDict()
+        self._by_room: dict[RoomId, set[EventId]] = {}
 
-    async def get(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        out: dict[str, StoredEvent] = {}
-        missing: list[str] = []
+    async def get(self, event_ids: Iterable[EventId]) -> dict[EventId, StoredEvent]:
+        out: dict[EventId, StoredEvent] = {}
+        missing: list[EventId] = []
         for event_id in event_ids:
             hit = self._events.get(event_id)
             if hit is None:
@@ -68,9 +69,9 @@ class EventCache:
                 self.remember(stored)
         return out
 
-    def peek(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+    def peek(self, event_ids: Iterable[EventId]) -> dict[EventId, StoredEvent]:
         """The cached ones among ``event_ids`` (no storage access)."""
-        out: dict[str, StoredEvent] = {}
+        out: dict[EventId, StoredEvent] = {}
         for event_id in event_ids:
             hit = self._events.get(event_id)
             if hit is not None:
@@ -88,19 +89,21 @@ class EventCache:
             _, oldest = self._events.popitem(last=False)
             self._unindex(oldest.event)
 
-    def evict(self, event_id: str) -> None:
+    def evict(self, event_id: EventId) -> None:
         stored = self._events.pop(event_id, None)
         if stored is not None:
             self._unindex(stored.event)
 
-    def forget_room(self, room_id: str) -> None:
+    def forget_room(self, room_id: RoomId) -> None:
         """Drop the room's cached events (another process may have changed them: applied a
         redaction, given an outlier state)."""
         for event_id in self._by_room.pop(room_id, ()):
             self._events.pop(event_id, None)
 
     def settle_snapshots(
-        self, event_ids: Iterable[str], resolve: Callable[[SnapshotId | None], SnapshotId | None]
+        self,
+        event_ids: Iterable[EventId],
+        resolve: Callable[[SnapshotId | None], SnapshotId | None],
     ) -> None:
         """Replace placeholder snapshot IDs (negative: from writes not yet committed when the
         events were cached) of the cached ``event_ids`` with what ``resolve`` says."""
@@ -133,7 +136,7 @@ def state_after_delta(stored: StoredEvent) -> StateDelta:
     return StateDelta(snapshot_of(stored), {})
 
 
-async def full_state(store: StateStore, delta: StateDelta) -> dict[StateKey, str]:
+async def full_state(store: StateStore, delta: StateDelta) -> dict[StateKey, EventId]:
     """The whole state ``delta`` describes."""
     out = await store.state_map(delta.base) if delta.base is not None else {}
     out = dict(out)
@@ -141,7 +144,9 @@ async def full_state(store: StateStore, delta: StateDelta) -> dict[StateKey, str
     return out
 
 
-def apply_changes(state: dict[StateKey, str], changes: Mapping[StateKey, str | None]) -> None:
+def apply_changes(
+    state: dict[StateKey, EventId], changes: Mapping[StateKey, EventId | None]
+) -> None:
     for key, value in changes.items():
         if value is None:
             state.pop(key, None)
@@ -159,16 +164,18 @@ class _ThreadedProvider:
         self,
         loop: asyncio.AbstractEventLoop,
         events: EventCache,
-        prefetched: Mapping[str, StoredEvent],
+        prefetched: Mapping[EventId, StoredEvent],
     ) -> None:
         self._loop = loop
         self._events = events
-        self._known: dict[str, StoredEvent | None] = dict(prefetched)
+        # State resolution (``roomserver.core.stateres``) asks by plain ``str`` event IDs.
+        self._known = cast("dict[str, StoredEvent | None]", dict(prefetched))
 
     def _stored(self, event_id: str) -> StoredEvent | None:
         if event_id not in self._known:
-            future = asyncio.run_coroutine_threadsafe(self._events.get([event_id]), self._loop)
-            self._known[event_id] = future.result().get(event_id)
+            wanted = EventId(event_id)  # named by state resolution (only on a prefetch miss)
+            future = asyncio.run_coroutine_threadsafe(self._events.get([wanted]), self._loop)
+            self._known[event_id] = future.result().get(wanted)
         return self._known[event_id]
 
     def get_event(self, event_id: str) -> Event | None:
@@ -193,17 +200,17 @@ class StateResolver:
     async def resolve(
         self,
         rules: RoomVersion,
-        state_sets: Sequence[Mapping[StateKey, str]],
+        state_sets: Sequence[Mapping[StateKey, EventId]],
         *,
         pending: Sequence[Event] = (),
-    ) -> dict[StateKey, str]:
+    ) -> dict[StateKey, EventId]:
         """``pending``: accepted events not stored yet that the state sets may name."""
         if not state_sets:
             return {}
         first = state_sets[0]
         if all(s == first for s in state_sets[1:]):
             return dict(first)
-        conflicted: set[str] = set()
+        conflicted: set[EventId] = set()
         keys = set().union(*(s.keys() for s in state_sets))
         for key in keys:
             values = {s.get(key) for s in state_sets}
@@ -216,4 +223,5 @@ class StateResolver:
         provider = _ThreadedProvider(asyncio.get_running_loop(), self._events, prefetched)
         sets = [dict(s) for s in state_sets]
         resolved = await asyncio.to_thread(resolve_state, rules.identifier, sets, provider)
-        return dict(resolved)
+        # State resolution returns plain ``str`` values: the IDs of the state sets' events.
+        return cast("dict[StateKey, EventId]", dict(resolved))

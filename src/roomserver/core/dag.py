@@ -13,18 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+from roomserver.core.ids import EventId
+
 
 def extremities_to_check(
-    old: Sequence[str], event_id: str, superseded: Collection[str]
-) -> list[str]:
+    old: Sequence[EventId], event_id: EventId, superseded: Collection[str]
+) -> list[EventId]:
     """The IDs whose citation by a stored event decides the new extremities: the event itself,
     then the old extremities it does not supersede (cite or reach through failed prevs)."""
     return [event_id, *(e for e in old if e not in superseded and e != event_id)]
 
 
 def new_forward_extremities(
-    old: Sequence[str], event_id: str, superseded: Collection[str], cited: Collection[str]
-) -> tuple[str, ...]:
+    old: Sequence[EventId], event_id: EventId, superseded: Collection[str], cited: Collection[str]
+) -> tuple[EventId, ...]:
     """The forward extremities after adding the accepted NEW event ``event_id``.
 
     ``old``: the extremities before it; ``superseded``: what the event builds on (its prev
@@ -37,7 +39,9 @@ def new_forward_extremities(
     return tuple(sorted([*kept, event_id]))
 
 
-def missing_prev_events(prev_event_ids: Sequence[str], has_state: dict[str, bool]) -> list[str]:
+def missing_prev_events(
+    prev_event_ids: Sequence[EventId], has_state: dict[EventId, bool]
+) -> list[EventId]:
     """Prev events that are unknown (absent from ``has_state``) or known without state
     (outliers): the DAG has a gap before the event."""
     return [p for p in prev_event_ids if not has_state.get(p, False)]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from roomserver.core.auth import check_auth_events, check_auth_rules, check_soft_fail
 from roomserver.core.dag import new_forward_extremities
 from roomserver.core.errors import Rejected, SoftFailed
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import StateKey
 
@@ -200,8 +201,8 @@ class RoomView:
     ``state``: the entries of current state the decisions look at (the pipeline gathers the
     ones an event needs; it may hold the whole state)."""
 
-    forward_extremities: tuple[str, ...] = ()
-    state: Mapping[StateKey, str] = field(default_factory=dict)
+    forward_extremities: tuple[EventId, ...] = ()
+    state: Mapping[StateKey, EventId] = field(default_factory=dict)
     last_sent_event_id: str | None = None
     has_current_state: bool = True  # False before the room's first accepted NEW event
 
@@ -232,8 +233,8 @@ class StateChange:
     ``resolve`` the new current state must be resolved from the states after
     ``Decision.forward_extremities`` (``changes`` is then empty)."""
 
-    changes: Mapping[StateKey, str]
-    replaced: Mapping[StateKey, str]  # what the changed keys held before
+    changes: Mapping[StateKey, EventId]
+    replaced: Mapping[StateKey, EventId]  # what the changed keys held before
     resolve: bool = False
 
 
@@ -244,7 +245,7 @@ class Decision:
     soft_fail_reason: str | None
     with_state: bool  # stored with its state before (else as an outlier)
     outputs: tuple[OutputKind, ...]
-    forward_extremities: tuple[str, ...] | None  # None: unchanged
+    forward_extremities: tuple[EventId, ...] | None  # None: unchanged
     state_change: StateChange | None  # None: current state unchanged
     view: RoomView  # what the next event sees
 
@@ -276,7 +277,7 @@ def decide(view: RoomView, facts: EventFacts) -> Decision:
         return _unchanged(view, facts, Verdict.ACCEPTED)
     event = facts.event
     if facts.rewrites_state:
-        extremities: tuple[str, ...] = (event.event_id,)
+        extremities: tuple[EventId, ...] = (event.event_id,)
     else:
         superseded = set(event.prev_event_ids) | facts.superseded
         extremities = new_forward_extremities(
@@ -322,7 +323,7 @@ def _unchanged(
     )
 
 
-def _fast_state_change(event: Event, state: Mapping[StateKey, str]) -> StateChange:
+def _fast_state_change(event: Event, state: Mapping[StateKey, EventId]) -> StateChange:
     """Prev events == old extremities: current state is the state before the event, so the
     new one differs from it by the event alone (nothing when it is no state event, or the
     entry already names it)."""

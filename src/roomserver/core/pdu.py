@@ -68,19 +68,19 @@ class Event:
         "type",
     )
 
-    event_id: str
+    event_id: EventId
     room_id: RoomId
     type: str
     state_key: str | None
     sender: str
     content: Mapping[str, Any]
     prev_event_ids: tuple[EventId, ...]
-    auth_event_ids: tuple[str, ...]
+    auth_event_ids: tuple[EventId, ...]
     depth: int
     origin_server_ts: int
     room_version: str
     rules: RoomVersion
-    redacts: str | None
+    redacts: EventId | None
     pdu: Mapping[str, Any]
     #: The PDU as canonical JSON (as its room version encodes it), when ``parse_event`` computed
     #: it (size check): storage reuses it instead of encoding the event again.
@@ -97,18 +97,18 @@ class Event:
     def __init__(
         self,
         *,
-        event_id: str,
-        room_id: str,
+        event_id: EventId,
+        room_id: RoomId,
         type: str,
         state_key: str | None,
         sender: str,
         content: Mapping[str, Any],
-        prev_event_ids: tuple[str, ...],
-        auth_event_ids: tuple[str, ...],
+        prev_event_ids: tuple[EventId, ...],
+        auth_event_ids: tuple[EventId, ...],
         depth: int,
         origin_server_ts: int,
         rules: RoomVersion,
-        redacts: str | None,
+        redacts: EventId | None,
         pdu: Mapping[str, Any],
         canonical_bytes: bytes | None = None,
         signed_bytes: bytes | None = None,
@@ -258,7 +258,7 @@ def _check_hashes_and_signatures(pdu: Mapping[str, Any]) -> None:
 
 def _edge_ids(
     pdu: Mapping[str, Any], key: str, rules: RoomVersion, limit: int | None
-) -> tuple[str, ...]:
+) -> tuple[EventId, ...]:
     """``prev_events``/``auth_events``: a list of event IDs (v1-v2: ``[event_id, hashes]`` pairs),
     at most ``limit`` long."""
     if key not in pdu:
@@ -269,7 +269,7 @@ def _edge_ids(
     if limit is not None and len(raw) > limit:
         raise _fail(key, f"has {len(raw)} entries, at most {limit} are allowed")
     fmt = rules.event_id_format.value
-    ids: list[str] = []
+    ids: list[EventId] = []  # checked below (``entry`` is untyped JSON: no wrapping needed)
     for i, entry in enumerate(raw):
         if rules.prev_auth_events_with_hashes:
             if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], Mapping):
@@ -283,12 +283,12 @@ def _edge_ids(
 
 def _parse_event_id(
     pdu: Mapping[str, Any], rules: RoomVersion, given: str | None, members: Mapping[str, str]
-) -> tuple[str, bytes | None]:
+) -> tuple[EventId, bytes | None]:
     """The event ID: given (trusted), read from the PDU (v1-v2) or the reference hash (v3+);
     and the reference bytes when they were computed for it."""
     signed: bytes | None = None
     if given is not None:
-        event_id = given
+        event_id = EventId(given)  # trusted (see ``parse_event``)
     elif rules.event_id_format is EventIdFormat.SERVER_ASSIGNED:
         event_id = event_id_for(pdu, rules)
     else:
@@ -307,7 +307,7 @@ def _parse_room_id(
     event_type: str,
     state_key: str | None,
     event_id: str,
-) -> str:
+) -> RoomId:
     """``room_id`` (required), except a v12 create event's, which its own event ID defines."""
     if rules.room_id_from_create_event and event_type == "m.room.create" and state_key == "":
         # A create event that has a room_id anyway is well-formed but rejected by authorization
@@ -316,12 +316,12 @@ def _parse_room_id(
     room_id = _require_str(pdu, "room_id")
     if not is_valid_room_id(room_id, hashed=rules.room_id_from_create_event):
         raise _fail("room_id", f"{_show(room_id)} is not valid for room version {rules.identifier}")
-    return room_id
+    return RoomId(room_id)
 
 
 def _parse_redacts(
     pdu: Mapping[str, Any], rules: RoomVersion, event_type: str, content: Mapping[str, Any]
-) -> str | None:
+) -> EventId | None:
     """A redaction's target: top-level ``redacts`` (v1-v10) or ``content.redacts`` (v11+).
 
     Required: a redaction that names no event is not a valid event. One exception: up to room
@@ -340,7 +340,7 @@ def _parse_redacts(
         return None
     if not is_valid_event_id(raw, format_name=rules.event_id_format.value):
         raise _fail(field, f"{_show(raw)} is not a valid event ID")
-    return str(raw)
+    return EventId(str(raw))
 
 
 def _content_hash_matches(pdu: Mapping[str, Any]) -> bool:

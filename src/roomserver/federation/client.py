@@ -20,6 +20,7 @@ import aiohttp
 import yarl
 from nacl.signing import SigningKey
 
+from roomserver.core.ids import EventId
 from roomserver.federation.backoff import Backoff
 from roomserver.federation.discovery import ServerResolver
 from roomserver.federation.errors import (
@@ -51,8 +52,8 @@ def _q(value: str) -> str:
 class StateIds:
     """``/state_ids`` answer: the state before an event and its auth chain, as event IDs."""
 
-    pdu_ids: tuple[str, ...]
-    auth_chain_ids: tuple[str, ...]
+    pdu_ids: tuple[EventId, ...]
+    auth_chain_ids: tuple[EventId, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +287,8 @@ class FederationClient:
         query = {"event_id": event_id}
         answer = await self.get_json(destination, path, query=query, time_limit=time_limit)
         return StateIds(
-            tuple(_strings(destination, answer, "pdu_ids")),
-            tuple(_strings(destination, answer, "auth_chain_ids")),
+            tuple(_event_ids(destination, answer, "pdu_ids")),
+            tuple(_event_ids(destination, answer, "auth_chain_ids")),
         )
 
     async def get_state(
@@ -358,6 +359,18 @@ def _objects(destination: str, answer: Any, key: str) -> list[JSONObject]:
 
 
 def _strings(destination: str, answer: Any, key: str) -> list[str]:
+    items: list[str] = _checked_strings(destination, answer, key)
+    return items
+
+
+def _event_ids(destination: str, answer: Any, key: str) -> list[EventId]:
+    """The event IDs the remote names (their grammar is checked where they are used)."""
+    items: list[EventId] = _checked_strings(destination, answer, key)
+    return items
+
+
+def _checked_strings(destination: str, answer: Any, key: str) -> Any:
+    """``answer[key]``, checked to be a list of strings."""
     items = _field(destination, answer, key)
     if not all(isinstance(item, str) for item in items):
         raise BadResponse(f"{key!r} holds a non-string", destination=destination)

@@ -114,7 +114,7 @@ class MissingEvents:
     closed; with none found, nothing is known (the remote had nothing to give)."""
 
     events: tuple[Event, ...]
-    unresolved_prev_ids: tuple[str, ...]
+    unresolved_prev_ids: tuple[EventId, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +127,12 @@ class RemoteState:
     that could not be obtained (absent, or failing verification).
     """
 
-    event_id: str
+    event_id: EventId
     server: str
-    state_event_ids: tuple[str, ...]
-    auth_chain_ids: tuple[str, ...]
+    state_event_ids: tuple[EventId, ...]
+    auth_chain_ids: tuple[EventId, ...]
     events: tuple[Event, ...]
-    missing_event_ids: tuple[str, ...]
+    missing_event_ids: tuple[EventId, ...]
 
 
 class FederationFetcher:
@@ -170,7 +170,7 @@ class FederationFetcher:
         self,
         room_id: str,
         room_version: str,
-        event_id: str,
+        event_id: EventId,
         servers: Sequence[str],
         *,
         deadline: Deadline | None = None,
@@ -189,7 +189,7 @@ class FederationFetcher:
         self,
         room_id: str,
         room_version: str,
-        event_id: str,
+        event_id: EventId,
         servers: Sequence[str],
         *,
         have: HaveEvents = frozenset(),
@@ -239,8 +239,8 @@ class FederationFetcher:
         self,
         room_id: str,
         room_version: str,
-        earliest: Sequence[str],
-        latest: Sequence[str],
+        earliest: Sequence[EventId],
+        latest: Sequence[EventId],
         *,
         limit: int = MISSING_EVENTS_PAGE,
         min_depth: int = 0,
@@ -255,7 +255,7 @@ class FederationFetcher:
         """
         deadline = deadline or self.deadline()
         found: dict[str, Event] = {}
-        frontier_from = list(latest)
+        frontier_from: list[str] = list(latest)
         stop = set(earliest)
         order = self._candidates(servers)
         while len(found) < limit:
@@ -323,7 +323,7 @@ class FederationFetcher:
         self,
         room_id: str,
         room_version: str,
-        event_id: str,
+        event_id: EventId,
         servers: Sequence[str],
         *,
         have: HaveEvents = frozenset(),
@@ -349,7 +349,7 @@ class FederationFetcher:
         wanted = list(dict.fromkeys([*ids.pdu_ids, *ids.auth_chain_ids]))
         held = await _held(have, wanted)
         lacking = [e for e in wanted if e not in held]
-        fetched: dict[str, Event] = {}
+        fetched: dict[EventId, Event] = {}
         if len(lacking) > STATE_FALLBACK_MIN_MISSING and 2 * len(lacking) > len(wanted):
             fetched = await self._state_pdus(room_id, room_version, event_id, order, deadline)
             fetched = {k: v for k, v in fetched.items() if k in set(lacking)}
@@ -376,7 +376,7 @@ class FederationFetcher:
         event_id: str,
         servers: list[str],
         deadline: Deadline,
-    ) -> dict[str, Event]:
+    ) -> dict[EventId, Event]:
         """``/state``: every verified state and auth chain event of the answer, by event ID."""
 
         async def attempt(server: str) -> StatePdus:
@@ -405,16 +405,16 @@ class FederationFetcher:
         self,
         room_id: str,
         room_version: str,
-        event_ids: Sequence[str],
+        event_ids: Sequence[EventId],
         servers: list[str],
         deadline: Deadline,
-    ) -> dict[str, Event]:
+    ) -> dict[EventId, Event]:
         """``/event`` for each of ``event_ids``, a bounded number at a time; failures skipped."""
         if not event_ids:
             return {}
         limiter = asyncio.Semaphore(self.event_fetch_concurrency)
 
-        async def one(event_id: str) -> Event | None:
+        async def one(event_id: EventId) -> Event | None:
             async with limiter:
                 try:
                     return await self.fetch_event(
@@ -559,7 +559,7 @@ class FederationFetcher:
         return list(unique.values())
 
 
-async def _held(have: HaveEvents, event_ids: Sequence[str]) -> Set[str]:
+async def _held(have: HaveEvents, event_ids: Sequence[EventId]) -> Set[EventId]:
     if not event_ids:
         return frozenset()
     if isinstance(have, Set):

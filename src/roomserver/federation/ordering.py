@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 
 
@@ -18,7 +19,7 @@ def topological_order(
     """
     by_id = {e.event_id: e for e in events}
     waiting = {eid: {p for p in parents(e) if p in by_id and p != eid} for eid, e in by_id.items()}
-    children: dict[str, list[str]] = {eid: [] for eid in by_id}
+    children: dict[str, list[EventId]] = {eid: [] for eid in by_id}
     for eid, parent_ids in waiting.items():
         for parent in parent_ids:
             children[parent].append(eid)

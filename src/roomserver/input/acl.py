@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from roomserver.core.acl import acl_predicate
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.state_keys import SERVER_ACL_KEY
 from roomserver.input.store import EventCache, InputStore
 from roomserver.ports import RoomInfo, SnapshotId
@@ -29,7 +30,7 @@ class StoredAclChecker:
         self._store = store
         self._events = events
         self._compiled: dict[str, Callable[[str], bool]] = {}
-        self._by_snapshot: dict[SnapshotId, str | None] = {}
+        self._by_snapshot: dict[SnapshotId, EventId | None] = {}
 
     async def predicate(self, room: RoomInfo | None) -> Callable[[str], bool]:
         if room is None or room.current_state is None:
@@ -54,5 +55,5 @@ class StoredAclChecker:
             self._compiled[acl_id] = compiled
         return compiled
 
-    async def server_allowed(self, room_id: str, server_name: str) -> bool:
+    async def server_allowed(self, room_id: RoomId, server_name: str) -> bool:
         return (await self.predicate(await self._store.room(room_id)))(server_name)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from roomserver.api import StoredEvent
+from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.input.store import InputStore
 from roomserver.ports import (
     BatchPersist,
@@ -27,16 +28,16 @@ from roomserver.ports import (
 class MessagePrefetch:
     """``read_for_input`` answered once for a whole message (valid until its buffer flushes)."""
 
-    event_ids: frozenset[str]
-    found: dict[str, StoredEvent]
-    referenced_ids: frozenset[str]
-    referenced: frozenset[str]
-    redactions_of: frozenset[str]
+    event_ids: frozenset[EventId]
+    found: dict[EventId, StoredEvent]
+    referenced_ids: frozenset[EventId]
+    referenced: frozenset[EventId]
+    redactions_of: frozenset[EventId]
     redactions: tuple[RedactionRecord, ...]
 
     def answer(
-        self, wanted: Sequence[str], cited: Sequence[str], redactions_of: str | None
-    ) -> tuple[dict[str, StoredEvent], set[str], list[RedactionRecord]] | None:
+        self, wanted: Sequence[EventId], cited: Sequence[EventId], redactions_of: EventId | None
+    ) -> tuple[dict[EventId, StoredEvent], set[EventId], list[RedactionRecord]] | None:
         if not (
             self.event_ids.issuperset(wanted)
             and self.referenced_ids.issuperset(cited)
@@ -54,10 +55,10 @@ class MessagePrefetch:
 
 async def read_batched(
     store: InputStore,
-    room_id: str,
-    wanted: Sequence[str],
-    cited: Sequence[str],
-    redactions_of: str | list[str] | None,
+    room_id: RoomId,
+    wanted: Sequence[EventId],
+    cited: Sequence[EventId],
+    redactions_of: EventId | list[EventId] | None,
     *,
     with_room: bool = False,
 ) -> InputReads:
@@ -99,11 +100,11 @@ def placeholder_chain(
 
 def overlaid_entries(
     deltas: Mapping[int, StateDelta], snapshot: SnapshotId | None, keys: Iterable[StateKey]
-) -> tuple[dict[StateKey, str], SnapshotId | None, list[StateKey]]:
+) -> tuple[dict[StateKey, EventId], SnapshotId | None, list[StateKey]]:
     """The entries of ``keys`` the buffered deltas of ``snapshot`` answer, the snapshot they
     build on, and the keys left to ask it for."""
     wanted = list(keys)
-    out: dict[StateKey, str] = {}
+    out: dict[StateKey, EventId] = {}
     while snapshot is not None and snapshot < 0 and snapshot in deltas and wanted:
         delta = deltas[snapshot]
         rest: list[StateKey] = []
@@ -132,52 +133,56 @@ class FlushFirstReads:
     async def _flush_all(self) -> None:
         raise NotImplementedError
 
-    async def _flush_if_cited(self, event_ids: Collection[str]) -> None:
+    async def _flush_if_cited(self, event_ids: Collection[EventId]) -> None:
         raise NotImplementedError
 
     def resolve(self, snapshot: SnapshotId | None) -> SnapshotId | None:
         raise NotImplementedError
 
-    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+    async def referenced_as_prev(
+        self, room_id: RoomId, event_ids: Iterable[EventId]
+    ) -> set[EventId]:
         """Flushes first when a buffered write cites one of them (whatever that write's flags:
         storage decides which citations count)."""
         wanted = list(event_ids)
         await self._flush_if_cited(wanted)
         return await self._store.referenced_as_prev(room_id, wanted)
 
-    async def redactions_for(self, event_id: str) -> list[RedactionRecord]:
+    async def redactions_for(self, event_id: EventId) -> list[RedactionRecord]:
         return await self._store.redactions_for(event_id)  # redaction writes are never buffered
 
     async def state_diff(
         self, old: SnapshotId | None, new: SnapshotId | None
-    ) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
+    ) -> tuple[dict[StateKey, EventId], dict[StateKey, EventId]]:
         await self._flush_all()
         return await self._store.state_diff(self.resolve(old), self.resolve(new))
 
-    async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
+    async def auth_chain(self, event_ids: Iterable[EventId]) -> set[EventId]:
         await self._flush_all()
         return await self._store.auth_chain(event_ids)
 
-    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
+    async def auth_chain_difference(
+        self, state_sets: Sequence[Collection[EventId]]
+    ) -> set[EventId]:
         await self._flush_all()
         return await self._store.auth_chain_difference(state_sets)
 
-    async def membership(self, room_id: str, user_id: str) -> str | None:
+    async def membership(self, room_id: RoomId, user_id: str) -> str | None:
         await self._flush_all()
         return await self._store.membership(room_id, user_id)
 
-    async def joined_servers(self, room_id: str) -> list[str]:
+    async def joined_servers(self, room_id: RoomId) -> list[ServerName]:
         await self._flush_all()
         return await self._store.joined_servers(room_id)
 
-    async def joined_users(self, room_id: str) -> list[str]:
+    async def joined_users(self, room_id: RoomId) -> list[str]:
         await self._flush_all()
         return await self._store.joined_users(room_id)
 
-    async def pending_outbox(self, room_id: str) -> list[OutboxEntry]:
+    async def pending_outbox(self, room_id: RoomId) -> list[OutboxEntry]:
         await self._flush_all()
         return await self._store.pending_outbox(room_id)
 
-    async def mark_outbox_sent(self, room_id: str, sequences: Collection[int]) -> None:
+    async def mark_outbox_sent(self, room_id: RoomId, sequences: Collection[int]) -> None:
         await self._flush_all()
         await self._store.mark_outbox_sent(room_id, sequences)

@@ -40,6 +40,7 @@ from roomserver.api import EventResult, InputRoomEvent, Kind, Outcome, StoredEve
 from roomserver.core.auth import check_auth_events
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import CoreError, Rejected
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.redaction import redact_with
 from roomserver.core.room_versions import RoomVersion
@@ -61,17 +62,17 @@ CHUNK = 500
 class BulkStore(Protocol):
     """What the bulk path needs of storage (``SqlStorage`` has it)."""
 
-    async def get_events(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]: ...
+    async def get_events(self, event_ids: Sequence[EventId]) -> dict[EventId, StoredEvent]: ...
 
-    async def room(self, room_id: str) -> RoomInfo | None: ...
+    async def room(self, room_id: RoomId) -> RoomInfo | None: ...
 
-    async def room_version_of(self, room_id: str) -> str | None: ...
+    async def room_version_of(self, room_id: RoomId) -> str | None: ...
 
     async def redaction_records_of(self, event_ids: Sequence[str]) -> list[RedactionRecord]: ...
 
     async def store_outliers(
-        self, room_id: str, room_version: str, rows: Sequence[OutlierRow]
-    ) -> list[str]: ...
+        self, room_id: RoomId, room_version: str, rows: Sequence[OutlierRow]
+    ) -> list[EventId]: ...
 
 
 @runtime_checkable
@@ -189,22 +190,22 @@ def topological_order(events: Sequence[Event]) -> tuple[list[Event], list[Event]
 
 
 def check_in_order(
-    ordered: Sequence[Event], stored: Mapping[str, StoredEvent]
-) -> tuple[dict[str, str | None], set[str]]:
+    ordered: Sequence[Event], stored: Mapping[EventId, StoredEvent]
+) -> tuple[dict[EventId, str | None], set[EventId]]:
     """Spec 7.4 for each event in ``ordered`` against its own auth events: those decided before
     it in ``ordered`` or ``stored``. Returns the rejection reason (or None) of each event
     decided, and the IDs deferred (an auth event missing, deferred, or rejected for missing
     data: the normal path fetches it)."""
-    decided: dict[str, str | None] = {}
-    by_id: dict[str, Event] = {}
-    deferred: set[str] = set()
+    decided: dict[EventId, str | None] = {}
+    by_id: dict[EventId, Event] = {}
+    deferred: set[EventId] = set()
     for event in ordered:
         if event.type == "m.room.create" and event.state_key == "":
-            wanted: list[str] = []
+            wanted: list[EventId] = []
         else:
             wanted = list(event.auth_event_ids)
             if event.rules.room_id_from_create_event:
-                wanted.append("$" + event.room_id[1:])
+                wanted.append(EventId("$" + event.room_id[1:]))
         auth_events: list[Event] = []
         rejected: set[str] = set()
         for auth_id in wanted:
@@ -256,7 +257,9 @@ class OutlierImporter:
         done = await asyncio.gather(*(loop.run_in_executor(self._executor, fn, p) for p in parts))
         return [x for part in done for x in part]
 
-    async def import_outliers(self, room_id: str, items: Sequence[InputRoomEvent]) -> BulkReport:
+    async def import_outliers(
+        self, room_id: RoomId, items: Sequence[InputRoomEvent]
+    ) -> BulkReport:
         """Store what the bulk path can decide of ``items`` (one message's events for
         ``room_id``); the rest is left for the normal path."""
         report = BulkReport()
@@ -326,7 +329,7 @@ class OutlierImporter:
         return report
 
     async def _versions(
-        self, room_id: str, candidates: Sequence[_Candidate], room: RoomInfo | None
+        self, room_id: RoomId, candidates: Sequence[_Candidate], room: RoomInfo | None
     ) -> str | None:
         """The room version every candidate parses with, as the normal path would pick it;
         None when that could differ between them (then the normal path does it all)."""
@@ -453,11 +456,11 @@ def _version_of(candidate: _Candidate, version: str) -> str:
     return version
 
 
-def _wanted_auth(event: Event) -> list[str]:
+def _wanted_auth(event: Event) -> list[EventId]:
     if event.type == "m.room.create" and event.state_key == "":
         return []
     if event.rules.room_id_from_create_event:
-        return [*event.auth_event_ids, "$" + event.room_id[1:]]
+        return [*event.auth_event_ids, EventId("$" + event.room_id[1:])]
     return list(event.auth_event_ids)
 
 

@@ -11,6 +11,7 @@ import logging
 
 from roomserver.api import EventResult, Outcome, StoredEvent
 from roomserver.core.decide import Verdict
+from roomserver.core.ids import RoomId
 from roomserver.input.effects import PlannedWrite
 from roomserver.input.outputs import OutboxSender
 from roomserver.input.rooms import RoomRows
@@ -31,7 +32,7 @@ class Commit:
         self._events = events
         self._rooms = rooms
         self._outbox = outbox
-        self.pending: dict[str, tuple[OutboxEntry, ...]] = {}
+        self.pending: dict[RoomId, tuple[OutboxEntry, ...]] = {}
 
     async def commit(self, planned: PlannedWrite, room: RoomInfo | None) -> tuple[EventResult, int]:
         """Persist the write; return the event's result and how many outputs it queued."""

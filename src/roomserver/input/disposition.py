@@ -33,6 +33,7 @@ from roomserver.api import (
     encode_event_results,
     route_room_id,
 )
+from roomserver.core.ids import EventId, RoomId
 from roomserver.input.errors import MissingData, is_transient_fetch_error
 from roomserver.ports import Disposition as Disposition
 from roomserver.ports import StorageError, backoff_delay
@@ -93,14 +94,14 @@ class MessageProcessor(Protocol):
     its events are processed in order, and it is closed (which publishes its outputs)."""
 
     async def begin_message(
-        self, room_id: str, items: Sequence[InputRoomEvent] = (), *, batched: bool = True
+        self, room_id: RoomId, items: Sequence[InputRoomEvent] = (), *, batched: bool = True
     ) -> None: ...
 
     async def process_or_raise(self, item: InputRoomEvent) -> EventResult: ...
 
-    async def end_message(self, room_id: str) -> None: ...
+    async def end_message(self, room_id: RoomId) -> None: ...
 
-    def abort_message(self, room_id: str) -> None: ...
+    def abort_message(self, room_id: RoomId) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +120,15 @@ class Decision:
     reason: str | None = None  # why a message is retried (for operators)
 
 
-def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> str | None:
+def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> EventId | None:
     known = getattr(exc, "input_event_id", None)
     if isinstance(known, str):
-        return known
+        return EventId(known)
     value = item.event.get("event_id")
-    return value if isinstance(value, str) else None
+    return EventId(value) if isinstance(value, str) else None
 
 
-def _foreign_room(item: InputRoomEvent, room_id: str) -> str | None:
+def _foreign_room(item: InputRoomEvent, room_id: RoomId) -> str | None:
     """The event's room when it is not ``room_id`` (an event naming no usable room is left to
     the pipeline, which says what is wrong with it)."""
     try:
@@ -145,7 +146,7 @@ def _reply(version: int, results: Sequence[EventResult]) -> bytes:
 
 async def handle_message(
     processor: MessageProcessor,
-    room_id: str,
+    room_id: RoomId,
     payload: bytes,
     info: DeliveryInfo,
     *,
@@ -178,7 +179,7 @@ async def handle_message(
 
 async def handle_messages(
     processor: MessageProcessor,
-    room_id: str,
+    room_id: RoomId,
     messages: Sequence[tuple[bytes, DeliveryInfo]],
     *,
     max_attempts: int = 10,
@@ -228,7 +229,7 @@ def _retry(attempt: int, results: Sequence[EventResult], exc: Exception) -> Deci
 
 async def _handle_items(
     processor: MessageProcessor,
-    room_id: str,
+    room_id: RoomId,
     version: int,
     items: Sequence[InputRoomEvent],
     info: DeliveryInfo,
@@ -279,7 +280,7 @@ async def _handle_items(
 
 async def _process_items(
     processor: MessageProcessor,
-    room_id: str,
+    room_id: RoomId,
     items: Sequence[InputRoomEvent],
     results: list[EventResult],
     info: DeliveryInfo,
@@ -300,7 +301,7 @@ async def _process_items(
             hint = item.event.get("event_id")
             results.append(
                 EventResult(
-                    hint if isinstance(hint, str) else None,
+                    EventId(hint) if isinstance(hint, str) else None,
                     Outcome.INVALID,
                     f"the event is of room {foreign!r}, sent as input of room {room_id!r}",
                 )

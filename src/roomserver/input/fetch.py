@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from roomserver.api import EventResult, Kind, StoredEvent
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.identifiers import is_valid_server_name, server_name_of
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 from roomserver.input.acl import ServerAclChecker
 from roomserver.input.config import InputConfig
@@ -36,8 +37,8 @@ class GapFilled:
     """What the missing-events procedure left for the event: the state before it when that
     came from a remote, and the events the gap's events cite as prev events."""
 
-    remote_state: tuple[str, ...] | None
-    referenced: frozenset[str]
+    remote_state: tuple[EventId, ...] | None
+    referenced: frozenset[EventId]
 
 
 class FetchMissing:
@@ -154,7 +155,7 @@ class FetchMissing:
                 out.append(server)
         return out
 
-    async def _have_any(self, event_ids: Sequence[str]) -> set[str]:
+    async def _have_any(self, event_ids: Sequence[EventId]) -> set[EventId]:
         return set(await self._store.get_events(event_ids))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from roomserver.api import InputRoomEvent, Kind, StoredEvent
 from roomserver.core.dag import extremities_to_check, missing_prev_events
 from roomserver.core.decide import EventFacts, RoomView
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.input.checks import current_for_soft_fail, needed_state_events
 from roomserver.input.errors import InputInvalid
@@ -47,8 +48,8 @@ class AuthEvents:
     data; such an event waits for them)."""
 
     events: tuple[Event, ...]
-    rejected: frozenset[str]
-    missing: tuple[str, ...]
+    rejected: frozenset[EventId]
+    missing: tuple[EventId, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +58,12 @@ class StateGathered:
 
     room: RoomInfo | None  # the room row, as it is after a filled gap
     state: StateBefore | None  # None: not known (an outlier, or prevs not obtained)
-    prev_in_other_room: str | None = None
-    missing_prevs: tuple[str, ...] = ()
+    prev_in_other_room: EventId | None = None
+    missing_prevs: tuple[EventId, ...] = ()
     gap: GapFilled | None = None  # None: the missing-events procedure did not run
 
     @property
-    def gap_filled(self) -> frozenset[str] | None:
+    def gap_filled(self) -> frozenset[EventId] | None:
         """What the gap's events cite, when the missing-events procedure ran."""
         return self.gap.referenced if self.gap is not None else None
 
@@ -94,7 +95,8 @@ class Gatherer:
             return AuthEvents((), frozenset(), ())
         wanted = list(event.auth_event_ids)
         if event.rules.room_id_from_create_event:
-            wanted.append("$" + event.room_id[1:])  # v12: the room ID names the create event
+            # v12: the room ID names the create event
+            wanted.append(EventId("$" + event.room_id[1:]))
         loaded = await self._events.get(wanted)
         missing = _missing_auth(wanted, loaded)
         if missing and not job.fetched and self._fetch.enabled:
@@ -143,8 +145,8 @@ class Gatherer:
         job: Job,
         room: RoomInfo | None,
         gap: GapFilled | None,
-        prevs: Mapping[str, StoredEvent],
-        missing: Sequence[str],
+        prevs: Mapping[EventId, StoredEvent],
+        missing: Sequence[EventId],
     ) -> StateBefore | None:
         """Spec 11.1: the state before the event, or ``None`` when it cannot be known."""
         if job.is_create:
@@ -210,10 +212,10 @@ class Gatherer:
         )
         return view, replace(facts, superseded=superseded, cited=cited)
 
-    def stateful_cached(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
+    def stateful_cached(self, event_ids: Sequence[EventId]) -> dict[EventId, StoredEvent]:
         return {i: s for i, s in self._events.peek(event_ids).items() if not s.outlier}
 
-    async def load_prevs(self, event_ids: Sequence[str]) -> dict[str, StoredEvent]:
+    async def load_prevs(self, event_ids: Sequence[EventId]) -> dict[EventId, StoredEvent]:
         """Prev events as stored. Cached entries are trusted only once they have state (an
         outlier may have gained state since it was cached)."""
         out = self.stateful_cached(event_ids)
@@ -268,6 +270,7 @@ async def parse_input(
     room_id = pdu.get("room_id")
     if not isinstance(room_id, str):
         raise InputInvalid("room_id: missing or not a string")
+    room_id = RoomId(room_id)
     room = await rooms.get(room_id)
     early = parsed.pop(id(pdu), None) if parsed is not None else None
     if early is not None and early[0] is pdu and early[1] is item.kind and room is not None:
@@ -287,7 +290,7 @@ async def parse_input(
     return parse_event(pdu, version, check_edge_counts=edge_counts), room
 
 
-def cited_ids(event: Event, room: RoomInfo | None) -> list[str]:
+def cited_ids(event: Event, room: RoomInfo | None) -> list[EventId]:
     """What the extremity facts will ask ``referenced_as_prev`` about on the common path: the
     event and the old extremities it does not cite."""
     if room is None:
@@ -295,13 +298,15 @@ def cited_ids(event: Event, room: RoomInfo | None) -> list[str]:
     return extremities_to_check(room.forward_extremities, event.event_id, event.prev_event_ids)
 
 
-def _missing_auth(wanted: Sequence[str], loaded: Mapping[str, StoredEvent]) -> list[str]:
+def _missing_auth(
+    wanted: Sequence[EventId], loaded: Mapping[EventId, StoredEvent]
+) -> list[EventId]:
     """Auth events unknown, or stored but rejected only for lack of data: the event waits for
     them (rejected for missing auth events, processed again when resubmitted), as it would
     had they arrived in order."""
     return [i for i in wanted if i not in loaded or rejected_for_missing_data(loaded[i])]
 
 
-def _missing_prevs(event: Event, prevs: Mapping[str, StoredEvent]) -> list[str]:
+def _missing_prevs(event: Event, prevs: Mapping[EventId, StoredEvent]) -> list[EventId]:
     """Prev events unknown, or known without state (outliers)."""
     return missing_prev_events(event.prev_event_ids, {i: not s.outlier for i, s in prevs.items()})

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from roomserver.api import Kind, TransactionId
 from roomserver.core.decide import Role, is_create
+from roomserver.core.ids import EventId, ServerName
 from roomserver.core.pdu import Event
 
 _ROLES = {Kind.NEW: Role.NEW, Kind.OLD: Role.OLD, Kind.OUTLIER: Role.OUTLIER}
@@ -17,10 +18,10 @@ class Job:
 
     event: Event
     kind: Kind
-    origin: str | None = None
-    state_event_ids: tuple[str, ...] | None = None  # supplied state before the event
+    origin: ServerName | None = None
+    state_event_ids: tuple[EventId, ...] | None = None  # supplied state before the event
     rewrites_state: bool = False  # NEW with caller-supplied state
-    send_as_server: str | None = None
+    send_as_server: ServerName | None = None
     transaction_id: TransactionId | None = None
     fetched: bool = False  # fetched by this pipeline: never fetches prev events itself
 

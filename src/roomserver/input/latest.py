@@ -25,6 +25,7 @@ from roomserver.api import (
 from roomserver.core.dag import extremities_to_check
 from roomserver.core.decide import Decision
 from roomserver.core.identifiers import server_name_of
+from roomserver.core.ids import EventId, ServerName
 from roomserver.core.pdu import Event
 from roomserver.input.outputs import OutboxBuilder
 from roomserver.input.state import StateBefore, StateResolver
@@ -50,7 +51,7 @@ class NewEventContext:
     state_before: StateBefore
     rewrites_state: bool
     history_visibility: str
-    send_as_server: str | None
+    send_as_server: ServerName | None
     transaction_id: TransactionId | None
 
 
@@ -66,10 +67,10 @@ class LatestEvents:
     async def extremity_facts(
         self,
         event: Event,
-        old: Sequence[str],
-        referenced: frozenset[str],
+        old: Sequence[EventId],
+        referenced: frozenset[EventId],
         prefetched: Prefetched | None = None,
-    ) -> tuple[frozenset[str], frozenset[str]]:
+    ) -> tuple[frozenset[EventId], frozenset[EventId]]:
         """What ``core.decide`` needs for the new forward extremities (reference §7.3): what the
         event builds on besides its prev events (``referenced``: what events just stored for
         it cite; and what it reaches through rejected or soft-failed prev events), and which of
@@ -130,7 +131,7 @@ class LatestEvents:
             membership_changes=tuple(c for c, _ in membership),
         )
 
-    async def _reached_through_failed_prevs(self, event: Event) -> set[str]:
+    async def _reached_through_failed_prevs(self, event: Event) -> set[EventId]:
         """The events ``event`` reaches through a path of rejected or soft-failed prev events
         (stored with state): their own prevs, recursively while they failed too.
 
@@ -139,7 +140,7 @@ class LatestEvents:
         so it stops being one. The walk stops after ``_FAILED_PREVS_WALK_LIMIT`` events (a
         longer chain leaves an extra extremity, never a wrong state). Prevs are usually in
         the event cache: the common path costs no storage access."""
-        out: set[str] = set()
+        out: set[EventId] = set()
         seen = set(event.prev_event_ids)
         frontier = sorted(seen)
         while frontier and len(seen) <= _FAILED_PREVS_WALK_LIMIT:
@@ -157,7 +158,7 @@ class LatestEvents:
         return out
 
     async def _resolved_current_state(
-        self, ctx: NewEventContext, room: RoomInfo | None, extremities: tuple[str, ...]
+        self, ctx: NewEventContext, room: RoomInfo | None, extremities: tuple[EventId, ...]
     ) -> tuple[StateDelta, _StateDiff]:
         event = ctx.event
         before = await ctx.state_before.full_map(self._store)
@@ -195,7 +196,7 @@ class LatestEvents:
 
     async def _membership_changes(
         self, event: Event, diff: _StateDiff
-    ) -> list[tuple[MembershipChange, str | None]]:
+    ) -> list[tuple[MembershipChange, EventId | None]]:
         """Membership changes of the current-state delta, each with the previous event ID."""
         keys = sorted({k for k in (*diff.removed, *diff.added) if k[0] == MEMBER})
         if not keys:
@@ -203,7 +204,7 @@ class LatestEvents:
         loaded = await self._events.get(
             diff.added[k] for k in keys if diff.added.get(k, event.event_id) != event.event_id
         )
-        out: list[tuple[MembershipChange, str | None]] = []
+        out: list[tuple[MembershipChange, EventId | None]] = []
         for key in keys:
             user = key[1]
             previous = diff.removed.get(key)
@@ -224,7 +225,7 @@ class LatestEvents:
     async def _invite_outputs(
         self,
         event: Event,
-        membership: list[tuple[MembershipChange, str | None]],
+        membership: list[tuple[MembershipChange, EventId | None]],
         diff: _StateDiff,
         outbox: OutboxBuilder,
     ) -> None:
@@ -285,10 +286,10 @@ class _StateDiff:
 
     def __init__(
         self,
-        removed: Mapping[StateKey, str],
-        added: Mapping[StateKey, str],
-        output_adds: Mapping[StateKey, str],
-        output_removes: Mapping[StateKey, str],
+        removed: Mapping[StateKey, EventId],
+        added: Mapping[StateKey, EventId],
+        output_adds: Mapping[StateKey, EventId],
+        output_removes: Mapping[StateKey, EventId],
     ) -> None:
         self.removed = dict(removed)
         self.added = dict(added)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from roomserver.api import Kind
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 from roomserver.input.errors import MissingData, is_transient_fetch_error
 from roomserver.input.store import InputStore, rejected_for_missing_data
@@ -65,7 +66,7 @@ class FetchedJob:
 
     event: Event
     kind: Kind
-    state_event_ids: tuple[str, ...] | None = None
+    state_event_ids: tuple[EventId, ...] | None = None
 
 
 ProcessFetched = Callable[[FetchedJob], Awaitable[None]]
@@ -86,9 +87,9 @@ class MissingPrevEvents:
         self._limit = limit
         # Prev events of the events found in the gap, whatever their outcome: the gap's events
         # are ancestors of the NEW event, so all they cite is behind it (not an extremity).
-        self.referenced: set[str] = set()
+        self.referenced: set[EventId] = set()
 
-    async def have_with_state(self, event_ids: Sequence[str]) -> AbstractSet[str]:
+    async def have_with_state(self, event_ids: Sequence[EventId]) -> AbstractSet[EventId]:
         """Stored with state (``get_missing_events`` stops there; the state before an event
         can be computed from them). Rejected and soft-failed events with state count: the
         state after them is known (a rejected event's is the state before it). Outliers,
@@ -98,7 +99,7 @@ class MissingPrevEvents:
 
     async def fill(
         self, event: Event, room: RoomInfo | None, servers: Sequence[str], budget: Budget
-    ) -> tuple[str, ...] | None:
+    ) -> tuple[EventId, ...] | None:
         """Fetch and process the gap before ``event``. Returns the state before ``event`` as
         event IDs when it had to come from a remote, ``None`` when its prev events now have
         state locally."""
@@ -135,7 +136,7 @@ class MissingPrevEvents:
 
     async def remote_state(
         self, event: Event, servers: Sequence[str], budget: Budget
-    ) -> tuple[str, ...]:
+    ) -> tuple[EventId, ...]:
         """``state_ids`` before ``event``: store the lacked events as outliers (oldest first)
         and return the state's event IDs that are now stored."""
         answer: RemoteStateAnswer = await budget.run(
@@ -150,7 +151,7 @@ class MissingPrevEvents:
         stored = await self._store.get_events(answer.state_event_ids)
         return tuple(i for i in answer.state_event_ids if i in stored)
 
-    async def _have_any(self, event_ids: Sequence[str]) -> AbstractSet[str]:
+    async def _have_any(self, event_ids: Sequence[EventId]) -> AbstractSet[EventId]:
         """Held for ``state_ids``: stored, except events rejected for missing data, which are
         fetched again so that they are processed again (their auth events may be stored by
         now); a held event is never processed here, and a rejected one is left out of the

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from roomserver.api import OutputEvent, OutputPayload, encode_output_event
+from roomserver.core.ids import RoomId
 from roomserver.ports import EventStore, OutboxEntry, OutputPublisher
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 class OutboxBuilder:
     """Collects the outputs caused by one event, in publication order."""
 
-    def __init__(self, room_id: str, event_id: str) -> None:
+    def __init__(self, room_id: RoomId, event_id: str) -> None:
         self._room_id = room_id
         self._event_id = event_id
         self._counts: dict[str, int] = {}
@@ -58,16 +59,16 @@ class OutboxSender:
         self._store = store
         self._publisher = publisher
         self._mark_idle_s = mark_idle_s
-        self._unmarked: dict[str, set[int]] = {}  # room -> published, not yet marked sent
-        self._last_publish: dict[str, float] = {}
+        self._unmarked: dict[RoomId, set[int]] = {}  # room -> published, not yet marked sent
+        self._last_publish: dict[RoomId, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def marks_for(self, room_id: str) -> tuple[int, ...]:
+    def marks_for(self, room_id: RoomId) -> tuple[int, ...]:
         """Sequences to mark sent with the room's next write."""
         return tuple(sorted(self._unmarked.get(room_id, ())))
 
-    def marked(self, room_id: str, sequences: Iterable[int]) -> None:
+    def marked(self, room_id: RoomId, sequences: Iterable[int]) -> None:
         """A committed write (or ``mark_outbox_sent``) marked ``sequences`` sent."""
         left = self._unmarked.get(room_id)
         if left is not None:
@@ -76,7 +77,7 @@ class OutboxSender:
                 del self._unmarked[room_id]
                 self._last_publish.pop(room_id, None)
 
-    async def publish(self, room_id: str, pending: Sequence[OutboxEntry] | None) -> int:
+    async def publish(self, room_id: RoomId, pending: Sequence[OutboxEntry] | None) -> int:
         """Publish the room's pending entries (``None``: read them) not published yet."""
         if pending is None:
             return await self.flush(room_id)
@@ -89,7 +90,7 @@ class OutboxSender:
             self._schedule()
         return len(todo)
 
-    async def flush(self, room_id: str) -> int:
+    async def flush(self, room_id: RoomId) -> int:
         """Read the room's unsent entries, publish those not published yet, mark all sent."""
         pending = await self._store.pending_outbox(room_id)
         if not pending:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from roomserver.api import EventResult, InputRoomEvent, Kind, Outcome, StoredEvent
 from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event, is_create_event, parse_event
 from roomserver.core.redaction import redact_with
 from roomserver.core.signatures import check_content_hash
@@ -127,7 +128,7 @@ class InputProcessor:
         self._effects = Effects(latest, Redactions(store, self._events), self._outbox)
         self._commit = Commit(store, self._events, self._rooms, self._outbox)
         self._pipeline = EventPipeline(self._gatherer, self._effects, self._commit, self._fetch)
-        self._messages: dict[str, _Message] = {}  # rooms with an open message
+        self._messages: dict[RoomId, _Message] = {}  # rooms with an open message
 
     # -- entry points ---------------------------------------------------------------------------
     async def process(self, item: InputRoomEvent) -> EventResult:
@@ -154,7 +155,7 @@ class InputProcessor:
         raise AssertionError("unreachable")
 
     async def begin_message(
-        self, room_id: str, items: Sequence[InputRoomEvent] = (), *, batched: bool = True
+        self, room_id: RoomId, items: Sequence[InputRoomEvent] = (), *, batched: bool = True
     ) -> None:
         """Open a message of ``room_id``: read the room row and use it instead of the cached one.
         ``batched``: its writes are committed together at ``end_message`` (when storage can);
@@ -195,8 +196,8 @@ class InputProcessor:
         their prev events; which are cited as prevs; redactions) with the room row as stored,
         which is returned."""
         assert self._write_behind is not None
-        ids: list[str] = []
-        prevs: set[str] = set()
+        ids: list[EventId] = []
+        prevs: set[EventId] = set()
         to_verify: list[Event] = []
         for item in items:
             pdu = item.event
@@ -228,7 +229,7 @@ class InputProcessor:
             redactions_of=ids,
         )
 
-    async def end_message(self, room_id: str) -> None:
+    async def end_message(self, room_id: RoomId) -> None:
         """Close the message of ``room_id``: commit its buffered writes (one transaction), then
         publish the outputs its events queued (pipelined, one wait for the acknowledgements).
         Raises when either fails (the message is then processed again)."""
@@ -247,7 +248,7 @@ class InputProcessor:
         if message is not None and message.has_outputs:
             await self._outbox.publish(room_id, pending)
 
-    def abort_message(self, room_id: str) -> None:
+    def abort_message(self, room_id: RoomId) -> None:
         """The message of ``room_id`` was cancelled mid-way (its handler timed out, or the
         process is stopping): drop its buffered writes and what was cached from them."""
         self._messages.pop(room_id, None)
@@ -255,12 +256,12 @@ class InputProcessor:
             self._write_behind.discard(room_id)
         self._forget_room(room_id)
 
-    def _forget_room(self, room_id: str) -> None:
+    def _forget_room(self, room_id: RoomId) -> None:
         self._rooms.forget(room_id)
         self._events.forget_room(room_id)
         self._commit.pending.pop(room_id, None)
 
-    def _settle_cached(self, room_id: str, written: Sequence[str]) -> None:
+    def _settle_cached(self, room_id: RoomId, written: Sequence[EventId]) -> None:
         """Replace the placeholder snapshot IDs the room's cached rows got from buffered writes
         with the real ones (the message is committed)."""
         assert self._write_behind is not None
@@ -273,7 +274,7 @@ class InputProcessor:
         except KeyError:  # not committed after all: start from storage
             self._forget_room(room_id)
 
-    async def flush_outbox(self, room_id: str) -> int:
+    async def flush_outbox(self, room_id: RoomId) -> int:
         """Publish the room's unsent outputs in order and mark them sent; returns how many."""
         self._commit.pending.pop(room_id, None)
         return await self._outbox.flush(room_id)
@@ -352,7 +353,9 @@ class InputProcessor:
     async def _parse(self, item: InputRoomEvent) -> tuple[Event, RoomInfo | None]:
         """Spec 7.1 (``gather.parse_input``), with the events parsed when the message began."""
         room_id = item.event.get("room_id") if isinstance(item.event, Mapping) else None
-        message = self._messages.get(room_id) if isinstance(room_id, str) else None
+        message = (
+            self._messages.get(RoomId(room_id)) if isinstance(room_id, str) else None
+        )
         parsed = message.parsed if message is not None else None
         return await parse_input(item, self._store, self._rooms, parsed)
 
@@ -387,12 +390,12 @@ def _stored_result(stored: StoredEvent) -> EventResult:
     return EventResult(stored.event.event_id, stored.outcome, reason)
 
 
-def _event_id_hint(item: InputRoomEvent) -> str | None:
+def _event_id_hint(item: InputRoomEvent) -> EventId | None:
     value = item.event.get("event_id") if isinstance(item.event, Mapping) else None
-    return value if isinstance(value, str) else None
+    return EventId(value) if isinstance(value, str) else None
 
 
-def event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> str | None:
+def event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> EventId | None:
     """The ID of the event whose processing raised ``exc``, when known."""
     known = getattr(exc, "input_event_id", None)
-    return known if isinstance(known, str) else _event_id_hint(item)
+    return EventId(known) if isinstance(known, str) else _event_id_hint(item)

@@ -22,6 +22,7 @@ from typing import Any
 from roomserver.api import OutputRedactedEvent, StoredEvent
 from roomserver.core.auth import CREATE_KEY, POWER_LEVELS_KEY, check_redaction_allowed
 from roomserver.core.errors import Rejected
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 from roomserver.core.redaction import redact_with
 from roomserver.input.outputs import OutboxBuilder
@@ -36,7 +37,7 @@ _KEYS: tuple[StateKey, ...] = (CREATE_KEY, POWER_LEVELS_KEY)
 class RedactionEffects:
     """The redaction bookkeeping of one ``EventWrite``."""
 
-    redaction_target: str | None = None
+    redaction_target: EventId | None = None
     applied: AppliedRedaction | None = None
 
 
@@ -121,7 +122,7 @@ class Redactions:
                 return RedactionEffects(applied=applied)
         return RedactionEffects()
 
-    async def _state_at(self, redaction: StoredEvent) -> dict[StateKey, str]:
+    async def _state_at(self, redaction: StoredEvent) -> dict[StateKey, EventId]:
         if redaction.outlier:
             room = await self._store.room(redaction.event.room_id)
             snapshot = room.current_state if room is not None else None
@@ -132,7 +133,7 @@ class Redactions:
         return await self._store.state_entries(snapshot, _KEYS)
 
     async def _allowed(
-        self, redaction: Event, target: Event, found: Mapping[StateKey, str]
+        self, redaction: Event, target: Event, found: Mapping[StateKey, EventId]
     ) -> bool:
         loaded = await self._events.get(found.values())
         state = {k: loaded[v].event for k, v in found.items() if v in loaded}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from roomserver.core.ids import RoomId
 from roomserver.ports import EventStore, RoomInfo
 
 _ROOM_CACHE_SIZE = 10_000
@@ -18,13 +19,13 @@ class RoomRows:
     def __init__(self, store: EventStore, *, capacity: int = _ROOM_CACHE_SIZE) -> None:
         self._store = store
         self._capacity = capacity
-        self._rooms: OrderedDict[str, RoomInfo] = OrderedDict()
+        self._rooms: OrderedDict[RoomId, RoomInfo] = OrderedDict()
 
-    def peek(self, room_id: str) -> RoomInfo | None:
+    def peek(self, room_id: RoomId) -> RoomInfo | None:
         """The cached row (no storage access)."""
         return self._rooms.get(room_id)
 
-    async def get(self, room_id: str) -> RoomInfo | None:
+    async def get(self, room_id: RoomId) -> RoomInfo | None:
         """The cached row, else the stored one (then cached)."""
         room = self._rooms.get(room_id)
         if room is None:
@@ -39,7 +40,7 @@ class RoomRows:
         while len(self._rooms) > self._capacity:
             self._rooms.popitem(last=False)
 
-    def forget(self, room_id: str) -> None:
+    def forget(self, room_id: RoomId) -> None:
         self._rooms.pop(room_id, None)
 
     def clear(self) -> None:

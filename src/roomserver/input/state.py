@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from roomserver.api import StoredEvent
+from roomserver.core.ids import EventId
 from roomserver.core.room_versions import RoomVersion
 from roomserver.input.errors import InputInvalid
 from roomserver.input.store import (
@@ -32,14 +33,14 @@ class StateBefore:
 
     __slots__ = ("delta", "full", "known")
 
-    def __init__(self, delta: StateDelta, full: dict[StateKey, str] | None = None) -> None:
+    def __init__(self, delta: StateDelta, full: dict[StateKey, EventId] | None = None) -> None:
         self.delta = delta
         self.full = full
-        self.known: dict[StateKey, str | None] = {}
+        self.known: dict[StateKey, EventId | None] = {}
 
     async def entries(
         self, store: InputStore, keys: Iterable[StateKey], cache: SnapshotEntries | None = None
-    ) -> dict[StateKey, str]:
+    ) -> dict[StateKey, EventId]:
         wanted = set(keys)
         if self.full is not None:
             found = {k: self.full[k] for k in wanted if k in self.full}
@@ -49,7 +50,7 @@ class StateBefore:
             self.known[key] = found.get(key)
         return found
 
-    async def full_map(self, store: InputStore) -> dict[StateKey, str]:
+    async def full_map(self, store: InputStore) -> dict[StateKey, EventId]:
         if self.full is None:
             self.full = await full_state(store, self.delta)
         return self.full
@@ -67,7 +68,7 @@ async def state_from_prevs(
         return StateBefore(state_after_delta(ordered[0]))
     base = ordered[0]
     base_map = await store.state_map(snapshot_of(base)) if base.state_snapshot is not None else {}
-    sets: list[dict[StateKey, str]] = []
+    sets: list[dict[StateKey, EventId]] = []
     for stored in ordered:
         delta = state_after_delta(stored)
         if stored is base:
@@ -82,7 +83,7 @@ async def state_from_prevs(
 
 
 async def supplied_state(
-    store: InputStore, state_ids: Sequence[str], room: RoomInfo | None, *, strict: bool
+    store: InputStore, state_ids: Sequence[EventId], room: RoomInfo | None, *, strict: bool
 ) -> StateBefore:
     """State given as event IDs: the stored, accepted state events, one per key, as a delta on
     the room's current state when there is one. ``strict`` (a caller's ``has_state``): every

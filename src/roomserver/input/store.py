@@ -14,6 +14,7 @@ from typing import Protocol
 
 from roomserver.api import StoredEvent
 from roomserver.core.decide import parse_rejection
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 from roomserver.ports import (
     AuthChainIndex,
@@ -42,11 +43,11 @@ class Prefetched:
     which of ``referenced_ids`` stored events cite as prev events, and the redaction records
     of the event. Valid until the pipeline writes anything else (then asked again)."""
 
-    referenced_ids: frozenset[str]
-    referenced: frozenset[str]
+    referenced_ids: frozenset[EventId]
+    referenced: frozenset[EventId]
     redactions: Sequence[RedactionRecord]
 
-    def cited(self, event_ids: Iterable[str]) -> set[str] | None:
+    def cited(self, event_ids: Iterable[EventId]) -> set[EventId] | None:
         """``referenced_as_prev(room_id, event_ids)`` of its room if known here, else ``None``."""
         wanted = set(event_ids)
         if not wanted <= self.referenced_ids:
@@ -60,12 +61,12 @@ class SnapshotEntries:
 
     def __init__(self, *, capacity: int = 100_000) -> None:
         self._capacity = capacity
-        self._entries: OrderedDict[tuple[SnapshotId, StateKey], str | None] = OrderedDict()
+        self._entries: OrderedDict[tuple[SnapshotId, StateKey], EventId | None] = OrderedDict()
 
     async def get(
         self, store: StateStore, snapshot: SnapshotId, keys: Iterable[StateKey]
-    ) -> dict[StateKey, str]:
-        out: dict[StateKey, str] = {}
+    ) -> dict[StateKey, EventId]:
+        out: dict[StateKey, EventId] = {}
         missing: list[StateKey] = []
         for key in keys:
             slot = (snapshot, key)
@@ -110,11 +111,11 @@ async def state_entries(
     delta: StateDelta,
     keys: Iterable[StateKey],
     cache: SnapshotEntries | None = None,
-) -> dict[StateKey, str]:
+) -> dict[StateKey, EventId]:
     """Only ``keys`` of the state ``delta`` describes (cheap: no full state load)."""
     wanted = sorted(set(keys))
     from_base = [k for k in wanted if k not in delta.changes]
-    out: dict[StateKey, str] = {}
+    out: dict[StateKey, EventId] = {}
     if from_base and delta.base is not None:
         if cache is not None:
             out = await cache.get(store, delta.base, from_base)
@@ -129,10 +130,10 @@ async def state_entries(
 
 
 def changes_between(
-    old: Mapping[StateKey, str], new: Mapping[StateKey, str]
-) -> dict[StateKey, str | None]:
+    old: Mapping[StateKey, EventId], new: Mapping[StateKey, EventId]
+) -> dict[StateKey, EventId | None]:
     """The changes taking ``old`` to ``new`` (``None``: key removed), in key order."""
-    out: dict[StateKey, str | None] = {}
+    out: dict[StateKey, EventId | None] = {}
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
             out[key] = new.get(key)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from roomserver.api import StoredEvent
+from roomserver.core.ids import EventId, RoomId
 from roomserver.input.buffered_reads import (
     FlushFirstReads,
     MessagePrefetch,
@@ -67,7 +68,7 @@ class BufferedWriteFailed(StorageError):
     """Committing a message's buffered writes failed; the message must be processed again.
     Transient as its cause is (``transient``): a write that keeps failing is not."""
 
-    def __init__(self, room_id: str, cause: BaseException) -> None:
+    def __init__(self, room_id: RoomId, cause: BaseException) -> None:
         super().__init__(
             f"committing the input of room {room_id} failed: {type(cause).__name__}: {cause}"
         )
@@ -79,11 +80,11 @@ class BufferedWriteFailed(StorageError):
 
 @dataclass(slots=True)
 class _Buffer:
-    room_id: str
+    room_id: RoomId
     writes: list[EventWrite] = field(default_factory=list)
-    event_ids: list[str] = field(default_factory=list)
-    written: list[str] = field(default_factory=list)  # every event buffered in the message
-    cited: set[str] = field(default_factory=set)  # prev events of buffered writes
+    event_ids: list[EventId] = field(default_factory=list)
+    written: list[EventId] = field(default_factory=list)  # every event buffered in the message
+    cited: set[EventId] = field(default_factory=set)  # prev events of buffered writes
     room: RoomInfo | None = None  # the room row after the last buffered room update
     last: PersistResult | None = None  # the room's last committed result (real IDs)
     marked: set[int] = field(default_factory=set)  # outbox sequences marked by flushed writes
@@ -97,19 +98,19 @@ class WriteBehind(FlushFirstReads):
 
     def __init__(self, store: WriteBehindStore) -> None:
         self._store = store
-        self._buffers: dict[str, _Buffer] = {}
-        self._events: dict[str, StoredEvent] = {}  # buffered events of every open room
+        self._buffers: dict[RoomId, _Buffer] = {}
+        self._events: dict[EventId, StoredEvent] = {}  # buffered events of every open room
         self._deltas: dict[int, StateDelta] = {}  # unflushed placeholder -> its delta
         self._resolved: OrderedDict[int, SnapshotId | None] = OrderedDict()
         self._placeholders = itertools.count(1)
-        self._prefetched: dict[str, _Buffer] = {}  # event ID -> the buffer that prefetched it
+        self._prefetched: dict[EventId, _Buffer] = {}  # event ID -> the buffer that prefetched it
 
     def __getattr__(self, name: str) -> Any:
         # Anything not overridden here reads nothing the buffers could change.
         return getattr(self._store, name)
 
     # -- messages ---------------------------------------------------------------------------
-    def open(self, room_id: str) -> None:
+    def open(self, room_id: RoomId) -> None:
         """Start buffering the writes of ``room_id`` (its message begins). A buffer left by a
         message that neither closed nor aborted is dropped, uncommitted."""
         if room_id in self._buffers:
@@ -117,7 +118,7 @@ class WriteBehind(FlushFirstReads):
             self.discard(room_id)
         self._buffers[room_id] = _Buffer(room_id)
 
-    async def close(self, room_id: str) -> tuple[PersistResult | None, set[int], list[str]]:
+    async def close(self, room_id: RoomId) -> tuple[PersistResult | None, set[int], list[EventId]]:
         """Commit what is left of the room's message; return its last ``PersistResult`` (None
         if the message wrote nothing), the outbox sequences its writes marked sent, and the
         events it wrote. Raises ``BufferedWriteFailed`` when a flush of this message failed."""
@@ -135,11 +136,11 @@ class WriteBehind(FlushFirstReads):
 
     async def prefetch(
         self,
-        room_id: str,
-        event_ids: Sequence[str],
+        room_id: RoomId,
+        event_ids: Sequence[EventId],
         *,
-        referenced_ids: Sequence[str],
-        redactions_of: Sequence[str],
+        referenced_ids: Sequence[EventId],
+        redactions_of: Sequence[EventId],
     ) -> RoomInfo | None:
         """Read at once what ``read_for_input`` will be asked for the events of the room's
         message (one storage round trip instead of one per event), and the room row (the
@@ -162,7 +163,7 @@ class WriteBehind(FlushFirstReads):
             self._prefetched[event_id] = buffer
         return reads.room
 
-    def discard(self, room_id: str) -> None:
+    def discard(self, room_id: RoomId) -> None:
         """Drop the room's buffered writes without committing them (its message was cancelled;
         the redelivery decides again)."""
         buffer = self._buffers.pop(room_id, None)
@@ -303,12 +304,12 @@ class WriteBehind(FlushFirstReads):
                 with contextlib.suppress(BufferedWriteFailed):
                     await self._flush(buffer)
 
-    async def _flush_if_cited(self, event_ids: Collection[str]) -> None:
+    async def _flush_if_cited(self, event_ids: Collection[EventId]) -> None:
         if any(not b.cited.isdisjoint(event_ids) for b in self._buffers.values()):
             await self._flush_all()
 
     # -- reads answered from the buffers --------------------------------------------------------
-    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+    async def get_events(self, event_ids: Iterable[EventId]) -> dict[EventId, StoredEvent]:
         wanted = list(event_ids)
         out = {i: self._events[i] for i in wanted if i in self._events}
         rest = [i for i in wanted if i not in out]
@@ -316,13 +317,13 @@ class WriteBehind(FlushFirstReads):
             out.update(await self._store.get_events(rest))
         return out
 
-    async def room_version_of(self, room_id: str) -> str | None:
+    async def room_version_of(self, room_id: RoomId) -> str | None:
         buffer = self._buffers.get(room_id)
         if buffer is not None and buffer.event_ids:
             return self._events[buffer.event_ids[0]].event.room_version
         return await self._store.room_version_of(room_id)
 
-    async def room(self, room_id: str) -> RoomInfo | None:
+    async def room(self, room_id: RoomId) -> RoomInfo | None:
         buffer = self._buffers.get(room_id)
         if buffer is not None:
             self._raise_if_failed(buffer)
@@ -332,11 +333,11 @@ class WriteBehind(FlushFirstReads):
 
     async def read_for_input(
         self,
-        event_ids: Iterable[str],
+        event_ids: Iterable[EventId],
         *,
-        room_id: str,
-        referenced_ids: Iterable[str],
-        redactions_of: str | Sequence[str] | None,
+        room_id: RoomId,
+        referenced_ids: Iterable[EventId],
+        redactions_of: EventId | Sequence[EventId] | None,
     ) -> InputReads:
         if redactions_of is not None and not isinstance(redactions_of, str):
             await self._flush_all()
@@ -362,13 +363,13 @@ class WriteBehind(FlushFirstReads):
 
     async def state_entries(
         self, snapshot: SnapshotId | None, keys: Iterable[StateKey]
-    ) -> dict[StateKey, str]:
+    ) -> dict[StateKey, EventId]:
         out, base, wanted = overlaid_entries(self._deltas, snapshot, keys)
         if wanted:
             out.update(await self._store.state_entries(self.resolve(base), wanted))
         return out
 
-    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, str]:
+    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, EventId]:
         overlays, base = placeholder_chain(self._deltas, snapshot)
         state = dict(await self._store.state_map(self.resolve(base)))
         for delta in reversed(overlays):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from roomserver.api import StoredEvent
+from roomserver.core.ids import EventId
 from roomserver.storage.inspect import EventCounts, RoomOverview
 
 
@@ -16,9 +17,9 @@ class RoomCatalog(Protocol):
 
     async def event_counts(self, room_id: str) -> EventCounts: ...
 
-    async def newest_event_ids(self, room_id: str, *, limit: int) -> list[str]: ...
+    async def newest_event_ids(self, room_id: str, *, limit: int) -> list[EventId]: ...
 
-    async def get_events(self, event_ids: list[str]) -> dict[str, StoredEvent]: ...
+    async def get_events(self, event_ids: list[EventId]) -> dict[EventId, StoredEvent]: ...
 
 
 class RoomInspector:

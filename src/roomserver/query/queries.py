@@ -39,7 +39,7 @@ class Queries:
         self._events = EventCache(store, capacity=2_000)
         self._resolver = StateResolver(store, self._events)
 
-    async def current_state(self, room_id: RoomId) -> dict[StateKey, str]:
+    async def current_state(self, room_id: RoomId) -> dict[StateKey, EventId]:
         """The room's current state; an empty mapping for an unknown room. Resolved from the
         forward extremities, so never names a rejected, soft-failed or outlier event."""
         info = await self._store.room(room_id)
@@ -60,7 +60,7 @@ class Queries:
 
     async def state_after(
         self, room_id: RoomId, event_ids: Sequence[EventId]
-    ) -> dict[StateKey, str]:
+    ) -> dict[StateKey, EventId]:
         """The state after the given events: each event's state after it, resolved together
         with the room version's state resolution (spec 11.1).
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from roomserver import __version__
 from roomserver.config import Config, ConfigError, load_config
+from roomserver.core.ids import RoomId
 from roomserver.service.logs import configure_logging
 
 log = logging.getLogger("roomserver")
@@ -223,7 +224,7 @@ async def _state(config: Config, room_id: str, *, full: bool) -> int:
     from roomserver.app import open_storage_for
 
     async with open_storage_for(config) as store:
-        info = await store.room(room_id)
+        info = await store.room(RoomId(room_id))
         if info is None:
             print(f"roomserver state: unknown room {room_id}", file=sys.stderr)
             return 1

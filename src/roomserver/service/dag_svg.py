@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from html import escape
 
 from roomserver.api import StoredEvent
+from roomserver.core.ids import EventId
 
 ROW_HEIGHT = 44
 COLUMN_WIDTH = 230
@@ -55,11 +56,11 @@ def status_of(stored: StoredEvent) -> str:
     return "outlier" if stored.outlier else stored.outcome.value
 
 
-def topological_levels(events: Sequence[StoredEvent]) -> dict[str, int]:
+def topological_levels(events: Sequence[StoredEvent]) -> dict[EventId, int]:
     """Level of each event: 0 without a prev event in ``events``, else 1 + the highest."""
     by_id = {e.event.event_id: e for e in events}
-    children: dict[str, list[str]] = {i: [] for i in by_id}
-    waiting: dict[str, int] = {}
+    children: dict[EventId, list[EventId]] = {i: [] for i in by_id}
+    waiting: dict[EventId, int] = {}
     for event_id, stored in by_id.items():
         prevs = [p for p in dict.fromkeys(stored.event.prev_event_ids) if p in by_id]
         waiting[event_id] = len(prevs)

@@ -36,7 +36,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome, StoredEvent
 from roomserver.config import Config
-from roomserver.core.ids import RoomId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event
 from roomserver.core.state_keys import StateKey
 from roomserver.service.dag_svg import render_dag_svg
@@ -292,7 +292,7 @@ def _print_report(
     config: Config,
     room: DemoRoom,
     results: Sequence[DemoResult],
-    state: Mapping[StateKey, str],
+    state: Mapping[StateKey, EventId],
     latest: Sequence[str],
     svg_path: Path,
     through_serve: bool,
@@ -329,7 +329,7 @@ def _print_report(
 def _as_json(
     room: DemoRoom,
     results: Sequence[DemoResult],
-    state: Mapping[StateKey, str],
+    state: Mapping[StateKey, EventId],
     latest: Sequence[str],
     svg_path: Path,
 ) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 from roomserver.ports import CorruptData
 from roomserver.storage.cache import ChainPosition, TxCache
@@ -212,9 +213,9 @@ async def ancestor_reach(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> Re
     return reach
 
 
-async def events_in_ranges(tx: Tx, ranges: Sequence[tuple[int, int, int]]) -> set[str]:
+async def events_in_ranges(tx: Tx, ranges: Sequence[tuple[int, int, int]]) -> set[EventId]:
     """Event IDs at ``(chain, lo < sequence <= hi)`` for each range."""
-    out: set[str] = set()
+    out: set[EventId] = set()
     for part in chunks(sorted(ranges), _RANGES_PER_QUERY):
         size = padded_size(len(part))
         args: list[int] = []
@@ -232,14 +233,14 @@ async def events_in_ranges(tx: Tx, ranges: Sequence[tuple[int, int, int]]) -> se
     return out
 
 
-async def auth_chain(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> set[str]:
+async def auth_chain(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> set[EventId]:
     reach = await ancestor_reach(tx, cache, event_ids)
     return await events_in_ranges(tx, [(c, 0, k) for c, k in reach.items()])
 
 
 async def auth_chain_difference(
     tx: Tx, cache: TxCache, state_sets: Sequence[Collection[str]]
-) -> set[str]:
+) -> set[EventId]:
     if not state_sets:
         return set()
     reaches = [await ancestor_reach(tx, cache, s) for s in state_sets]

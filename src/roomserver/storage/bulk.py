@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 from roomserver.storage.authchain import (
     chain_positions,
@@ -59,7 +60,7 @@ async def _stored_ids(tx: Tx, event_ids: Sequence[str]) -> set[str]:
 
 async def store_outliers(
     tx: Tx, cache: TxCache, room_id: str, room_version: str, rows: Sequence[OutlierRow]
-) -> list[str]:
+) -> list[EventId]:
     """Store ``rows`` as outliers of ``room_id``, in order; the IDs of those stored now (an
     event stored already is left as it is: the normal path answers it)."""
     if not rows:
@@ -121,7 +122,7 @@ async def index_in_bulk(tx: Tx, cache: TxCache, new_events: Sequence[tuple[Event
     state_events = [(e, nid) for e, nid in new_events if e.state_key is not None]
     if not state_events:
         return
-    batch_nids = {e.event_id: nid for e, nid in state_events}
+    batch_nids: dict[str, int] = {e.event_id: nid for e, nid in state_events}
     outside = {a for e, _ in state_events for a in e.auth_event_ids if a not in batch_nids}
     nid_of = dict(await event_nids(tx, cache, outside))
     nid_of.update(batch_nids)
@@ -131,7 +132,7 @@ async def index_in_bulk(tx: Tx, cache: TxCache, new_events: Sequence[tuple[Event
     heads = await _chain_heads(tx, [p.chain_id for p in positions.values()])
     inserts: list[tuple[int, int, int, bytes]] = []
     for event, nid in state_events:
-        auth_nids = {a: nid_of[a] for a in event.auth_event_ids if a in nid_of}
+        auth_nids: dict[str, int] = {a: nid_of[a] for a in event.auth_event_ids if a in nid_of}
         found = {n: positions[n] for n in auth_nids.values() if n in positions}
         if len(found) < len(set(event.auth_event_ids)):
             continue  # unindexed, as index_event leaves it

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 
 K = TypeVar("K")
@@ -57,10 +58,10 @@ class StateMapCache:
     def __init__(self, max_entries: int) -> None:
         self._max_entries = max_entries
         self._total = 0
-        self._data: OrderedDict[int, dict[tuple[str, str], str]] = OrderedDict()
+        self._data: OrderedDict[int, dict[tuple[str, str], EventId]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, snapshot_id: int) -> dict[tuple[str, str], str] | None:
+    def get(self, snapshot_id: int) -> dict[tuple[str, str], EventId] | None:
         """The cached state itself (read it, never change it)."""
         with self._lock:
             value = self._data.get(snapshot_id)
@@ -68,7 +69,7 @@ class StateMapCache:
                 self._data.move_to_end(snapshot_id)
             return value
 
-    def put(self, snapshot_id: int, state: dict[tuple[str, str], str]) -> None:
+    def put(self, snapshot_id: int, state: dict[tuple[str, str], EventId]) -> None:
         if len(state) > self._max_entries // 4:
             return  # one huge state would evict everything else
         with self._lock:

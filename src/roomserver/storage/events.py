@@ -17,6 +17,7 @@ from typing import Any
 from roomserver.api import StoredEvent
 from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
 from roomserver.core.identifiers import server_name_of
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.ports import (
     ConcurrentUpdate,
@@ -499,14 +500,14 @@ async def pending_outbox(tx: Tx, room_id: str) -> list[OutboxEntry]:
     return [_outbox_entry(r) for r in rows]
 
 
-async def rooms_with_unsent_outbox(tx: Tx) -> list[str]:
+async def rooms_with_unsent_outbox(tx: Tx) -> list[RoomId]:
     """The rooms that have outbox entries not marked sent, by room ID."""
     rows = await tx.fetch(
         "SELECT r.room_id FROM rooms r WHERE EXISTS "
         "(SELECT 1 FROM outbox o WHERE o.room_nid = r.room_nid AND o.sent = 0) "
         "ORDER BY r.room_id"
     )
-    return [str(r[0]) for r in rows]
+    return [RoomId(str(r[0])) for r in rows]
 
 
 async def mark_outbox_sent(tx: Tx, room_id: str, sequences: list[int]) -> None:
@@ -515,12 +516,12 @@ async def mark_outbox_sent(tx: Tx, room_id: str, sequences: list[int]) -> None:
         await _mark_sent(tx, int(row[0]), sequences)
 
 
-async def referenced_as_prev(tx: Tx, room_id: str, event_ids: list[str]) -> set[str]:
+async def referenced_as_prev(tx: Tx, room_id: str, event_ids: list[str]) -> set[EventId]:
     """The IDs among ``event_ids`` (sorted, distinct) that an event of ``room_id`` in the room's
     DAG cites as a prev event: stored with state (not an outlier), not rejected and not
     soft-failed. Edges of the other events stay stored (a rejected event processed again may
     be accepted) but do not count: an event they alone cite is still a forward extremity."""
-    out: set[str] = set()
+    out: set[EventId] = set()
     for part in chunks(event_ids):
         # The citing event is looked up by its key in a scalar subquery, never joined: a join
         # lets PostgreSQL scan the whole events table when it guesses the flag filters select
@@ -577,10 +578,12 @@ def decode_event(event_id: str, blob: bytes, version: str) -> Event:
         raise CorruptData(f"stored event {event_id} cannot be decoded: {exc}") from exc
 
 
-async def get_events(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+async def get_events(
+    tx: Tx, cache: TxCache, event_ids: Iterable[str]
+) -> dict[EventId, StoredEvent]:
     """Flags come from the database every time; parsed JSON from a cache keyed by the event ID
     and its redaction (the only change stored JSON ever sees)."""
-    flags: dict[str, Row] = {}
+    flags: dict[EventId, Row] = {}
     for part in chunks(sorted(set(event_ids))):
         for row in await tx.fetch(
             "SELECT event_id, event_nid, outlier, rejected, rejection_reason, soft_failed, "
@@ -588,7 +591,7 @@ async def get_events(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> dict[s
             part,
         ):
             flags[row[0]] = row
-    parsed: dict[str, Event] = {}
+    parsed: dict[EventId, Event] = {}
     for event_id, row in flags.items():
         event = cache.shared.events.get((event_id, row[7]))
         if event is not None:
@@ -602,7 +605,7 @@ async def get_events(tx: Tx, cache: TxCache, event_ids: Iterable[str]) -> dict[s
             event = decode_event(event_id, blob, version)
             parsed[event_id] = event
             cache.shared.events.put((event_id, flags[event_id][7]), event)
-    out: dict[str, StoredEvent] = {}
+    out: dict[EventId, StoredEvent] = {}
     for event_id, row in flags.items():
         _, nid, outlier, rejected, reason, soft_failed, state_before, redacted_because = row
         if event_id not in parsed:
@@ -625,7 +628,7 @@ async def room_version_of(tx: Tx, room_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-async def room_info(tx: Tx, room_id: str) -> RoomInfo | None:
+async def room_info(tx: Tx, room_id: RoomId) -> RoomInfo | None:
     row = await tx.fetchrow(
         "SELECT room_version, forward_extremities, current_state, last_sent_event_id, version "
         "FROM rooms WHERE room_id = ? AND version > 0",

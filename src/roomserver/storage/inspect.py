@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from roomserver.core.ids import EventId
 from roomserver.storage.engine import Tx
 
 
@@ -57,7 +58,7 @@ async def event_counts(tx: Tx, room_id: str) -> EventCounts:
     return EventCounts(accepted, soft_failed, rejected, outlier)
 
 
-async def newest_event_ids(tx: Tx, room_id: str, *, limit: int) -> list[str]:
+async def newest_event_ids(tx: Tx, room_id: str, *, limit: int) -> list[EventId]:
     """The IDs of the room's ``limit`` newest non-outlier events (by stream position), oldest
     first."""
     rows = await tx.fetch(
@@ -66,4 +67,4 @@ async def newest_event_ids(tx: Tx, room_id: str, *, limit: int) -> list[str]:
         room_id,
         limit,
     )
-    return [str(r[0]) for r in reversed(rows)]
+    return [EventId(str(r[0])) for r in reversed(rows)]

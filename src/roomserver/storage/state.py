@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
+from roomserver.core.ids import EventId
 from roomserver.ports import CorruptData, StateDelta, StorageError
 from roomserver.storage.cache import SnapshotMeta, TxCache
 from roomserver.storage.engine import Tx
@@ -107,11 +108,11 @@ async def _nid_entries(
 
 async def _entries(
     tx: Tx, chain: list[SnapshotMeta], key_nids: Collection[int] | None
-) -> dict[StateKey, str]:
+) -> dict[StateKey, EventId]:
     """The state of the snapshot heading ``chain`` (only ``key_nids`` if given), by name."""
     ids = [m.snapshot_id for m in chain]
     rank = {sid: i for i, sid in enumerate(ids)}
-    best: dict[int, tuple[int, StateKey, str | None]] = {}
+    best: dict[int, tuple[int, StateKey, EventId | None]] = {}
     select = (
         "SELECT d.snapshot_id, d.key_nid, k.type, k.state_key, d.event_nid, e.event_id "
         "FROM state_deltas d JOIN state_keys k ON k.key_nid = d.key_nid "
@@ -135,7 +136,7 @@ async def _entries(
     return {key: eid for _, key, eid in best.values() if eid is not None}
 
 
-async def state_map(tx: Tx, cache: TxCache, snapshot_id: int | None) -> dict[StateKey, str]:
+async def state_map(tx: Tx, cache: TxCache, snapshot_id: int | None) -> dict[StateKey, EventId]:
     """A snapshot's whole state. Recently read states are cached; a snapshot whose parent's
     state is cached is derived from it by reading only the keys it changed."""
     if snapshot_id is None:
@@ -163,8 +164,8 @@ async def state_map(tx: Tx, cache: TxCache, snapshot_id: int | None) -> dict[Sta
 
 async def _own_rows(
     tx: Tx, snapshot_id: int, key_nids: Collection[int]
-) -> list[tuple[str, str, str | None]]:
-    out: list[tuple[str, str, str | None]] = []
+) -> list[tuple[str, str, EventId | None]]:
+    out: list[tuple[str, str, EventId | None]] = []
     for part in chunks(sorted(key_nids)):
         for event_type, state_key, event_nid, event_id in await tx.fetch(
             "SELECT k.type, k.state_key, d.event_nid, e.event_id FROM state_deltas d "
@@ -184,7 +185,7 @@ async def _own_rows(
 
 async def state_entries(
     tx: Tx, cache: TxCache, snapshot_id: int | None, keys: Iterable[StateKey]
-) -> dict[StateKey, str]:
+) -> dict[StateKey, EventId]:
     wanted = list(keys)
     if snapshot_id is None or not wanted:
         return {}
@@ -320,7 +321,7 @@ async def _keys_touched_between(tx: Tx, cache: TxCache, old: int, new: int) -> s
 
 async def state_diff(
     tx: Tx, cache: TxCache, old: int | None, new: int | None
-) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
+) -> tuple[dict[StateKey, EventId], dict[StateKey, EventId]]:
     if old == new:
         return {}, {}
     if old is None or new is None:

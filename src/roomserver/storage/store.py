@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from roomserver.api import StoredEvent
 from roomserver.core.canonical_json import canonical_json
+from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.ports import (
     EventWrite,
     InputReads,
@@ -100,13 +101,13 @@ class SqlStorage:
         await self._engine.close()
 
     # -- EventStore -------------------------------------------------------------------------------
-    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+    async def get_events(self, event_ids: Iterable[str]) -> dict[EventId, StoredEvent]:
         wanted = list(event_ids)
         if not wanted:
             return {}
         return await self._run(lambda tx, cache: events.get_events(tx, cache, wanted))
 
-    async def room(self, room_id: str) -> RoomInfo | None:
+    async def room(self, room_id: RoomId) -> RoomInfo | None:
         return await self._run(lambda tx, _: events.room_info(tx, room_id))
 
     async def room_version_of(self, room_id: str) -> str | None:
@@ -119,7 +120,7 @@ class SqlStorage:
     async def event_counts(self, room_id: str) -> inspect.EventCounts:
         return await self._run(lambda tx, _: inspect.event_counts(tx, room_id))
 
-    async def newest_event_ids(self, room_id: str, *, limit: int) -> list[str]:
+    async def newest_event_ids(self, room_id: str, *, limit: int) -> list[EventId]:
         return await self._run(lambda tx, _: inspect.newest_event_ids(tx, room_id, limit=limit))
 
     async def persist(self, write: EventWrite) -> PersistResult:
@@ -162,7 +163,7 @@ class SqlStorage:
 
     async def store_outliers(
         self, room_id: str, room_version: str, rows: Sequence[bulk.OutlierRow]
-    ) -> list[str]:
+    ) -> list[EventId]:
         """``roomserver.input.bulk.BulkStore``: many outliers in one transaction (see
         ``storage/bulk.py``); the IDs stored now."""
         return await self._run(
@@ -179,7 +180,7 @@ class SqlStorage:
         accepted, not soft-failed redactions are recorded)."""
         return await self._run(lambda tx, _: events.redactions_for(tx, event_id))
 
-    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[str]:
+    async def referenced_as_prev(self, room_id: str, event_ids: Iterable[str]) -> set[EventId]:
         """The IDs among ``event_ids`` that an accepted, not soft-failed event of ``room_id``
         with state lists in its prev_events (see ``ports.EventStore.referenced_as_prev``)."""
         wanted = sorted(set(event_ids))
@@ -189,7 +190,7 @@ class SqlStorage:
         self,
         event_ids: Iterable[str],
         *,
-        room_id: str,
+        room_id: RoomId,
         referenced_ids: Iterable[str],
         redactions_of: str | Sequence[str] | None,
         with_room: bool = False,
@@ -219,7 +220,7 @@ class SqlStorage:
     async def pending_outbox(self, room_id: str) -> list[OutboxEntry]:
         return await self._run(lambda tx, _: events.pending_outbox(tx, room_id))
 
-    async def rooms_with_unsent_outbox(self) -> list[str]:
+    async def rooms_with_unsent_outbox(self) -> list[RoomId]:
         """Rooms with outputs committed but not marked sent (a start-up sweep publishes them)."""
         return await self._run(lambda tx, _: events.rooms_with_unsent_outbox(tx))
 
@@ -235,12 +236,12 @@ class SqlStorage:
         await self._run(fn, write=True)
 
     # -- StateStore -------------------------------------------------------------------------------
-    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, str]:
+    async def state_map(self, snapshot: SnapshotId | None) -> dict[StateKey, EventId]:
         return await self._run(lambda tx, cache: state.state_map(tx, cache, snapshot))
 
     async def state_entries(
         self, snapshot: SnapshotId | None, keys: Iterable[StateKey]
-    ) -> dict[StateKey, str]:
+    ) -> dict[StateKey, EventId]:
         wanted = list(keys)
         if snapshot is None or not wanted:
             return {}
@@ -248,15 +249,17 @@ class SqlStorage:
 
     async def state_diff(
         self, old: SnapshotId | None, new: SnapshotId | None
-    ) -> tuple[dict[StateKey, str], dict[StateKey, str]]:
+    ) -> tuple[dict[StateKey, EventId], dict[StateKey, EventId]]:
         return await self._run(lambda tx, cache: state.state_diff(tx, cache, old, new))
 
     # -- AuthChainIndex ---------------------------------------------------------------------------
-    async def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
+    async def auth_chain(self, event_ids: Iterable[str]) -> set[EventId]:
         wanted = list(event_ids)
         return await self._run(lambda tx, cache: authchain.auth_chain(tx, cache, wanted))
 
-    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[str]:
+    async def auth_chain_difference(
+        self, state_sets: Sequence[Collection[str]]
+    ) -> set[EventId]:
         sets = [list(s) for s in state_sets]
         return await self._run(lambda tx, cache: authchain.auth_chain_difference(tx, cache, sets))
 
@@ -286,8 +289,8 @@ class SqlStorage:
 
         return await self._run(fn)
 
-    async def joined_servers(self, room_id: str) -> list[str]:
-        async def fn(tx: Tx, _: TxCache) -> list[str]:
+    async def joined_servers(self, room_id: str) -> list[ServerName]:
+        async def fn(tx: Tx, _: TxCache) -> list[ServerName]:
             rows = await tx.fetch(
                 "SELECT DISTINCT m.server_name FROM memberships m "
                 "JOIN rooms r ON r.room_nid = m.room_nid "

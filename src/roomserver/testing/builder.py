@@ -14,7 +14,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from roomserver.core.hashes import room_id_from_create_event_id
-from roomserver.core.ids import RoomId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.room_versions import RoomVersion, room_version
 from roomserver.core.signatures import sign_event
@@ -55,7 +55,7 @@ class RoomBuilder:
         self._number = next(_BUILDERS)
         self.room_id = RoomId(room_id or f"!built{self._number}:{server_name}")
         self.events: dict[str, Event] = {}
-        self.state: dict[StateKey, str] = {}
+        self.state: dict[StateKey, EventId] = {}
         self.latest: list[str] = []
         # Known from the start, so a test can trust the builder's keys before it signs anything.
         self.key_for(server_name)

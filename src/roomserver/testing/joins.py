@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from roomserver.core.ids import EventId
 from roomserver.core.signatures import sign_event
 from roomserver.testing.builder import RoomBuilder
 
@@ -27,7 +28,7 @@ class JoinRoom:
     room_version: str
     outliers: list[dict[str, Any]]
     join: dict[str, Any]
-    state_event_ids: list[str]
+    state_event_ids: list[EventId]
     #: server -> (key ID, base64 of the 32-byte seed), to trust the signers.
     keys: dict[str, tuple[str, bytes]]
 

@@ -57,7 +57,9 @@ def power_event_graph(
         event_id = stack.pop()
         if event_id in graph:
             continue
-        edges = {a for a in lookup.get(event_id).auth_event_ids if a in full_conflicted_set}
+        edges: set[str] = {
+            a for a in lookup.get(event_id).auth_event_ids if a in full_conflicted_set
+        }
         graph[event_id] = edges
         stack.extend(a for a in edges if a not in graph)
     return graph
