@@ -154,6 +154,16 @@ class RedactionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OutlierRow:
+    """One outlier to store in bulk (``storage/bulk.py``): the event (in the form to store),
+    its JSON, its rejection."""
+
+    event: Event
+    event_json: bytes
+    rejection_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class EventWrite:
     """Everything persisting one event changes, applied in ONE transaction.
 

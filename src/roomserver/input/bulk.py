@@ -46,8 +46,7 @@ from roomserver.core.redaction import redact_with
 from roomserver.core.room_versions import RoomVersion
 from roomserver.core.signatures import check_content_hash, required_signers, verify_event
 from roomserver.input.store import rejected_for_missing_data
-from roomserver.ports import KeyRing, RedactionRecord, RoomInfo
-from roomserver.storage.bulk import OutlierRow
+from roomserver.ports import KeyRing, OutlierRow, RedactionRecord, RoomInfo
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -16,10 +16,10 @@ it (``roomserver.input.bulk`` sorts them), as the normal path stores them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
+from roomserver.ports import OutlierRow
 from roomserver.storage.authchain import (
     chain_positions,
     reach_of_auth_events,
@@ -28,15 +28,6 @@ from roomserver.storage.authchain import (
 from roomserver.storage.cache import ChainPosition, TxCache
 from roomserver.storage.engine import Tx
 from roomserver.storage.ids import chunks, event_nids, pack_ints
-
-
-@dataclass(frozen=True, slots=True)
-class OutlierRow:
-    """One outlier to store: the event (in the form to store), its JSON, its rejection."""
-
-    event: Event
-    event_json: bytes
-    rejection_reason: str | None
 
 
 async def _room_nid(tx: Tx, room_id: str, room_version: str) -> int:

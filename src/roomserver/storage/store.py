@@ -15,6 +15,7 @@ from roomserver.ports import (
     EventWrite,
     InputReads,
     OutboxEntry,
+    OutlierRow,
     PersistResult,
     RedactionRecord,
     RoomInfo,
@@ -162,7 +163,7 @@ class SqlStorage:
         return await self._run(fn, write=True)
 
     async def store_outliers(
-        self, room_id: str, room_version: str, rows: Sequence[bulk.OutlierRow]
+        self, room_id: str, room_version: str, rows: Sequence[OutlierRow]
     ) -> list[EventId]:
         """``roomserver.input.bulk.BulkStore``: many outliers in one transaction (see
         ``storage/bulk.py``); the IDs stored now."""
