@@ -20,7 +20,7 @@ import enum
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from typing import Any, NewType, Protocol
+from typing import Any, NamedTuple, NewType, Protocol
 
 from roomserver.api import StoredEvent
 from roomserver.core.ids import EventId, RoomId
@@ -357,7 +357,22 @@ class MembershipStore(Protocol):
     async def joined_users(self, room_id: str) -> list[str]: ...
 
 
-class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
+class MemberFacts(NamedTuple):
+    """What a membership change needs of an ``m.room.member`` event: ``content.membership``
+    when it is a string (``Event.membership``) and the sender."""
+
+    membership: str | None
+    sender: str
+
+
+class MemberFactsStore(Protocol):
+    async def member_facts(self, event_ids: Iterable[str]) -> dict[str, MemberFacts]:
+        """``MemberFacts`` of the stored events among ``event_ids`` (whatever their flags),
+        without parsing whole events: a big room's join reads them for every member."""
+        ...
+
+
+class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, MemberFactsStore, Protocol):
     """Everything the roomserver remembers, behind one object (both backends implement it)."""
 
     async def close(self) -> None: ...
@@ -473,4 +488,3 @@ class OutputPublisher(Protocol):
         """Publish a room's outputs in order (pipelined); return once the stream stored all of
         them. Each carries its ``msg_id``, so the stream drops a repeat."""
         ...
-

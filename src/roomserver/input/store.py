@@ -18,6 +18,7 @@ from roomserver.core.pdu import Event
 from roomserver.ports import (
     AuthChainIndex,
     EventStore,
+    MemberFactsStore,
     MembershipStore,
     RedactionRecord,
     SnapshotId,
@@ -32,7 +33,9 @@ from roomserver.state_view import snapshot_of as snapshot_of
 from roomserver.state_view import state_after_delta as state_after_delta
 
 
-class InputStore(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
+class InputStore(
+    EventStore, StateStore, AuthChainIndex, MembershipStore, MemberFactsStore, Protocol
+):
     """The storage the input pipeline uses (a subset of ``roomserver.ports.Storage``)."""
 
 

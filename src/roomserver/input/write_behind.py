@@ -49,6 +49,7 @@ from roomserver.ports import (
     EventStatus,
     EventWrite,
     InputReads,
+    MemberFacts,
     PersistResult,
     RoomInfo,
     SnapshotId,
@@ -314,6 +315,18 @@ class WriteBehind(FlushFirstReads):
         rest = [i for i in wanted if i not in out]
         if rest:
             out.update(await self._store.get_events(rest))
+        return out
+
+    async def member_facts(self, event_ids: Iterable[str]) -> dict[str, MemberFacts]:
+        wanted = list(event_ids)
+        out = {
+            i: MemberFacts(self._events[i].event.membership, self._events[i].event.sender)
+            for i in wanted
+            if i in self._events
+        }
+        rest = [i for i in wanted if i not in out]
+        if rest:
+            out.update(await self._store.member_facts(rest))
         return out
 
     async def room_version_of(self, room_id: str) -> str | None:

@@ -13,6 +13,7 @@ from roomserver.core.canonical_json import canonical_json
 from roomserver.ports import (
     EventWrite,
     InputReads,
+    MemberFacts,
     OutboxEntry,
     PersistResult,
     RedactionRecord,
@@ -105,6 +106,12 @@ class SqlStorage:
         if not wanted:
             return {}
         return await self._run(lambda tx, cache: events.get_events(tx, cache, wanted))
+
+    async def member_facts(self, event_ids: Iterable[str]) -> dict[str, MemberFacts]:
+        wanted = list(event_ids)
+        if not wanted:
+            return {}
+        return await self._run(lambda tx, _: events.member_facts(tx, wanted))
 
     async def room(self, room_id: str) -> RoomInfo | None:
         return await self._run(lambda tx, _: events.room_info(tx, room_id))
