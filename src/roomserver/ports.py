@@ -365,14 +365,29 @@ class MemberFacts(NamedTuple):
     sender: str
 
 
-class MemberFactsStore(Protocol):
+class EventFacts(NamedTuple):
+    """A stored event's row: what choosing a supplied state needs, without its JSON."""
+
+    type: str
+    state_key: str | None
+    depth: int
+    rejected: bool
+
+
+class EventFactsStore(Protocol):
+    """Small facts of many stored events without parsing them: a big room's ``has_state``
+    join reads them for every state event and every member."""
+
     async def member_facts(self, event_ids: Iterable[str]) -> dict[str, MemberFacts]:
-        """``MemberFacts`` of the stored events among ``event_ids`` (whatever their flags),
-        without parsing whole events: a big room's join reads them for every member."""
+        """``MemberFacts`` of the stored events among ``event_ids`` (whatever their flags)."""
+        ...
+
+    async def event_facts(self, event_ids: Iterable[str]) -> dict[str, EventFacts]:
+        """``EventFacts`` of the stored events among ``event_ids``."""
         ...
 
 
-class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, MemberFactsStore, Protocol):
+class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, EventFactsStore, Protocol):
     """Everything the roomserver remembers, behind one object (both backends implement it)."""
 
     async def close(self) -> None: ...

@@ -20,6 +20,7 @@ from roomserver.core.pdu import Event, parse_event
 from roomserver.core.signatures import verify_event
 from roomserver.ports import (
     ConcurrentUpdate,
+    EventFacts,
     EventStatus,
     EventWrite,
     HaveEvents,
@@ -55,6 +56,15 @@ class MemoryStorage:
     # -- EventStore ------------------------------------------------------------------------
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
         return {i: self.events[i] for i in event_ids if i in self.events}
+
+    async def event_facts(self, event_ids: Iterable[str]) -> dict[str, EventFacts]:
+        out = {}
+        for i in event_ids:
+            if i in self.events:
+                stored = self.events[i]
+                event = stored.event
+                out[i] = EventFacts(event.type, event.state_key, event.depth, stored.rejected)
+        return out
 
     async def member_facts(self, event_ids: Iterable[str]) -> dict[str, MemberFacts]:
         self.member_facts_reads += 1

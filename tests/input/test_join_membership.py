@@ -1,4 +1,5 @@
-"""The membership changes of a ``has_state`` join (``LatestEvents._membership_changes``), read
+"""A ``has_state`` join's state read from rows (``supplied_state`` via ``event_facts``), and the
+membership changes of a ``has_state`` join (``LatestEvents._membership_changes``), read
 through ``member_facts`` without parsing the member events, agree with the changes built from
 the parsed events: order, membership, event, sender and previous event."""
 
@@ -10,7 +11,9 @@ import pytest
 
 from roomserver.api import Kind, Outcome
 from roomserver.core.pdu import Event
+from roomserver.input.errors import InputInvalid
 from roomserver.input.latest import MEMBER, LatestEvents, _StateDiff
+from roomserver.input.state import supplied_state
 from roomserver.input.store import EventCache
 from roomserver.ports import MembershipChange
 from tests.input.helpers import ALICE, BOB, CAROL, SERVER, HarnessFactory, new_room
@@ -114,3 +117,34 @@ async def test_has_state_join_membership_changes_match_the_parsed_events(
         (ERIN, "leave", ERIN, None),
         (GINA, "join", GINA, None),
     ]
+
+
+async def test_supplied_state_chooses_from_rows(harness: HarnessFactory) -> None:
+    """``supplied_state`` (read through ``event_facts``): a caller's state naming two events
+    for one key is invalid; a remote's answer keeps the deeper one (then the greater ID),
+    skips unknown IDs and non-state events."""
+    builder, events = new_room()
+    fork = events[-1].event_id
+    topics = [
+        builder.send("m.room.topic", ALICE, {"topic": t}, state_key="", prev_events=[fork])
+        for t in ("a", "b")
+    ]
+    deeper = builder.send("m.room.topic", ALICE, {"topic": "c"}, state_key="")
+    message = builder.message(ALICE)
+    h = await harness(builder)
+    await h.accept_all([*events, *topics, deeper, message])
+    base = [e.event_id for e in events]
+    with pytest.raises(InputInvalid, match="two events"):
+        await supplied_state(h.store, [*base, *(t.event_id for t in topics)], None, strict=True)
+    unknown = "$" + "x" * 43
+    remote = [*base, topics[0].event_id, deeper.event_id, topics[1].event_id, message.event_id]
+    chosen = await supplied_state(h.store, [*remote, unknown], None, strict=False)
+    assert chosen.full is not None
+    assert chosen.full[("m.room.topic", "")] == deeper.event_id
+    assert message.event_id not in chosen.full.values()
+    tied = await supplied_state(h.store, [*base, *(t.event_id for t in topics)], None, strict=False)
+    assert tied.full is not None
+    assert tied.full[("m.room.topic", "")] == max(t.event_id for t in topics)
+    assert {k: v for k, v in tied.full.items() if k[0] != "m.room.topic"} == {
+        e.state_tuple: e.event_id for e in events
+    }

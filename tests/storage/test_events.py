@@ -294,3 +294,25 @@ async def test_member_facts_read_from_the_stored_json(store: SqlStorage) -> None
     ]
     assert facts[sent[1].event_id].sender == "@alice:example.org"
     assert await store.member_facts([]) == {}
+
+
+async def test_event_facts_are_the_stored_rows(store: SqlStorage) -> None:
+    room = LinearRoom(store, ROOM)
+    await room.create("@alice:example.org")
+    message = room.next_event("hello")
+    await room.send(message)
+    topic = room.next_event("topic", event_type="m.room.topic", state_key="")
+    await room.send(topic)
+    rejected = make_event(ROOM, "bad topic", event_type="m.room.topic", state_key="", depth=9)
+    await store.persist(
+        EventWrite(event=rejected, status=EventStatus.OUTLIER, rejection_reason="not allowed")
+    )
+    unknown = make_event(ROOM, "never stored").event_id
+    sent = [message, topic, rejected]
+    facts = await store.event_facts([e.event_id for e in sent] + [unknown])
+    assert facts == {
+        message.event_id: (message.type, None, message.depth, False),
+        topic.event_id: ("m.room.topic", "", topic.depth, False),
+        rejected.event_id: ("m.room.topic", "", rejected.depth, True),
+    }
+    assert await store.event_facts([]) == {}

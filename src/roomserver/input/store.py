@@ -17,8 +17,8 @@ from roomserver.core.decide import parse_rejection
 from roomserver.core.pdu import Event
 from roomserver.ports import (
     AuthChainIndex,
+    EventFactsStore,
     EventStore,
-    MemberFactsStore,
     MembershipStore,
     RedactionRecord,
     SnapshotId,
@@ -34,7 +34,7 @@ from roomserver.state_view import state_after_delta as state_after_delta
 
 
 class InputStore(
-    EventStore, StateStore, AuthChainIndex, MembershipStore, MemberFactsStore, Protocol
+    EventStore, StateStore, AuthChainIndex, MembershipStore, EventFactsStore, Protocol
 ):
     """The storage the input pipeline uses (a subset of ``roomserver.ports.Storage``)."""
 

@@ -31,9 +31,9 @@ import contextlib
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from roomserver.api import StoredEvent
 from roomserver.input.buffered_reads import (
@@ -46,6 +46,7 @@ from roomserver.input.buffered_reads import (
 )
 from roomserver.input.store import apply_changes
 from roomserver.ports import (
+    EventFacts,
     EventStatus,
     EventWrite,
     InputReads,
@@ -60,6 +61,7 @@ from roomserver.ports import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _RESOLVED_CAPACITY = 200_000
 
@@ -310,23 +312,26 @@ class WriteBehind(FlushFirstReads):
 
     # -- reads answered from the buffers --------------------------------------------------------
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
-        wanted = list(event_ids)
-        out = {i: self._events[i] for i in wanted if i in self._events}
-        rest = [i for i in wanted if i not in out]
-        if rest:
-            out.update(await self._store.get_events(rest))
-        return out
+        return await self._buffered_first(event_ids, lambda s: s, self._store.get_events)
+
+    async def event_facts(self, event_ids: Iterable[str]) -> dict[str, EventFacts]:
+        return await self._buffered_first(event_ids, _event_facts, self._store.event_facts)
 
     async def member_facts(self, event_ids: Iterable[str]) -> dict[str, MemberFacts]:
+        return await self._buffered_first(event_ids, _member_facts, self._store.member_facts)
+
+    async def _buffered_first(
+        self,
+        event_ids: Iterable[str],
+        of: Callable[[StoredEvent], T],
+        read: Callable[[list[str]], Awaitable[dict[str, T]]],
+    ) -> dict[str, T]:
+        """``of`` each buffered event among ``event_ids``; storage's ``read`` of the others."""
         wanted = list(event_ids)
-        out = {
-            i: MemberFacts(self._events[i].event.membership, self._events[i].event.sender)
-            for i in wanted
-            if i in self._events
-        }
+        out = {i: of(self._events[i]) for i in wanted if i in self._events}
         rest = [i for i in wanted if i not in out]
         if rest:
-            out.update(await self._store.member_facts(rest))
+            out.update(await read(rest))
         return out
 
     async def room_version_of(self, room_id: str) -> str | None:
@@ -387,6 +392,15 @@ class WriteBehind(FlushFirstReads):
         for delta in reversed(overlays):
             apply_changes(state, delta.changes)
         return state
+
+
+def _event_facts(stored: StoredEvent) -> EventFacts:
+    event = stored.event
+    return EventFacts(event.type, event.state_key, event.depth, stored.rejected)
+
+
+def _member_facts(stored: StoredEvent) -> MemberFacts:
+    return MemberFacts(stored.event.membership, stored.event.sender)
 
 
 def _current(buffer: _Buffer) -> SnapshotId | None:

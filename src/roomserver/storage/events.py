@@ -21,6 +21,7 @@ from roomserver.core.pdu import Event, parse_event
 from roomserver.ports import (
     ConcurrentUpdate,
     CorruptData,
+    EventFacts,
     EventStatus,
     EventWrite,
     MemberFacts,
@@ -655,6 +656,18 @@ async def member_facts(tx: Tx, event_ids: Iterable[str]) -> dict[str, MemberFact
             if not isinstance(sender, str):
                 raise CorruptData(f"stored event {event_id} has no sender")
             out[event_id] = MemberFacts(membership if isinstance(membership, str) else None, sender)
+    return out
+
+
+async def event_facts(tx: Tx, event_ids: Iterable[str]) -> dict[str, EventFacts]:
+    """``EventFacts`` of stored events, from their rows' columns; unknown IDs are left out."""
+    out: dict[str, EventFacts] = {}
+    for part in chunks(sorted(set(event_ids))):
+        for event_id, type_, state_key, depth, rejected in await tx.fetch(
+            "SELECT event_id, type, state_key, depth, rejected FROM events WHERE event_id IN @LIST",
+            part,
+        ):
+            out[event_id] = EventFacts(type_, state_key, int(depth), bool(rejected))
     return out
 
 

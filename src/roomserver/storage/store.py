@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from roomserver.api import StoredEvent
 from roomserver.core.canonical_json import canonical_json
 from roomserver.ports import (
+    EventFacts,
     EventWrite,
     InputReads,
     MemberFacts,
@@ -106,6 +107,12 @@ class SqlStorage:
         if not wanted:
             return {}
         return await self._run(lambda tx, cache: events.get_events(tx, cache, wanted))
+
+    async def event_facts(self, event_ids: Iterable[str]) -> dict[str, EventFacts]:
+        wanted = list(event_ids)
+        if not wanted:
+            return {}
+        return await self._run(lambda tx, _: events.event_facts(tx, wanted))
 
     async def member_facts(self, event_ids: Iterable[str]) -> dict[str, MemberFacts]:
         wanted = list(event_ids)
