@@ -14,7 +14,7 @@ from roomserver.core.pdu import Event
 from roomserver.input.errors import InputInvalid
 from roomserver.input.latest import MEMBER, LatestEvents, _StateDiff
 from roomserver.input.state import supplied_state
-from roomserver.input.store import EventCache
+from roomserver.input.store import EventCache, changes_between
 from roomserver.ports import MembershipChange
 from tests.input.helpers import ALICE, BOB, CAROL, SERVER, HarnessFactory, new_room
 
@@ -148,3 +148,17 @@ async def test_supplied_state_chooses_from_rows(harness: HarnessFactory) -> None
     assert {k: v for k, v in tied.full.items() if k[0] != "m.room.topic"} == {
         e.state_tuple: e.event_id for e in events
     }
+
+
+def test_changes_between_lists_changed_keys_in_key_order() -> None:
+    old = {("m.room.member", f"@u{i}:x"): f"$old{i}" for i in range(0, 50, 2)}
+    new = {("m.room.member", f"@u{i}:x"): f"$old{i}" for i in range(0, 50, 3)}
+    new[("m.room.member", "@u6:x")] = "$changed"
+    new[("m.room.create", "")] = "$create"
+    expected = {k: new.get(k) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    got = changes_between(old, new)
+    assert list(got.items()) == list(expected.items())
+    assert got[("m.room.member", "@u6:x")] == "$changed"
+    assert got[("m.room.member", "@u2:x")] is None
+    assert ("m.room.member", "@u0:x") not in got
+    assert changes_between(new, new) == {}

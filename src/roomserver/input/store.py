@@ -134,9 +134,9 @@ async def state_entries(
 def changes_between(
     old: Mapping[StateKey, str], new: Mapping[StateKey, str]
 ) -> dict[StateKey, str | None]:
-    """The changes taking ``old`` to ``new`` (``None``: key removed), in key order."""
-    out: dict[StateKey, str | None] = {}
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            out[key] = new.get(key)
-    return out
+    """The changes taking ``old`` to ``new`` (``None``: key removed), in key order. Only the
+    changed keys are sorted: two 100,000-entry states that differ in a few keys cost no sort
+    of 100,000 keys."""
+    changed = [k for k in old.keys() | new.keys() if old.get(k) != new.get(k)]
+    changed.sort()
+    return {k: new.get(k) for k in changed}
