@@ -20,7 +20,7 @@ import enum
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from typing import Any, NewType, Protocol
+from typing import Any, NamedTuple, NewType, Protocol
 
 from roomserver.api import StoredEvent
 from roomserver.core.ids import EventId, RoomId, ServerName
@@ -393,7 +393,37 @@ class MembershipStore(Protocol):
     async def joined_users(self, room_id: RoomId) -> list[str]: ...
 
 
-class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
+class MemberFacts(NamedTuple):
+    """What a membership change needs of an ``m.room.member`` event: ``content.membership``
+    when it is a string (``Event.membership``) and the sender."""
+
+    membership: str | None
+    sender: str
+
+
+class EventFacts(NamedTuple):
+    """A stored event's row: what choosing a supplied state needs, without its JSON."""
+
+    type: str
+    state_key: str | None
+    depth: int
+    rejected: bool
+
+
+class EventFactsStore(Protocol):
+    """Small facts of many stored events without parsing them: a big room's ``has_state``
+    join reads them for every state event and every member."""
+
+    async def member_facts(self, event_ids: Iterable[EventId]) -> dict[EventId, MemberFacts]:
+        """``MemberFacts`` of the stored events among ``event_ids`` (whatever their flags)."""
+        ...
+
+    async def event_facts(self, event_ids: Iterable[EventId]) -> dict[EventId, EventFacts]:
+        """``EventFacts`` of the stored events among ``event_ids``."""
+        ...
+
+
+class Storage(EventStore, StateStore, AuthChainIndex, MembershipStore, EventFactsStore, Protocol):
     """Everything the roomserver remembers, behind one object (both backends implement it)."""
 
     async def close(self) -> None: ...
@@ -513,4 +543,3 @@ class OutputPublisher(Protocol):
         """Publish a room's outputs in order (pipelined); return once the stream stored all of
         them. Each carries its ``msg_id``, so the stream drops a repeat."""
         ...
-

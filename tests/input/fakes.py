@@ -20,9 +20,11 @@ from roomserver.core.pdu import Event, parse_event
 from roomserver.core.signatures import verify_event
 from roomserver.ports import (
     ConcurrentUpdate,
+    EventFacts,
     EventStatus,
     EventWrite,
     HaveEvents,
+    MemberFacts,
     OutboxEntry,
     PersistResult,
     RedactionRecord,
@@ -39,6 +41,7 @@ from roomserver.testing.builder import RoomBuilder
 class MemoryStorage:
     def __init__(self) -> None:
         self.events: dict[str, StoredEvent] = {}
+        self.member_facts_reads = 0
         self.rooms: dict[str, RoomInfo] = {}
         self.snapshots: dict[int, dict[StateKey, str]] = {}
         self.redactions: dict[str, RedactionRecord] = {}
@@ -53,6 +56,23 @@ class MemoryStorage:
     # -- EventStore ------------------------------------------------------------------------
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
         return {i: self.events[i] for i in event_ids if i in self.events}
+
+    async def event_facts(self, event_ids: Iterable[str]) -> dict[str, EventFacts]:
+        out = {}
+        for i in event_ids:
+            if i in self.events:
+                stored = self.events[i]
+                event = stored.event
+                out[i] = EventFacts(event.type, event.state_key, event.depth, stored.rejected)
+        return out
+
+    async def member_facts(self, event_ids: Iterable[str]) -> dict[str, MemberFacts]:
+        self.member_facts_reads += 1
+        return {
+            i: MemberFacts(self.events[i].event.membership, self.events[i].event.sender)
+            for i in event_ids
+            if i in self.events
+        }
 
     async def room(self, room_id: str) -> RoomInfo | None:
         return self.rooms.get(room_id)

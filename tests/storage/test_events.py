@@ -254,3 +254,65 @@ async def test_corrupt_room_and_index_rows_raise_corrupt_data(store: SqlStorage)
         await store.room(ROOM)
     with pytest.raises(CorruptData, match="reach"):
         await store.auth_chain(room.latest)
+
+
+async def test_member_facts_read_from_the_stored_json(store: SqlStorage) -> None:
+    """``member_facts`` agrees with the parsed events: a string membership as stored (escapes
+    decoded), a membership of another type or missing as ``None``, the sender; an unknown ID
+    is left out."""
+    room = LinearRoom(store, ROOM)
+    await room.create("@alice:example.org")
+    contents: dict[str, dict[str, object]] = {
+        "@bob:b.example": {"membership": "join"},
+        "@carol:b.example": {"membership": "ban", "reason": "spam"},
+        "@dan:c.example": {"membership": 'le\u00e4ve "x"', "reason": "nul \u0000"},
+        "@erin:c.example": {"membership": 3},
+        "@fay:c.example": {"membership": {"nested": "join"}},
+        "@gus:c.example": {},
+    }
+    sent = []
+    for user, content in contents.items():
+        event = room.next_event(
+            f"member {user}",
+            event_type="m.room.member",
+            state_key=user,
+            content=content,
+            sender="@alice:example.org" if user == "@carol:b.example" else user,
+        )
+        await room.send(event)
+        sent.append(event)
+    unknown = make_event(ROOM, "never stored").event_id
+    facts = await store.member_facts([e.event_id for e in sent] + [unknown])
+    assert facts == {e.event_id: (e.membership, e.sender) for e in sent}
+    assert [facts[e.event_id].membership for e in sent] == [
+        "join",
+        "ban",
+        'le\u00e4ve "x"',
+        None,
+        None,
+        None,
+    ]
+    assert facts[sent[1].event_id].sender == "@alice:example.org"
+    assert await store.member_facts([]) == {}
+
+
+async def test_event_facts_are_the_stored_rows(store: SqlStorage) -> None:
+    room = LinearRoom(store, ROOM)
+    await room.create("@alice:example.org")
+    message = room.next_event("hello")
+    await room.send(message)
+    topic = room.next_event("topic", event_type="m.room.topic", state_key="")
+    await room.send(topic)
+    rejected = make_event(ROOM, "bad topic", event_type="m.room.topic", state_key="", depth=9)
+    await store.persist(
+        EventWrite(event=rejected, status=EventStatus.OUTLIER, rejection_reason="not allowed")
+    )
+    unknown = make_event(ROOM, "never stored").event_id
+    sent = [message, topic, rejected]
+    facts = await store.event_facts([e.event_id for e in sent] + [unknown])
+    assert facts == {
+        message.event_id: (message.type, None, message.depth, False),
+        topic.event_id: ("m.room.topic", "", topic.depth, False),
+        rejected.event_id: ("m.room.topic", "", rejected.depth, True),
+    }
+    assert await store.event_facts([]) == {}

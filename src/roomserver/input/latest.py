@@ -13,7 +13,7 @@ are resolved here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from roomserver.api import (
@@ -37,7 +37,14 @@ from roomserver.input.store import (
     full_state,
     state_after_delta,
 )
-from roomserver.ports import MembershipChange, RoomInfo, RoomUpdate, StateDelta, StateKey
+from roomserver.ports import (
+    MemberFacts,
+    MembershipChange,
+    RoomInfo,
+    RoomUpdate,
+    StateDelta,
+    StateKey,
+)
 
 MEMBER = "m.room.member"
 _FAILED_PREVS_WALK_LIMIT = 1_000
@@ -201,9 +208,10 @@ class LatestEvents:
         keys = sorted({k for k in (*diff.removed, *diff.added) if k[0] == MEMBER})
         if not keys:
             return []
-        loaded = await self._events.get(
+        facts = await self._member_facts(
             diff.added[k] for k in keys if diff.added.get(k, event.event_id) != event.event_id
         )
+        facts[event.event_id] = MemberFacts(event.membership, event.sender)
         out: list[tuple[MembershipChange, EventId | None]] = []
         for key in keys:
             user = key[1]
@@ -214,12 +222,23 @@ class LatestEvents:
                 assert previous is not None
                 out.append((MembershipChange(user, "leave", previous, user), previous))
                 continue
-            stored = loaded.get(added_id)
-            member = event if added_id == event.event_id else stored.event if stored else None
+            member = facts.get(added_id)
             if member is None:
                 continue
             membership = member.membership or "leave"
             out.append((MembershipChange(user, membership, added_id, member.sender), previous))
+        return out
+
+    async def _member_facts(self, event_ids: Iterable[EventId]) -> dict[EventId, MemberFacts]:
+        """Membership and sender of the member events ``event_ids``: from the event cache when
+        it holds them, else read from storage without parsing the events (a big room's
+        ``has_state`` join changes the membership of every member at once)."""
+        wanted = set(event_ids)
+        cached = self._events.peek(wanted)
+        out = {i: MemberFacts(s.event.membership, s.event.sender) for i, s in cached.items()}
+        rest = wanted - out.keys()
+        if rest:
+            out.update(await self._store.member_facts(sorted(rest)))
         return out
 
     async def _invite_outputs(

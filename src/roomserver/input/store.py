@@ -18,6 +18,7 @@ from roomserver.core.ids import EventId
 from roomserver.core.pdu import Event
 from roomserver.ports import (
     AuthChainIndex,
+    EventFactsStore,
     EventStore,
     MembershipStore,
     RedactionRecord,
@@ -33,7 +34,9 @@ from roomserver.state_view import snapshot_of as snapshot_of
 from roomserver.state_view import state_after_delta as state_after_delta
 
 
-class InputStore(EventStore, StateStore, AuthChainIndex, MembershipStore, Protocol):
+class InputStore(
+    EventStore, StateStore, AuthChainIndex, MembershipStore, EventFactsStore, Protocol
+):
     """The storage the input pipeline uses (a subset of ``roomserver.ports.Storage``)."""
 
 
@@ -132,9 +135,9 @@ async def state_entries(
 def changes_between(
     old: Mapping[StateKey, EventId], new: Mapping[StateKey, EventId]
 ) -> dict[StateKey, EventId | None]:
-    """The changes taking ``old`` to ``new`` (``None``: key removed), in key order."""
-    out: dict[StateKey, EventId | None] = {}
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            out[key] = new.get(key)
-    return out
+    """The changes taking ``old`` to ``new`` (``None``: key removed), in key order. Only the
+    changed keys are sorted: two 100,000-entry states that differ in a few keys cost no sort
+    of 100,000 keys."""
+    changed = [k for k in old.keys() | new.keys() if old.get(k) != new.get(k)]
+    changed.sort()
+    return {k: new.get(k) for k in changed}

@@ -31,9 +31,9 @@ import contextlib
 import itertools
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from roomserver.api import StoredEvent
 from roomserver.core.ids import EventId, RoomId
@@ -47,9 +47,11 @@ from roomserver.input.buffered_reads import (
 )
 from roomserver.input.store import apply_changes
 from roomserver.ports import (
+    EventFacts,
     EventStatus,
     EventWrite,
     InputReads,
+    MemberFacts,
     PersistResult,
     RoomInfo,
     SnapshotId,
@@ -60,6 +62,7 @@ from roomserver.ports import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _RESOLVED_CAPACITY = 200_000
 
@@ -310,11 +313,26 @@ class WriteBehind(FlushFirstReads):
 
     # -- reads answered from the buffers --------------------------------------------------------
     async def get_events(self, event_ids: Iterable[EventId]) -> dict[EventId, StoredEvent]:
+        return await self._buffered_first(event_ids, lambda s: s, self._store.get_events)
+
+    async def event_facts(self, event_ids: Iterable[EventId]) -> dict[EventId, EventFacts]:
+        return await self._buffered_first(event_ids, _event_facts, self._store.event_facts)
+
+    async def member_facts(self, event_ids: Iterable[EventId]) -> dict[EventId, MemberFacts]:
+        return await self._buffered_first(event_ids, _member_facts, self._store.member_facts)
+
+    async def _buffered_first(
+        self,
+        event_ids: Iterable[EventId],
+        of: Callable[[StoredEvent], T],
+        read: Callable[[list[EventId]], Awaitable[dict[EventId, T]]],
+    ) -> dict[EventId, T]:
+        """``of`` each buffered event among ``event_ids``; storage's ``read`` of the others."""
         wanted = list(event_ids)
-        out = {i: self._events[i] for i in wanted if i in self._events}
+        out = {i: of(self._events[i]) for i in wanted if i in self._events}
         rest = [i for i in wanted if i not in out]
         if rest:
-            out.update(await self._store.get_events(rest))
+            out.update(await read(rest))
         return out
 
     async def room_version_of(self, room_id: RoomId) -> str | None:
@@ -375,6 +393,15 @@ class WriteBehind(FlushFirstReads):
         for delta in reversed(overlays):
             apply_changes(state, delta.changes)
         return state
+
+
+def _event_facts(stored: StoredEvent) -> EventFacts:
+    event = stored.event
+    return EventFacts(event.type, event.state_key, event.depth, stored.rejected)
+
+
+def _member_facts(stored: StoredEvent) -> MemberFacts:
+    return MemberFacts(stored.event.membership, stored.event.sender)
 
 
 def _current(buffer: _Buffer) -> SnapshotId | None:

@@ -22,8 +22,10 @@ from roomserver.core.pdu import Event, parse_event
 from roomserver.ports import (
     ConcurrentUpdate,
     CorruptData,
+    EventFacts,
     EventStatus,
     EventWrite,
+    MemberFacts,
     OutboxEntry,
     PersistResult,
     RedactionRecord,
@@ -34,7 +36,7 @@ from roomserver.ports import (
 )
 from roomserver.storage.authchain import PendingPositions, index_event, index_unindexed
 from roomserver.storage.cache import TxCache
-from roomserver.storage.dialect import insert_rows
+from roomserver.storage.dialect import Dialect, insert_rows
 from roomserver.storage.engine import Row, Tx
 from roomserver.storage.ids import chunks
 from roomserver.storage.state import write_snapshot
@@ -620,6 +622,55 @@ async def get_events(
             redacted_because=redacted_because,
             stream_position=nid,
         )
+    return out
+
+
+# SQLite answers with the JSON text of each field (not its value), decoded and type-checked
+# here as ``Event.membership`` does, so a value of another type or with escapes reads the same.
+# PostgreSQL cannot: its JSON operators fail on a document with a ``\u0000`` escape anywhere,
+# so there the stored JSON is decoded here (still no whole-event parse).
+_MEMBER_FACTS_SQLITE = (
+    "SELECT event_id, CAST(json AS TEXT) -> '$.content.membership', "
+    "CAST(json AS TEXT) -> '$.sender' FROM events WHERE event_id IN @LIST"
+)
+_MEMBER_FACTS_POSTGRES = "SELECT event_id, json FROM events WHERE event_id IN @LIST"
+
+
+async def member_facts(tx: Tx, event_ids: Iterable[EventId]) -> dict[EventId, MemberFacts]:
+    """``content.membership`` (when a string) and ``sender`` of stored events, read from their
+    stored JSON without parsing whole events; unknown IDs are left out."""
+    out: dict[EventId, MemberFacts] = {}
+    sqlite = tx.dialect is Dialect.SQLITE
+    sql = _MEMBER_FACTS_SQLITE if sqlite else _MEMBER_FACTS_POSTGRES
+    for part in chunks(sorted(set(event_ids))):
+        for row in await tx.fetch(sql, part):
+            event_id = row[0]
+            try:
+                if sqlite:
+                    membership = json.loads(row[1]) if row[1] is not None else None
+                    sender = json.loads(row[2]) if row[2] is not None else None
+                else:
+                    pdu = json.loads(bytes(row[1]))
+                    content = pdu.get("content")
+                    membership = content.get("membership") if isinstance(content, dict) else None
+                    sender = pdu.get("sender")
+            except (ValueError, AttributeError) as exc:
+                raise CorruptData(f"stored event {event_id} cannot be decoded: {exc}") from exc
+            if not isinstance(sender, str):
+                raise CorruptData(f"stored event {event_id} has no sender")
+            out[event_id] = MemberFacts(membership if isinstance(membership, str) else None, sender)
+    return out
+
+
+async def event_facts(tx: Tx, event_ids: Iterable[EventId]) -> dict[EventId, EventFacts]:
+    """``EventFacts`` of stored events, from their rows' columns; unknown IDs are left out."""
+    out: dict[EventId, EventFacts] = {}
+    for part in chunks(sorted(set(event_ids))):
+        for event_id, type_, state_key, depth, rejected in await tx.fetch(
+            "SELECT event_id, type, state_key, depth, rejected FROM events WHERE event_id IN @LIST",
+            part,
+        ):
+            out[event_id] = EventFacts(type_, state_key, int(depth), bool(rejected))
     return out
 
 

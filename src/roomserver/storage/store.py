@@ -12,8 +12,10 @@ from roomserver.api import StoredEvent
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.ports import (
+    EventFacts,
     EventWrite,
     InputReads,
+    MemberFacts,
     OutboxEntry,
     OutlierRow,
     PersistResult,
@@ -107,6 +109,18 @@ class SqlStorage:
         if not wanted:
             return {}
         return await self._run(lambda tx, cache: events.get_events(tx, cache, wanted))
+
+    async def event_facts(self, event_ids: Iterable[EventId]) -> dict[EventId, EventFacts]:
+        wanted = list(event_ids)
+        if not wanted:
+            return {}
+        return await self._run(lambda tx, _: events.event_facts(tx, wanted))
+
+    async def member_facts(self, event_ids: Iterable[EventId]) -> dict[EventId, MemberFacts]:
+        wanted = list(event_ids)
+        if not wanted:
+            return {}
+        return await self._run(lambda tx, _: events.member_facts(tx, wanted))
 
     async def room(self, room_id: RoomId) -> RoomInfo | None:
         return await self._run(lambda tx, _: events.room_info(tx, room_id))
