@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from roomserver.api import EventResult, InputRoomEvent, Outcome, encode_input_batch
 from roomserver.core.pdu import Event
+from roomserver.input import Disposition, handle_message
 from roomserver.input.write_behind import WriteBehind
 from roomserver.ports import (
     EventStatus,
@@ -23,8 +26,7 @@ from roomserver.ports import (
 from roomserver.testing.builder import RoomBuilder
 
 from .fakes import MemoryStorage
-
-ALICE = "@alice:example.org"
+from .helpers import ALICE, BOB, Harness, new_room
 
 
 class CountingStorage(MemoryStorage):
@@ -114,7 +116,7 @@ async def test_room_scoped_reads_flush_only_their_room() -> None:
     b, _, join_b, _ = await _room_with_buffered_create(wb, store)
 
     assert await wb.membership(a.room_id, ALICE) == "join"
-    assert await wb.joined_servers(a.room_id) == ["example.org"]
+    assert await wb.joined_servers(a.room_id) == ["example.org"]  # ALICE's server
     await wb.pending_outbox(a.room_id)
     await wb.mark_outbox_sent(a.room_id, [1])
     assert store.flushes == Counter({a.room_id: 1})
@@ -222,3 +224,25 @@ async def test_cross_room_reads_see_another_rooms_buffered_writes() -> None:
     await wb.state_diff(base, wb.resolve(result_b.current_state))
     assert store.flushes == Counter({b.room_id: 1, c.room_id: 1})
     assert a.room_id not in store.flushes
+
+
+async def test_a_message_creating_its_room_is_prefetched() -> None:
+    """The message holding a room's create event reads what its events need at once too
+    (the room is not stored yet: its version comes from the create event)."""
+    builder, events = new_room()
+    events += [builder.join(BOB)] + [builder.message(BOB, f"m{i}") for i in range(8)]
+    store = CountingStorage()
+    h = Harness(builder, store=store)
+    batch = encode_input_batch([InputRoomEvent(event=dict(e.pdu)) for e in events])
+    decision = await handle_message(h.processor, builder.room_id, batch, _Info())
+    assert decision.disposition is Disposition.ACK
+    assert decision.results == tuple(EventResult(e.event_id, Outcome.ACCEPTED) for e in events)
+    # Only the create event's own read is left (it is not in the gather).
+    assert [ids for _, ids, _ in store.batched_reads] == [[events[0].event_id]]
+    assert await h.extremities() == {events[-1].event_id}
+
+
+@dataclass
+class _Info:
+    num_delivered: int = 1
+    stream_seq: int = 1
