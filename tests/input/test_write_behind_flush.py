@@ -5,6 +5,7 @@ each; storage calls are counted per room."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -246,3 +247,32 @@ async def test_a_message_creating_its_room_is_prefetched() -> None:
 class _Info:
     num_delivered: int = 1
     stream_seq: int = 1
+
+
+class _SlowStorage(CountingStorage):
+    """Holds every ``persist_many`` until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+        await self.release.wait()
+        return await super().persist_many(writes)
+
+
+async def test_a_read_waits_for_a_commit_under_way_of_the_buffer_it_depends_on() -> None:
+    store = _SlowStorage()
+    wb = WriteBehind(store)
+    a, create, _, result = await _room_with_buffered_create(wb, store)
+    closing = asyncio.create_task(wb.close(a.room_id))  # the commit is under way
+    await asyncio.sleep(0)
+    cited = asyncio.create_task(wb.referenced_as_prev(a.room_id, [create.event_id]))
+    diff = asyncio.create_task(wb.state_diff(None, result.current_state))
+    await asyncio.sleep(0.01)
+    assert not cited.done() and not diff.done()  # neither read storage before the commit
+    store.release.set()
+    await closing
+    assert await cited == {create.event_id}
+    added, _ = await diff
+    assert ("m.room.member", ALICE) in added

@@ -324,10 +324,11 @@ class WriteBehind(FlushFirstReads):
                 buffer.prefetch = buffer.prefetch.without(changed, cited)
 
     async def _flush_some(self, buffers: Iterable[_Buffer]) -> None:
-        """Before a read that storage can only answer with their writes: commit ``buffers``.
-        A failure is kept for its own room (raised to that room's next call)."""
+        """Before a read that storage can only answer with their writes: commit ``buffers``
+        (or wait for their commit under way: its writes are no longer in ``writes``). A
+        failure is kept for its own room (raised to that room's next call)."""
         for buffer in list(buffers):
-            if buffer.writes:
+            if buffer.writes or buffer.lock.locked():
                 with contextlib.suppress(BufferedWriteFailed):
                     await self._flush(buffer)
 
