@@ -19,7 +19,8 @@ Scenarios, in one run (the issue's table):
 Each throughput line gives events/s and the CPU time per event of this process (roomserver and
 the benchmark's own callers, all threads) and of the embedded nats-server. ``--phases`` adds
 wall-clock µs per event of the storage calls, signature checks and output publishing of the
-first scenario; ``--profile`` prints a cProfile of it (tottime, top 30).
+first two scenarios (each its own report); ``--profile`` prints a cProfile of the first
+(tottime, top 30).
 """
 
 from __future__ import annotations
@@ -143,13 +144,15 @@ class Phases:
 
         setattr(obj, name, timed)
 
-    def report(self, events: int) -> None:
+    def report_and_reset(self, events: int) -> None:
         print(f"  phases (wall clock, µs per event over {events} events):")
         for name in sorted(self.seconds, key=lambda k: -self.seconds[k]):
             print(
                 f"    {name:<28} {self.calls[name] / events:5.2f} calls/event "
                 f"{1e6 * self.seconds[name] / events:7.1f} µs/event"
             )
+        self.seconds.clear()
+        self.calls.clear()
 
 
 async def sync_requests(rs: Roomserver, b: RoomBuilder, size: int) -> None:
@@ -217,10 +220,7 @@ async def run(args: argparse.Namespace) -> None:
             if profiler:
                 profiler.disable()
             if phases is not None:
-                phases.report(n)
-                for name in list(phases.seconds):
-                    phases.seconds[name] = 0.0
-                    phases.calls[name] = 0
+                phases.report_and_reset(n)
 
             n = sum(len(b.events) for b in many)
             queue: asyncio.Queue[RoomBuilder] = asyncio.Queue()
@@ -234,6 +234,8 @@ async def run(args: argparse.Namespace) -> None:
             label = f"{len(many)} rooms, {args.callers} callers"
             with measured(label, n, cpu):
                 await asyncio.gather(*(caller() for _ in range(args.callers)))
+            if phases is not None:
+                phases.report_and_reset(n)
 
             n = len(singles.events)
             with measured("one room, single async submissions", n, cpu):

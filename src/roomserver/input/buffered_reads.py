@@ -26,7 +26,8 @@ from roomserver.ports import (
 
 @dataclass(frozen=True, slots=True)
 class MessagePrefetch:
-    """``read_for_input`` answered once for a whole message (valid until its buffer flushes)."""
+    """``read_for_input`` answered once for a whole message. A flush keeps it true except for
+    what the flushed writes change (``without``): it persists what was answered from memory."""
 
     event_ids: frozenset[EventId]
     found: dict[EventId, StoredEvent]
@@ -51,6 +52,25 @@ class MessagePrefetch:
             else []
         )
         return found, set(self.referenced.intersection(cited)), records
+
+    def without(self, changed: Collection[str], cited: Collection[str]) -> MessagePrefetch:
+        """The prefetch left true once writes are committed that store or redact the events
+        ``changed`` (their rows and redaction records are read again) and cite ``cited`` as
+        prev events (their ``referenced_as_prev`` is read again)."""
+        if (
+            self.event_ids.isdisjoint(changed)
+            and self.redactions_of.isdisjoint(changed)
+            and self.referenced_ids.isdisjoint(cited)
+        ):
+            return self
+        return MessagePrefetch(
+            self.event_ids.difference(changed),
+            {i: e for i, e in self.found.items() if i not in changed},
+            self.referenced_ids.difference(cited),
+            self.referenced.difference(cited),
+            self.redactions_of.difference(changed),
+            self.redactions,
+        )
 
 
 async def read_batched(
@@ -124,16 +144,25 @@ class WriteBehindStore(InputStore, InputReadBatch, BatchPersist, Protocol):
 
 
 class FlushFirstReads:
-    """The reads storage can only answer once a message's buffered writes are committed (the
-    auth chain index, memberships, joined servers, state differences, the outbox): each
-    flushes the buffers first. ``WriteBehind`` provides the flushing."""
+    """The reads storage can only answer once buffered writes are committed (the auth chain
+    index, memberships, joined servers, state differences, the outbox): each first commits
+    the buffers the answer depends on, and only those. Room-scoped reads (memberships, joined
+    servers, the outbox, ``referenced_as_prev``) depend on the room's own buffer; reads by
+    event ID or snapshot ID (auth chains, state differences) on the buffers holding those
+    events or snapshots, whatever their room. ``WriteBehind`` provides the flushing."""
 
     _store: WriteBehindStore
 
-    async def _flush_all(self) -> None:
+    async def _flush_room(self, room_id: RoomId) -> None:
         raise NotImplementedError
 
-    async def _flush_if_cited(self, event_ids: Collection[EventId]) -> None:
+    async def _flush_events(self, event_ids: Iterable[EventId]) -> None:
+        raise NotImplementedError
+
+    async def _flush_snapshots(self, *snapshots: SnapshotId | None) -> None:
+        raise NotImplementedError
+
+    async def _flush_if_cited(self, room_id: RoomId, event_ids: Collection[EventId]) -> None:
         raise NotImplementedError
 
     def resolve(self, snapshot: SnapshotId | None) -> SnapshotId | None:
@@ -142,10 +171,11 @@ class FlushFirstReads:
     async def referenced_as_prev(
         self, room_id: RoomId, event_ids: Iterable[EventId]
     ) -> set[EventId]:
-        """Flushes first when a buffered write cites one of them (whatever that write's flags:
-        storage decides which citations count)."""
+        """Flushes first when a buffered write of the room cites one of them (whatever that
+        write's flags: storage decides which citations count). Only the room's own events
+        count as citing, so other rooms' buffers do not matter."""
         wanted = list(event_ids)
-        await self._flush_if_cited(wanted)
+        await self._flush_if_cited(room_id, wanted)
         return await self._store.referenced_as_prev(room_id, wanted)
 
     async def redactions_for(self, event_id: EventId) -> list[RedactionRecord]:
@@ -154,35 +184,37 @@ class FlushFirstReads:
     async def state_diff(
         self, old: SnapshotId | None, new: SnapshotId | None
     ) -> tuple[dict[StateKey, EventId], dict[StateKey, EventId]]:
-        await self._flush_all()
+        await self._flush_snapshots(old, new)  # stored snapshots never change
         return await self._store.state_diff(self.resolve(old), self.resolve(new))
 
     async def auth_chain(self, event_ids: Iterable[EventId]) -> set[EventId]:
-        await self._flush_all()
-        return await self._store.auth_chain(event_ids)
+        # A stored event's place in the index is fixed on insert: only buffered events count.
+        wanted = list(event_ids)
+        await self._flush_events(wanted)
+        return await self._store.auth_chain(wanted)
 
     async def auth_chain_difference(
         self, state_sets: Sequence[Collection[EventId]]
     ) -> set[EventId]:
-        await self._flush_all()
+        await self._flush_events(i for s in state_sets for i in s)
         return await self._store.auth_chain_difference(state_sets)
 
     async def membership(self, room_id: RoomId, user_id: str) -> str | None:
-        await self._flush_all()
+        await self._flush_room(room_id)
         return await self._store.membership(room_id, user_id)
 
     async def joined_servers(self, room_id: RoomId) -> list[ServerName]:
-        await self._flush_all()
+        await self._flush_room(room_id)
         return await self._store.joined_servers(room_id)
 
     async def joined_users(self, room_id: RoomId) -> list[str]:
-        await self._flush_all()
+        await self._flush_room(room_id)
         return await self._store.joined_users(room_id)
 
     async def pending_outbox(self, room_id: RoomId) -> list[OutboxEntry]:
-        await self._flush_all()
+        await self._flush_room(room_id)
         return await self._store.pending_outbox(room_id)
 
     async def mark_outbox_sent(self, room_id: RoomId, sequences: Collection[int]) -> None:
-        await self._flush_all()
+        await self._flush_room(room_id)
         await self._store.mark_outbox_sent(room_id, sequences)

@@ -273,7 +273,13 @@ async def parse_input(
     room_id = RoomId(room_id)
     room = await rooms.get(room_id)
     early = parsed.pop(id(pdu), None) if parsed is not None else None
-    if early is not None and early[0] is pdu and early[1] is item.kind and room is not None:
+    if (
+        early is not None
+        and early[0] is pdu
+        and early[1] is item.kind
+        and room is not None
+        and early[2].room_version == room.room_version
+    ):
         return early[2], room  # parsed for the room's version when the message began
     version = room.room_version if room is not None else None
     if version is None:

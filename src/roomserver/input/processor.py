@@ -181,8 +181,9 @@ class InputProcessor:
             stored = await self._gather(cached, items, message)
         else:
             stored = await self._store.room(room_id)
-            if gather and stored is not None and items:
-                await self._gather(stored, items, message)
+            known = stored if stored is not None else _created_by(room_id, items)
+            if gather and known is not None and items:
+                await self._gather(known, items, message)
         if cached is None or stored is None or cached.version != stored.version:
             self._forget_room(room_id)
         if stored is not None:
@@ -383,6 +384,24 @@ class InputProcessor:
     def forget_rooms(self) -> None:
         """Drop cached room rows (call after changing rooms outside this processor)."""
         self._rooms.clear()
+
+
+def _created_by(room_id: RoomId, items: Sequence[InputRoomEvent]) -> RoomInfo | None:
+    """The room a message creates (it holds the room's create event), as far as its gather
+    needs it (ID, version, no extremities yet); ``None`` if the message creates no room. The
+    create event is checked when its turn comes: an event parsed here for a version the room
+    does not get is parsed again then (``gather.parse_input``)."""
+    for item in items:
+        pdu = item.event
+        if not isinstance(pdu, Mapping) or pdu.get("type") != "m.room.create":
+            continue
+        if pdu.get("state_key") != "" or pdu.get("room_id") not in (None, room_id):
+            continue
+        content = pdu.get("content")
+        version = content.get("room_version", "1") if isinstance(content, Mapping) else "1"
+        if isinstance(version, str):
+            return RoomInfo(room_id, version, (), None, None, 0)
+    return None
 
 
 def _stored_result(stored: StoredEvent) -> EventResult:

@@ -10,8 +10,15 @@ write. The next events of the message see the buffered writes as if they were st
 * ``state_entries`` / ``state_map`` of a placeholder overlay its deltas on the stored base;
 * the answers storage could only give after the writes (``referenced_as_prev`` of an event a
   buffered write cites, the auth chain index, memberships, state differences, the outbox)
-  first **flush** the buffers: the writes so far are committed (``BatchPersist.persist_many``),
-  then storage is asked. So no answer ever misses a write; flushing early costs only speed.
+  first **flush** the buffers they depend on: the writes so far are committed
+  (``BatchPersist.persist_many``), then storage is asked. So no answer ever misses a write;
+  flushing early costs only speed. A room-scoped read (memberships, joined servers, the
+  outbox, ``referenced_as_prev``) flushes its own room's buffer; a read by event or snapshot
+  ID (auth chains, state differences) flushes the buffers holding those events or
+  placeholders, whatever their room. Other rooms' buffers stay open.
+* a flush keeps the room's prefetched reads (``prefetch``): they stay true, except for the
+  events the flushed writes store or redact and the prev events they cite, which are read
+  from storage again (``MessagePrefetch.without``, applied to every open room's prefetch).
 
 ``close`` flushes what is left and returns the room's last ``PersistResult`` (its pending
 outbox), so a message of N events costs one write transaction in the common case instead of N.
@@ -104,6 +111,7 @@ class WriteBehind(FlushFirstReads):
         self._buffers: dict[RoomId, _Buffer] = {}
         self._events: dict[EventId, StoredEvent] = {}  # buffered events of every open room
         self._deltas: dict[int, StateDelta] = {}  # unflushed placeholder -> its delta
+        self._owners: dict[int, _Buffer] = {}  # unflushed placeholder -> its buffer
         self._resolved: OrderedDict[int, SnapshotId | None] = OrderedDict()
         self._placeholders = itertools.count(1)
         self._prefetched: dict[EventId, _Buffer] = {}  # event ID -> the buffer that prefetched it
@@ -193,8 +201,8 @@ class WriteBehind(FlushFirstReads):
         self._raise_if_failed(buffer)
         update = write.room_update
         placeholders = (
-            self._placeholder(write.state_before),
-            self._placeholder(update.current_state if update is not None else None),
+            self._placeholder(buffer, write.state_before),
+            self._placeholder(buffer, update.current_state if update is not None else None),
         )
         buffer.writes.append(replace(write, snapshot_placeholders=placeholders))
         before = _snapshot(write.state_before, placeholders[0])
@@ -231,11 +239,12 @@ class WriteBehind(FlushFirstReads):
             pending_outbox=None,  # known once committed: ``close`` returns it
         )
 
-    def _placeholder(self, delta: StateDelta | None) -> SnapshotId | None:
+    def _placeholder(self, buffer: _Buffer, delta: StateDelta | None) -> SnapshotId | None:
         if delta is None or not delta.changes:
             return None  # storage writes nothing either: the snapshot is the base
         placeholder = -next(self._placeholders)
         self._deltas[placeholder] = delta
+        self._owners[placeholder] = buffer
         return SnapshotId(placeholder)
 
     def _resolved_write(self, write: EventWrite) -> EventWrite:
@@ -247,7 +256,7 @@ class WriteBehind(FlushFirstReads):
             if not buffer.writes:
                 return
             writes, buffer.writes = buffer.writes, []
-            buffer.prefetch = None  # storage is about to change under it
+            self._narrow_prefetches(writes)
             try:
                 results = await self._store.persist_many(
                     [with_placeholders_resolved(w, self._resolved, partial=True) for w in writes]
@@ -277,6 +286,7 @@ class WriteBehind(FlushFirstReads):
         if placeholder is None:
             return
         self._deltas.pop(placeholder, None)
+        self._owners.pop(placeholder, None)
         self._resolved[placeholder] = real
         while len(self._resolved) > _RESOLVED_CAPACITY:
             self._resolved.popitem(last=False)
@@ -292,6 +302,7 @@ class WriteBehind(FlushFirstReads):
                 for placeholder in write.snapshot_placeholders:
                     if placeholder is not None:
                         self._deltas.pop(placeholder, None)
+                        self._owners.pop(placeholder, None)
             buffer.writes.clear()
             buffer.room = None
 
@@ -299,17 +310,55 @@ class WriteBehind(FlushFirstReads):
         if buffer.failed is not None:
             raise BufferedWriteFailed(buffer.room_id, buffer.failed)
 
-    async def _flush_all(self) -> None:
-        """Before a read that storage can only answer with the writes: commit every buffer.
-        A failure is kept for its own room (raised to that room's next call)."""
-        for buffer in list(self._buffers.values()):
-            if buffer.writes:
+    def _narrow_prefetches(self, writes: Sequence[EventWrite]) -> None:
+        """Storage is about to hold ``writes``: every open room's prefetch forgets what they
+        change (events a room's message references may, wrongly, be another room's)."""
+        changed: set[str] = set()
+        cited: set[str] = set()
+        for write in writes:
+            changed.add(write.event.event_id)
+            cited.update(write.event.prev_event_ids)
+            if write.redaction_target is not None:
+                changed.add(write.redaction_target)
+            if write.apply_redaction is not None:
+                changed.add(write.apply_redaction.target_id)
+                changed.add(write.apply_redaction.redaction_id)
+        for buffer in self._buffers.values():
+            if buffer.prefetch is not None:
+                buffer.prefetch = buffer.prefetch.without(changed, cited)
+
+    async def _flush_some(self, buffers: Iterable[_Buffer]) -> None:
+        """Before a read that storage can only answer with their writes: commit ``buffers``
+        (or wait for their commit under way: its writes are no longer in ``writes``). A
+        failure is kept for its own room (raised to that room's next call)."""
+        for buffer in list(buffers):
+            if buffer.writes or buffer.lock.locked():
                 with contextlib.suppress(BufferedWriteFailed):
                     await self._flush(buffer)
 
-    async def _flush_if_cited(self, event_ids: Collection[EventId]) -> None:
-        if any(not b.cited.isdisjoint(event_ids) for b in self._buffers.values()):
-            await self._flush_all()
+    async def _flush_room(self, room_id: RoomId) -> None:
+        buffer = self._buffers.get(room_id)
+        if buffer is not None:
+            await self._flush_some([buffer])
+
+    async def _flush_events(self, event_ids: Iterable[EventId]) -> None:
+        rooms = {self._events[i].event.room_id for i in event_ids if i in self._events}
+        await self._flush_some(self._buffers[r] for r in sorted(rooms) if r in self._buffers)
+
+    async def _flush_snapshots(self, *snapshots: SnapshotId | None) -> None:
+        owners: dict[int, _Buffer] = {}  # by id(): the buffers in the order met, bases last
+        for snapshot in snapshots:
+            while snapshot is not None and snapshot < 0 and snapshot in self._deltas:
+                owner = self._owners.get(snapshot)
+                if owner is not None:
+                    owners.setdefault(id(owner), owner)
+                snapshot = self._deltas[snapshot].base
+        await self._flush_some(reversed(list(owners.values())))
+
+    async def _flush_if_cited(self, room_id: RoomId, event_ids: Collection[EventId]) -> None:
+        buffer = self._buffers.get(room_id)
+        if buffer is not None and not buffer.cited.isdisjoint(event_ids):
+            await self._flush_some([buffer])
 
     # -- reads answered from the buffers --------------------------------------------------------
     async def get_events(self, event_ids: Iterable[EventId]) -> dict[EventId, StoredEvent]:
@@ -358,13 +407,13 @@ class WriteBehind(FlushFirstReads):
         redactions_of: EventId | Sequence[EventId] | None,
     ) -> InputReads:
         if redactions_of is not None and not isinstance(redactions_of, str):
-            await self._flush_all()
-            return await read_batched(
-                self._store, room_id, list(event_ids), list(referenced_ids), list(redactions_of)
-            )
+            wanted, cited = list(event_ids), list(referenced_ids)
+            await self._flush_if_cited(room_id, cited)
+            await self._flush_events(wanted)  # event lookups are global: any room's buffer
+            return await read_batched(self._store, room_id, wanted, cited, list(redactions_of))
         wanted = list(event_ids)
         cited = list(referenced_ids)
-        await self._flush_if_cited(cited)
+        await self._flush_if_cited(room_id, cited)
         found = {i: self._events[i] for i in wanted if i in self._events}
         rest = [i for i in wanted if i not in found]
         buffer = self._prefetched.get(redactions_of) if redactions_of is not None else None
