@@ -303,9 +303,10 @@ async def test_rooms_beyond_max_workers_wait_without_a_consumer(
 async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_input(
     nats_server: EmbeddedNatsServer,
 ) -> None:
-    """While the stream holds more than ``delete_backlog`` messages, a quiet room keeps its
-    consumer (queued for deletion); new input for it calls the deletion off and is processed
-    once; once the backlog is gone, the queued consumers are deleted."""
+    """While the stream holds more than ``delete_backlog`` messages and the API is busy, a
+    quiet room keeps its consumer (queued for deletion); new input for it calls the deletion
+    off and is processed once; once the API is idle, or the backlog gone, the queued
+    consumers are deleted."""
     release = asyncio.Event()
 
     async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> None:
@@ -317,6 +318,7 @@ async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_inpu
     await bus.start_workers(recorder)
     pool = bus.pool
     assert pool is not None
+    pool._api_in_flight += 1  # stands for a busy API: under a backlog, no delete goes then
     await bus.publish_inputs([("!busy:x", b"%d" % i) for i in range(20)])
     await recorder.wait_for(lambda: "!busy:x" in recorder.active)
     await bus.publish_inputs([("!quick:x", b"one"), ("!other:x", b"one")])
@@ -330,6 +332,14 @@ async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_inpu
     assert set(await room_consumers(bus)) >= {"RoomInput_21quick_3Ax", "RoomInput_21other_3Ax"}
     await bus.publish_input("!quick:x", b"two")
     await recorder.wait_for(lambda: recorder.acked["!quick:x"] == [b"one", b"two"])
+    await eventually(queued, timeout=10)  # quiet again, queued again
+    pool._api_in_flight -= 1
+
+    async def only_busy_left() -> bool:
+        return await room_consumers(bus) == ["RoomInput_21busy_3Ax"]
+
+    await eventually(only_busy_left, timeout=10)  # deleted one at a time meanwhile
+    assert "!busy:x" in recorder.active
     release.set()
     await recorder.wait_for(lambda: recorder.total_acked() == 23, timeout=30)
 

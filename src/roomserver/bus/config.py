@@ -80,9 +80,10 @@ class BusConfig:
     #: server still has queued is not sent a second time (which only lengthens its queue).
     api_timeout: float = 60.0
     #: While the input stream holds more than this many messages (or rooms wait to be
-    #: admitted), quiet rooms' consumers are not deleted at once but queued, and deleted
-    #: once the backlog is below it: on an interest stream a delete costs the server time
-    #: that grows with the messages times the consumers on the stream.
+    #: admitted), quiet rooms' consumers are not deleted at once but queued, and deleted one
+    #: at a time while no other API request is outstanding (all at once below it): on an
+    #: interest stream a delete costs the server time that grows with the messages times
+    #: the consumers on the stream.
     delete_backlog: int = 1000
     #: A worker that holds a room's head message while more of the room's input is queued
     #: reads up to this many messages (the head included) and this many bytes of payload

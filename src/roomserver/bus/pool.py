@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _CONCURRENT_DELETES = 8
 _BACKLOG_CHECK_INTERVAL = 1.0
 _STOP_DELETING_TIME = 2.0
+_IDLE_API_POLL = 0.1
 
 
 T = TypeVar("T")
@@ -90,6 +91,7 @@ class WorkerPool:
         self.api = nc.jetstream(timeout=config.api_timeout)
         self._api_calls = asyncio.Semaphore(config.max_api_requests)
         self._reconnected = asyncio.Event()
+        self._api_in_flight = 0
         #: False while this process's discovery consumer is being recreated (see
         #: RoomWorker._delete_consumer_and_retire).
         self.may_delete_consumers = True
@@ -224,6 +226,7 @@ class WorkerPool:
             if isinstance(request, Coroutine):
                 request.close()  # never sent
             raise
+        self._api_in_flight += 1
         try:
             reconnected = self._reconnected
             task = asyncio.ensure_future(request)
@@ -240,6 +243,7 @@ class WorkerPool:
                 raise ApiRequestLost
             return task.result()
         finally:
+            self._api_in_flight -= 1
             self._api_calls.release()
 
     async def ensure_consumer(self, room_id: str) -> None:
@@ -323,7 +327,8 @@ class WorkerPool:
         self.may_delete_consumers = ok
 
     async def _delete_deferred(self) -> None:
-        """Delete queued consumers, oldest first, while the input stream has no backlog."""
+        """Delete queued consumers, oldest first: 8 at a time while the input stream has no
+        backlog, else one at a time and only while no other API request is outstanding."""
         loop = asyncio.get_running_loop()
         checked = 0.0
         while True:
@@ -339,15 +344,16 @@ class WorkerPool:
                 with contextlib.suppress(Exception):
                     info = await self.api_call(self.api.stream_info(self.stream))
                     self._backlog = info.state.messages
-            if (
-                self._waiting
-                or self._backlog > self.config.delete_backlog
-                or not self.may_delete_consumers
-            ):
+            if not self.may_delete_consumers:
                 await asyncio.sleep(_BACKLOG_CHECK_INTERVAL)
                 continue
+            backlog = bool(self._waiting) or self._backlog > self.config.delete_backlog
+            if backlog and self._api_in_flight:
+                # Creations for admitted rooms go first; a delete only when the API is idle.
+                await asyncio.sleep(_IDLE_API_POLL)
+                continue
             deletions: list[Coroutine[Any, Any, None]] = []
-            while self._to_delete and len(deletions) < _CONCURRENT_DELETES:
+            while self._to_delete and len(deletions) < (1 if backlog else _CONCURRENT_DELETES):
                 deletions.append(self._delete_one(*self._take_deletion()))
             await asyncio.gather(*deletions)
 
