@@ -530,11 +530,12 @@ class WorkerPool:
         return self._workers.get(room_id)
 
     async def wait_idle(self) -> None:
-        """Until no worker runs (all rooms quiet) and no quiet room's consumer is left to
-        delete."""
-        while not (self._idle.is_set() and self._deletions_done.is_set()):
-            await self._idle.wait()
-            await self._deletions_done.wait()
+        """Until no worker runs (all rooms quiet; queued consumer deletions may remain)."""
+        await self._idle.wait()
+
+    async def wait_deletions(self) -> None:
+        """Until no queued consumer deletion is left (tests)."""
+        await self._deletions_done.wait()
 
     async def stop(self, grace: float = 30.0) -> None:
         """Finish the in-flight message of each room (up to ``grace`` seconds), release it
