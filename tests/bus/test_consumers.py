@@ -265,3 +265,89 @@ async def test_an_idle_process_stops_in_under_a_second(nats_server: EmbeddedNats
     await bus.publish_input("!stop1:x", b"next")
     await successor.wait_for(lambda: successor.total_acked() == 1, timeout=3)
     await bus.close()
+
+
+async def test_rooms_beyond_max_workers_wait_without_a_consumer(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """A room that waits for a worker slot has no consumer yet; its input is kept by the
+    discovery consumers meanwhile and processed once, when it is admitted."""
+    release = asyncio.Event()
+
+    async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> None:
+        await release.wait()
+
+    recorder = Recorder(decide)
+    bus = await Bus.connect(nats_server.url, config=fast_config(max_workers=2))
+    await bus.start_workers(recorder)
+    assert bus.pool is not None
+    rooms = [f"!wait{i}:x" for i in range(6)]
+    await bus.publish_inputs([(room, room.encode()) for room in rooms])
+    await recorder.wait_for(lambda: len(recorder.active) == 2)
+    await asyncio.sleep(1.0)  # pulls come and go: still only two rooms admitted
+    assert len(await room_consumers(bus)) == 2
+    assert bus.stats().workers == 2 and bus.stats().waiting_rooms == 4
+    assert (await bus.js.stream_info(STREAM)).state.messages == 6
+    release.set()
+    await recorder.wait_for(lambda: recorder.total_acked() == 6)
+    assert sorted(d.room_id for d in recorder.deliveries) == sorted(rooms)  # each once
+    assert recorder.overlaps == 0
+
+    async def gone() -> bool:
+        return not await room_consumers(bus)
+
+    await eventually(gone, timeout=10)
+    await bus.close()
+
+
+async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_input(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """While the stream holds more than ``delete_backlog`` messages and the API is busy, a
+    quiet room keeps its consumer (queued for deletion); new input for it calls the deletion
+    off and is processed once; once the API is idle, or the backlog gone, the queued
+    consumers are deleted."""
+    release = asyncio.Event()
+
+    async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> None:
+        if room_id == "!busy:x":
+            await release.wait()
+
+    recorder = Recorder(decide)
+    bus = await Bus.connect(nats_server.url, config=fast_config(delete_backlog=5))
+    await bus.start_workers(recorder)
+    pool = bus.pool
+    assert pool is not None
+    pool._api_in_flight += 1  # stands for a busy API: under a backlog, no delete goes then
+    await bus.publish_inputs([("!busy:x", b"%d" % i) for i in range(20)])
+    await recorder.wait_for(lambda: "!busy:x" in recorder.active)
+    await bus.publish_inputs([("!quick:x", b"one"), ("!other:x", b"one")])
+    await recorder.wait_for(lambda: recorder.total_acked() == 2)
+
+    async def queued() -> bool:
+        return set(pool._to_delete) == {"!quick:x", "!other:x"}
+
+    await eventually(queued, timeout=10)
+    await asyncio.sleep(1.0)
+    assert set(await room_consumers(bus)) >= {"RoomInput_21quick_3Ax", "RoomInput_21other_3Ax"}
+    await bus.publish_input("!quick:x", b"two")
+    await recorder.wait_for(lambda: recorder.acked["!quick:x"] == [b"one", b"two"])
+    await eventually(queued, timeout=10)  # quiet again, queued again
+    pool._api_in_flight -= 1
+
+    async def only_busy_left() -> bool:
+        return await room_consumers(bus) == ["RoomInput_21busy_3Ax"]
+
+    await eventually(only_busy_left, timeout=10)  # deleted one at a time meanwhile
+    assert "!busy:x" in recorder.active
+    release.set()
+    await recorder.wait_for(lambda: recorder.total_acked() == 23, timeout=30)
+
+    async def gone() -> bool:
+        return not await room_consumers(bus)
+
+    await eventually(gone, timeout=20)
+    assert recorder.acked["!quick:x"] == [b"one", b"two"]
+    assert recorder.acked["!other:x"] == [b"one"]
+    assert (await bus.js.stream_info(STREAM)).state.messages == 0
+    await bus.close()

@@ -69,8 +69,22 @@ class BusConfig:
     #: First retry delay after a transient failure; doubles per delivery up to the maximum.
     retry_initial_delay: float = 1.0
     retry_max_delay: float = 60.0
-    #: At most this many room workers run at once; further rooms wait their turn (FIFO).
-    max_workers: int = 10_000
+    #: At most this many room workers run at once; further rooms wait their turn (FIFO),
+    #: without a consumer: a room's consumer is created when it is admitted. Bounds the
+    #: handlers, memory and room consumers of a process (docs/bus.md, "Bounds").
+    max_workers: int = 256
+    #: At most this many JetStream API requests of the pool (consumer create, info and
+    #: delete, quiet-room stream checks, unit purges) are outstanding at once per process.
+    max_api_requests: int = 32
+    #: How long such a request waits for the server's answer. Long, so that a request the
+    #: server still has queued is not sent a second time (which only lengthens its queue).
+    api_timeout: float = 60.0
+    #: While the input stream holds more than this many messages (or rooms wait to be
+    #: admitted), quiet rooms' consumers are not deleted at once but queued, and deleted one
+    #: at a time while no other API request is outstanding (all at once below it): on an
+    #: interest stream a delete costs the server time that grows with the messages times
+    #: the consumers on the stream.
+    delete_backlog: int = 1000
     #: A worker that holds a room's head message while more of the room's input is queued
     #: reads up to this many messages (the head included) and this many bytes of payload
     #: from the stream, and hands them to the handler as one unit (docs/bus.md, "Units").
@@ -92,8 +106,10 @@ class BusConfig:
             self.consumer_inactive_threshold <= self.idle_timeout + self.pull_expires
         ):
             raise ValueError("consumer_inactive_threshold must exceed idle_timeout")
-        if self.max_workers < 1 or self.discovery_batch < 1:
-            raise ValueError("max_workers and discovery_batch must be positive")
+        if self.max_workers < 1 or self.discovery_batch < 1 or self.max_api_requests < 1:
+            raise ValueError("max_workers, max_api_requests and discovery_batch must be positive")
+        if self.api_timeout <= 0 or self.delete_backlog < 0:
+            raise ValueError("api_timeout must be positive and delete_backlog not negative")
         if self.progress_interval <= 0 or self.progress_interval * 2 > self.ack_wait:
             raise ValueError("progress_interval must be positive and at most half of ack_wait")
         if self.unit_max_messages < 1 or self.unit_max_bytes < 1:

@@ -1,8 +1,9 @@
 """Discovery: learn which rooms have input waiting, and make sure each has a worker.
 
 Two consumers over the whole input stream feed a process's :class:`WorkerPool`, both headers
-only and deliver-all; for each chunk of announcements the rooms are announced to the pool
-(which creates the room's durable consumer before returning), and only then are they acked.
+only and deliver-all; each room of a chunk of announcements is announced to the pool (which
+returns once the room is admitted and its durable consumer exists), and only then are that
+room's messages acked.
 Under interest retention a discovery consumer's interest is what keeps a message alive until
 its room consumer exists.
 
@@ -13,9 +14,10 @@ its room consumer exists.
   not announced yet. An announcement taken by a process that dies comes back to another one
   after ``discovery_ack_wait``.
 * The **own** discovery consumer ``<prefix>InputDiscovery<nuid>`` of each process sees every
-  message (ack-all), so every process runs a worker for every room with work: when a process
-  dies, the others are already pulling its rooms' consumers. It is deleted when the process
-  stops, and expires ``discovery_inactive_threshold`` after a process that died. Its interest
+  message, so every process runs a worker for every room with work: when a process dies, the
+  others are already pulling its rooms' consumers. Its acks are explicit too: a room waiting
+  for a worker slot is acked after later ones. It is deleted when the process stops, and
+  expires ``discovery_inactive_threshold`` after a process that died. Its interest
   is also what makes deleting a quiet room consumer safe (docs/bus.md).
 
 Each speaks the pull protocol itself (one request of ``discovery_batch`` messages open at a
@@ -50,7 +52,6 @@ from roomserver.ports import backoff_delay
 log = logging.getLogger(__name__)
 
 _RETRY_DELAY = 1.0
-_CONCURRENT_ANNOUNCEMENTS = 64
 _STATUS = "Status"
 _DESCRIPTION = "Description"
 
@@ -99,8 +100,8 @@ class Discovery:
         self.name = base if shared else f"{base}{nc._nuid.next().decode()}"
         self.announced = 0
         self._stopping = False
-        self._creating = asyncio.Semaphore(_CONCURRENT_ANNOUNCEMENTS)
         self._task: asyncio.Task[None] | None = None
+        self._chunks: set[asyncio.Task[None]] = set()
         self._sub: Any = None
         self._inbox = nc.new_inbox()
         self._queue: asyncio.Queue[Msg | _Wake] = asyncio.Queue()
@@ -131,7 +132,9 @@ class Discovery:
             name=self.name,
             description="roomserver input discovery of one process",
             deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.ALL,
+            # Explicit: a room's messages are acked once it has its consumer, which for a room
+            # waiting for a worker slot may be after later rooms'.
+            ack_policy=AckPolicy.EXPLICIT,
             # nats-server expires an inactive consumer only once nothing awaits an ack: a dead
             # process's consumer goes ack_wait + discovery_inactive_threshold after it died.
             ack_wait=self.config.discovery_ack_wait,
@@ -152,7 +155,7 @@ class Discovery:
         consumer too if the disconnection outlasted its inactivity threshold: until it is
         checked, this process's workers delete no room consumer."""
         if not self.shared:
-            self.pool.may_delete_consumers = False
+            self.pool.discovery_consumer_checked(False)
         self._check_consumer = True
         self._queue.put_nowait(_WAKE)
 
@@ -180,7 +183,12 @@ class Discovery:
                     await self._pull()
                 chunk, need_request = await self._next_chunk()
                 if chunk:
-                    await self._announce_chunk(chunk)
+                    # Not awaited: rooms of this chunk may wait for worker slots, which rooms
+                    # of later chunks free (their input must be acked for them to go quiet).
+                    # The consumer's max_ack_pending bounds what is announced at once.
+                    task = asyncio.create_task(self._announce_chunk(chunk))
+                    self._chunks.add(task)
+                    task.add_done_callback(self._chunk_done)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -188,6 +196,14 @@ class Discovery:
                 log.exception("discovery %s failed; continuing", self.name)
                 need_request = True
                 await asyncio.sleep(_RETRY_DELAY)
+
+    def _chunk_done(self, task: asyncio.Task[None]) -> None:
+        self._chunks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Unacked announcements come back after the consumer's AckWait.
+            log.error(
+                "discovery %s: announcing a chunk failed", self.name, exc_info=task.exception()
+            )
 
     async def _next_chunk(self) -> tuple[list[Msg], bool]:
         """The messages delivered so far (waiting for the first one), and whether the current
@@ -221,55 +237,62 @@ class Discovery:
                 return chunk, False
 
     async def _announce_chunk(self, msgs: list[Msg]) -> None:
-        latest: dict[str, int] = {}
+        """Announce each room of the chunk; a room's messages are acked as soon as it has its
+        consumer (a room may wait for a worker slot first: the others are acked meanwhile, so
+        that rooms done with their input are not kept from going quiet)."""
+        by_room: dict[str, list[Msg]] = {}
         for msg in msgs:
             assert msg.reply is not None
             seq = parse_ack_subject(msg.reply)[0]
             room_id = room_of_announcement(self.config.prefix, msg)
             if room_id is None:
                 log.error("input message seq %s on %r names no room; dropped", seq, msg.subject)
-                continue
-            latest[room_id] = max(seq, latest.get(room_id, 0))
-        remaining = latest
-        attempt = 0
-        while remaining:
-            rooms = list(remaining.items())
-            results = await asyncio.gather(
-                *(self._announce(room, seq) for room, seq in rooms), return_exceptions=True
-            )
-            remaining = {
-                room: seq
-                for (room, seq), result in zip(rooms, results, strict=True)
-                if isinstance(result, BaseException)
-            }
-            if not remaining:
-                break
-            if self._stopping:
-                await self._release(msgs)
-                return
-            # Without its room consumer a message must not be acked here: retry those.
-            first = next(r for r in results if isinstance(r, BaseException))
-            log.warning(
-                "could not prepare %d room consumers (%r %s); retrying",
-                len(remaining),
-                first,
-                getattr(first, "description", ""),
-            )
-            attempt += 1
-            await asyncio.sleep(backoff_delay(attempt, initial=0.1, maximum=_RETRY_DELAY))
-        if self.shared:
-            for msg in msgs:
-                assert msg.reply is not None
                 await self.nc.publish(msg.reply, b"+ACK")
-        else:
-            last = msgs[-1]
-            assert last.reply is not None
-            await self.nc.publish(last.reply, b"+ACK")  # ack-all: covers the whole chunk
+                continue
+            by_room.setdefault(room_id, []).append(msg)
+        waiting = {m.reply for m in msgs if m.reply}
+        # Keep the announcements of rooms waiting for a slot from being redelivered
+        # meanwhile (a redelivery would only announce the room again, for nothing).
+        keep = asyncio.create_task(self._keep_in_progress(waiting))
+        try:
+            await asyncio.gather(
+                *(
+                    self._announce_room(room, room_msgs, waiting)
+                    for room, room_msgs in by_room.items()
+                )
+            )
+        finally:
+            keep.cancel()
         self.announced = max(self.announced, parse_ack_subject(msgs[-1].reply or "")[0])
 
-    async def _announce(self, room_id: str, seq: int) -> None:
-        async with self._creating:
-            await self.pool.announce(room_id, seq)
+    async def _keep_in_progress(self, waiting: set[str]) -> None:
+        while True:
+            await asyncio.sleep(self.config.discovery_ack_wait / 3)
+            for reply in list(waiting):
+                await self.nc.publish(reply, b"+WPI")
+
+    async def _announce_room(self, room_id: str, msgs: list[Msg], waiting: set[str]) -> None:
+        seq = max(parse_ack_subject(m.reply or "")[0] for m in msgs)
+        attempt = 0
+        while True:
+            try:
+                await self.pool.announce(room_id, seq)
+                break
+            except Exception as exc:
+                if self._stopping:
+                    await self._release(msgs)
+                    return
+                # Without its room consumer a message must not be acked here: retry.
+                attempt += 1
+                log.warning(
+                    "could not prepare the consumer of room %s (%r %s); retrying",
+                    room_id, exc, getattr(exc, "description", ""),
+                )  # fmt: skip
+                await asyncio.sleep(backoff_delay(attempt, initial=0.1, maximum=_RETRY_DELAY))
+        for msg in msgs:
+            assert msg.reply is not None
+            waiting.discard(msg.reply)
+            await self.nc.publish(msg.reply, b"+ACK")
 
     async def _release(self, msgs: list[Msg]) -> None:
         """Give back announcements not made: another process takes the shared ones now."""
@@ -286,7 +309,7 @@ class Discovery:
             await self.js.consumer_info(self.stream, self.name)
             log.debug("discovery %s: %s; its consumer is there", self.name, reason)
             if not self.shared:
-                self.pool.may_delete_consumers = True
+                self.pool.discovery_consumer_checked(True)
             return
         except NotFoundError:
             pass
@@ -297,7 +320,7 @@ class Discovery:
             return
         log.warning("discovery consumer %s vanished; recreating it", self.name)
         if not self.shared:
-            self.pool.may_delete_consumers = False
+            self.pool.discovery_consumer_checked(False)
         try:
             await self._create()
         except Exception as exc:
@@ -306,7 +329,7 @@ class Discovery:
             await asyncio.sleep(_RETRY_DELAY)
             return
         if not self.shared:
-            self.pool.may_delete_consumers = True
+            self.pool.discovery_consumer_checked(True)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -317,6 +340,12 @@ class Discovery:
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
+        if self._chunks:
+            # Rooms still waiting for a slot fail (the pool is stopping): their shared
+            # announcements are released.
+            _, late = await asyncio.wait(self._chunks, timeout=10.0)
+            for task in late:
+                task.cancel()
         if self._sub is not None:
             # Removes the interest in the open pull request (the server drops it) and hands us
             # what was already sent.

@@ -14,8 +14,9 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -32,7 +33,23 @@ from roomserver.ports import backoff_delay
 
 log = logging.getLogger(__name__)
 
-_CONCURRENT_CONSUMER_CALLS = 32
+_CONCURRENT_DELETES = 8
+_BACKLOG_CHECK_INTERVAL = 1.0
+_STOP_DELETING_TIME = 2.0
+_IDLE_API_POLL = 0.1
+
+
+T = TypeVar("T")
+
+
+class ApiRequestLost(Exception):
+    """The connection was re-established while a JetStream API request waited for its answer
+    (which went with the old connection); whether the server applied it is unknown."""
+
+
+class PoolStopping(Exception):
+    """The pool stopped before the announced room was admitted (its announcement is not
+    safe to ack: the room has no consumer)."""
 
 
 @dataclass(slots=True)
@@ -42,7 +59,6 @@ class WorkerStats:
     in_flight: int
     processed: int
     redelivered: int
-
 
 
 class WorkerPool:
@@ -71,7 +87,11 @@ class WorkerPool:
         self.redelivered = 0
         self.consumers_deleted = 0
         self._ensuring: dict[str, asyncio.Future[None]] = {}
-        self._api_calls = asyncio.Semaphore(_CONCURRENT_CONSUMER_CALLS)
+        #: The pool's JetStream API requests, with the long ``api_timeout``.
+        self.api = nc.jetstream(timeout=config.api_timeout)
+        self._api_calls = asyncio.Semaphore(config.max_api_requests)
+        self._reconnected = asyncio.Event()
+        self._api_in_flight = 0
         #: False while this process's discovery consumer is being recreated (see
         #: RoomWorker._delete_consumer_and_retire).
         self.may_delete_consumers = True
@@ -79,7 +99,22 @@ class WorkerPool:
         self._workers: dict[str, RoomWorker] = {}
         self._by_id: dict[int, RoomWorker] = {}
         self._by_consumer: dict[str, RoomWorker] = {}
+        #: Rooms announced but not admitted yet (no consumer, no worker), oldest first, with
+        #: the latest sequence announced; rooms whose consumer is being created for admission;
+        #: the future each room's announcers wait on until it is admitted.
         self._waiting: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._admitting: dict[str, int] = {}
+        self._pending: dict[str, asyncio.Future[None]] = {}
+        #: Quiet rooms whose consumers are to be deleted (with the discovery epoch of their
+        #: check), and those being deleted now.
+        self._to_delete: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._deleting: dict[str, asyncio.Future[None]] = {}
+        self._deletions_queued = asyncio.Event()
+        self._deletions_done = asyncio.Event()
+        self._deletions_done.set()
+        self._discovery_epoch = 0
+        self._backlog = 0
+        self._deleter: asyncio.Task[None] | None = None
         self._next_id = 0
         self._sub: Any = None
         self._progress_task: asyncio.Task[None] | None = None
@@ -91,55 +126,125 @@ class WorkerPool:
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(self.inbox + ".>", cb=self._route)
         self._progress_task = asyncio.create_task(self._send_progress())
+        self._deleter = asyncio.create_task(self._delete_deferred())
 
     # -- announcements ---------------------------------------------------------------------
 
     async def announce(self, room_id: str, seq: int) -> None:
         """Room ``room_id`` has work up to stream sequence ``seq``. Returns once its durable
-        consumer exists (so the announcement may be acked) and a worker runs or waits."""
-        worker = self._workers.get(room_id)
-        while worker is not None and not worker.consumer_ready.is_set():
-            # It is deleting the room's consumer: once it noted this announcement, it brings the
-            # consumer back (or retires first, and then we create it below).
-            worker.note_announced(seq)
-            await worker.consumer_ready.wait()
+        consumer exists and a worker runs (so the announcement may be acked): a room that
+        must wait for a free slot makes its announcer wait too, since it has no consumer
+        until it is admitted. Raises ``PoolStopping`` if the pool stops first."""
+        while True:
             worker = self._workers.get(room_id)
-        if worker is not None:
-            worker.note_announced(seq)
+            while worker is not None and not worker.consumer_ready.is_set():
+                # It is deleting the room's consumer: once it noted this announcement, it
+                # brings the consumer back (or retires first, and then we admit the room).
+                worker.note_announced(seq)
+                await worker.consumer_ready.wait()
+                worker = self._workers.get(room_id)
+            if worker is not None:
+                worker.note_announced(seq)
+                return
+            deleting = self._deleting.get(room_id)
+            if deleting is not None:
+                # Its consumer is being deleted (deferred): admit the room once that is done.
+                await asyncio.shield(deleting)
+                continue
+            # A deferred deletion not started yet is called off: the room has input again.
+            self._to_delete.pop(room_id, None)
+            admitted = self._pending.get(room_id)
+            if admitted is None:
+                if self.stopping:
+                    raise PoolStopping(room_id)
+                admitted = asyncio.get_running_loop().create_future()
+                self._pending[room_id] = admitted
+                self._waiting[room_id] = seq
+                self._admit_waiting()
+            elif room_id in self._waiting:
+                self._waiting[room_id] = max(self._waiting[room_id], seq)
+            else:
+                self._admitting[room_id] = max(self._admitting[room_id], seq)
+            await asyncio.shield(admitted)
+            # Admitted: the worker runs (it knows every sequence noted before it started) or
+            # is deleting its consumer already; the loop notes ``seq`` or waits as above.
+
+    def _admit_waiting(self) -> None:
+        """Give free slots to the rooms that waited longest: create their consumers, then
+        start their workers."""
+        while (
+            self._waiting
+            and len(self._workers) + len(self._admitting) < self.config.max_workers
+            and not self.stopping
+        ):
+            room_id, seq = self._waiting.popitem(last=False)
+            self._admitting[room_id] = seq
+            self._keep(asyncio.create_task(self._admit(room_id)))
+
+    async def _admit(self, room_id: str) -> None:
+        admitted = self._pending[room_id]
+        try:
+            await self._ensure_consumer_once(room_id)
+        except Exception as exc:
+            # The announcer gets the error and retries (its message stays unacked).
+            self._admitting.pop(room_id, None)
+            self._pending.pop(room_id, None)
+            admitted.set_exception(exc)
+            self._admit_waiting()
             return
-        if room_id in self._waiting:
-            self._waiting[room_id] = max(self._waiting[room_id], seq)
+        seq = self._admitting.pop(room_id)
+        self._pending.pop(room_id, None)
+        if self.stopping:
+            # The consumer exists, so the announcement may be acked; no new worker though.
+            admitted.set_result(None)
             return
-        await self._ensure_consumer_once(room_id)
-        worker = self._workers.get(room_id)  # another announcement may have won the race
-        if worker is not None:
-            # Spawned while we created the consumer: it knows this sequence before it can
-            # decide to delete the consumer; if it is deleting already, wait as above.
-            worker.note_announced(seq)
-            if not worker.consumer_ready.is_set():
-                await self.announce(room_id, seq)
-        elif self.stopping:
-            return
-        elif len(self._workers) >= self.config.max_workers:
-            self._waiting[room_id] = max(self._waiting.get(room_id, 0), seq)
-        else:
-            self._spawn(room_id, seq)
+        self._spawn(room_id, seq)
+        admitted.set_result(None)
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
 
     async def _ensure_consumer_once(self, room_id: str) -> None:
-        """``ensure_consumer``, shared by concurrent announcements of one room (both discovery
-        consumers announce every room), bounded in concurrency (hundreds of concurrent
-        consumer creations only make the server time out)."""
+        """``ensure_consumer``, shared by concurrent callers for one room."""
         pending = self._ensuring.get(room_id)
         if pending is None:
-
-            async def create() -> None:
-                async with self._api_calls:
-                    await self.ensure_consumer(room_id)
-
-            pending = asyncio.ensure_future(create())
+            pending = asyncio.ensure_future(self.ensure_consumer(room_id))
             self._ensuring[room_id] = pending
             pending.add_done_callback(lambda _: self._ensuring.pop(room_id, None))
         await asyncio.shield(pending)
+
+    async def api_call(self, request: Awaitable[T]) -> T:
+        """A JetStream API request of the pool or a worker: at most ``max_api_requests`` at
+        once (the server answers them one at a time, and hundreds at once only make them time
+        out), each waiting up to ``api_timeout`` (set on the request) for its answer, unless
+        the connection is re-established meanwhile: then the answer is lost with the old
+        connection, and ``ApiRequestLost`` is raised at once (callers retry)."""
+        try:
+            await self._api_calls.acquire()
+        except BaseException:
+            if isinstance(request, Coroutine):
+                request.close()  # never sent
+            raise
+        self._api_in_flight += 1
+        try:
+            reconnected = self._reconnected
+            task = asyncio.ensure_future(request)
+            waiter = asyncio.ensure_future(reconnected.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                task.cancel()
+                raise
+            finally:
+                waiter.cancel()
+            if not task.done():
+                task.cancel()
+                raise ApiRequestLost
+            return task.result()
+        finally:
+            self._api_in_flight -= 1
+            self._api_calls.release()
 
     async def ensure_consumer(self, room_id: str) -> None:
         config = ConsumerConfig(
@@ -155,14 +260,20 @@ class WorkerPool:
         )
         # Creating is idempotent, and brings a consumer made with older settings up to date.
         try:
-            await self.js.add_consumer(self.stream, config)
+            await self.api_call(
+                self.api.add_consumer(self.stream, config, timeout=self.config.api_timeout)
+            )
         except APIError as exc:
             # nats-server 2.15 can fail to update an existing consumer whose store a concurrent
             # delete and create (by two processes) left without its directory ("meta.inf.tmp:
             # no such file or directory"), while the consumer itself works: it exists, so the
             # room has its consumer.
             try:
-                info = await self.js.consumer_info(self.stream, config.name or "")
+                info = await self.api_call(
+                    self.api.consumer_info(
+                        self.stream, config.name or "", timeout=self.config.api_timeout
+                    )
+                )
             except Exception:
                 raise exc from None
             if info.config.filter_subject != config.filter_subject:
@@ -173,9 +284,105 @@ class WorkerPool:
         """Delete the room's consumer (a room with nothing queued); gone already is fine."""
         with contextlib.suppress(NotFoundError):
             name = room_consumer_name(self.config.prefix, room_id)
-            async with self._api_calls:
-                await self.js.delete_consumer(self.stream, name)
+            await self.api_call(self.api.delete_consumer(self.stream, name))
         self.consumers_deleted += 1
+
+    async def room_input_retained(self, subject: str) -> bool:
+        """Whether the stream keeps any message on ``subject`` (or cannot be asked: then
+        assume it does)."""
+        try:
+            info = await self.api_call(self.api.stream_info(self.stream, subjects_filter=subject))
+        except Exception:
+            return True
+        self._backlog = info.state.messages  # the whole stream's
+        return bool(info.state.subjects and info.state.subjects.get(subject))
+
+    # -- deferred deletion of quiet rooms' consumers ---------------------------------------------
+
+    def defers_deletions(self) -> bool:
+        """Whether a quiet room's consumer should be queued for deletion instead of being
+        deleted now: rooms wait to be admitted, or the input stream holds a backlog (last
+        seen), or deletions are queued already (they go in order)."""
+        return (
+            bool(self._waiting)
+            or self._backlog > self.config.delete_backlog
+            or bool(self._to_delete)
+        )
+
+    def defer_deletion(self, worker: RoomWorker, *, recheck: bool = False) -> None:
+        """``worker``'s room is quiet and its consumer may be deleted (docs/bus.md, "No input
+        lost", step 4): the worker leaves, the pool deletes the consumer later unless the
+        room is announced first. Called in the same event-loop step as the worker's check.
+        ``recheck``: the stream still kept processed input of the room; the deletion checks
+        the stream again first."""
+        self._to_delete[worker.room_id] = -1 if recheck else self._discovery_epoch
+        self._deletions_done.clear()
+        self._deletions_queued.set()
+        self.retire(worker)
+
+    def discovery_consumer_checked(self, ok: bool) -> None:
+        """This process's own discovery consumer is known to exist (``ok``) or may be gone."""
+        if not ok and self.may_delete_consumers:
+            self._discovery_epoch += 1
+        self.may_delete_consumers = ok
+
+    async def _delete_deferred(self) -> None:
+        """Delete queued consumers, oldest first: 8 at a time while the input stream has no
+        backlog, else one at a time and only while no other API request is outstanding."""
+        loop = asyncio.get_running_loop()
+        checked = 0.0
+        while True:
+            if not self._to_delete:
+                self._deletions_queued.clear()
+                self._deletions_done.set()
+                await self._deletions_queued.wait()
+                continue
+            self._deletions_done.clear()
+            now = loop.time()
+            if now - checked >= _BACKLOG_CHECK_INTERVAL:
+                checked = now
+                with contextlib.suppress(Exception):
+                    info = await self.api_call(self.api.stream_info(self.stream))
+                    self._backlog = info.state.messages
+            if not self.may_delete_consumers:
+                await asyncio.sleep(_BACKLOG_CHECK_INTERVAL)
+                continue
+            backlog = bool(self._waiting) or self._backlog > self.config.delete_backlog
+            if backlog and self._api_in_flight:
+                # Creations for admitted rooms go first; a delete only when the API is idle.
+                await asyncio.sleep(_IDLE_API_POLL)
+                continue
+            deletions: list[Coroutine[Any, Any, None]] = []
+            while self._to_delete and len(deletions) < (1 if backlog else _CONCURRENT_DELETES):
+                deletions.append(self._delete_one(*self._take_deletion()))
+            await asyncio.gather(*deletions)
+
+    def _take_deletion(self) -> tuple[str, int, asyncio.Future[None]]:
+        """The oldest queued deletion, registered as in progress in the same step (so that
+        an announcement of its room from here on waits for it)."""
+        room_id, epoch = self._to_delete.popitem(last=False)
+        done = asyncio.get_running_loop().create_future()
+        self._deleting[room_id] = done
+        return room_id, epoch, done
+
+    async def _delete_one(self, room_id: str, epoch: int, done: asyncio.Future[None]) -> None:
+        try:
+            if epoch != self._discovery_epoch and await self.room_input_retained(
+                input_subject(self.config.prefix, room_id)
+            ):
+                # Our discovery consumer was recreated since the room's check (or the room
+                # left with input retained): the check is made again; input found is
+                # announced (again) by a discovery consumer, whose room worker deletes the
+                # consumer once the stream keeps nothing of the room.
+                return
+            if not self.may_delete_consumers:
+                return  # step 4 (c): kept; it expires on the server
+            await self.delete_consumer(room_id)
+        except Exception as exc:  # the consumer may or may not be gone: both are safe
+            log.debug("room %s: deleting its consumer failed (%r)", room_id, exc)
+        finally:
+            del self._deleting[room_id]
+            done.set_result(None)
 
     def _spawn(self, room_id: str, announced: int) -> None:
         self._next_id += 1
@@ -193,9 +400,7 @@ class WorkerPool:
         self._by_id.pop(worker.worker_id, None)
         if self._by_consumer.get(worker.consumer) is worker:
             del self._by_consumer[worker.consumer]
-        while self._waiting and len(self._workers) < self.config.max_workers and not self.stopping:
-            room_id, seq = self._waiting.popitem(last=False)
-            self._spawn(room_id, seq)
+        self._admit_waiting()
         if not self._workers:
             self._idle.set()
 
@@ -239,9 +444,7 @@ class WorkerPool:
         room_id = (msg.headers or {}).get(HEADER_ROOM_ID)
         if room_id and not self.stopping:
             seq = parse_ack_subject(msg.reply)[0]
-            task = asyncio.create_task(self._announce_logged(room_id, seq))
-            self._orphans.add(task)
-            task.add_done_callback(self._orphans.discard)
+            self._keep(asyncio.create_task(self._announce_logged(room_id, seq)))
 
     async def _announce_logged(self, room_id: str, seq: int) -> None:
         """Announce from inside the pool, retrying while JetStream does not answer."""
@@ -249,6 +452,8 @@ class WorkerPool:
         while not self.stopping:
             try:
                 await self.announce(room_id, seq)
+                return
+            except PoolStopping:
                 return
             except Exception as exc:
                 log.warning("could not restart the worker of room %s yet (%r)", room_id, exc)
@@ -263,12 +468,13 @@ class WorkerPool:
             if not self.stopping:
                 await self._announce_logged(room_id, seq)
 
-        task = asyncio.create_task(later())
-        self._orphans.add(task)
-        task.add_done_callback(self._orphans.discard)
+        self._keep(asyncio.create_task(later()))
 
     def wake_all(self) -> None:
-        """After a reconnect: pull requests may be gone with the old server; ask again."""
+        """After a reconnect: pull requests may be gone with the old server; ask again. API
+        requests still waiting for an answer give up (``api_call``)."""
+        self._reconnected.set()
+        self._reconnected = asyncio.Event()
         for worker in list(self._workers.values()):
             worker.queue.put_nowait(WAKE)
 
@@ -290,6 +496,25 @@ class WorkerPool:
                     with contextlib.suppress(Exception):
                         await self.nc.publish(msg.reply, b"+WPI")
 
+    async def _stop_deleting(self, limit: float) -> None:
+        """Delete what is queued within ``limit`` seconds regardless of the backlog (what is
+        left expires on the server: ``consumer_inactive_threshold``), then stop the deleter."""
+        if self._deleter is None:
+            return
+        self._deleter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._deleter
+        self._deleter = None
+        if not self.may_delete_consumers:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                while self._to_delete:
+                    await self._delete_one(*self._take_deletion())
+        if self._to_delete:
+            log.info("%d quiet rooms keep their consumers until they expire", len(self._to_delete))
+        self._deletions_done.set()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stats(self) -> WorkerStats:
@@ -305,14 +530,22 @@ class WorkerPool:
         return self._workers.get(room_id)
 
     async def wait_idle(self) -> None:
-        """Until no worker runs (all rooms quiet)."""
+        """Until no worker runs (all rooms quiet; queued consumer deletions may remain)."""
         await self._idle.wait()
+
+    async def wait_deletions(self) -> None:
+        """Until no queued consumer deletion is left (tests)."""
+        await self._deletions_done.wait()
 
     async def stop(self, grace: float = 30.0) -> None:
         """Finish the in-flight message of each room (up to ``grace`` seconds), release it
         otherwise, release anything a pull delivers meanwhile, then unsubscribe."""
         self.stopping = True
         self._waiting.clear()
+        for room_id, admitted in list(self._pending.items()):
+            if room_id not in self._admitting and not admitted.done():
+                del self._pending[room_id]
+                admitted.set_exception(PoolStopping(room_id))
         for worker in list(self._workers.values()):
             if worker.in_flight is None:
                 worker.queue.put_nowait(WAKE)
@@ -331,6 +564,7 @@ class WorkerPool:
             self._progress_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._progress_task
+        await self._stop_deleting(min(grace, _STOP_DELETING_TIME))
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5.0):

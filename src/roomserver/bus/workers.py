@@ -183,6 +183,13 @@ class RoomWorker:
                     and now - last_activity >= pool.config.idle_timeout
                 )
                 if quiet and await self._room_input_retained():
+                    if await self._consumer_holds_nothing() and self.announced <= covered:
+                        # Only processed input is retained, by a discovery consumer that has
+                        # not announced it yet (rooms waiting for a slot may hold it back):
+                        # give the slot up, keep the consumer; the pool deletes it once the
+                        # stream keeps nothing of the room (or that announcement comes first).
+                        pool.defer_deletion(self, recheck=True)
+                        return
                     # The stream still holds input of this room although our pulls came back
                     # empty. Either another process holds the in-flight message (if it died,
                     # the message is redelivered after AckWait, and someone must be pulling
@@ -217,6 +224,11 @@ class RoomWorker:
             # Our own discovery consumer is being recreated: it may not hold the input it has
             # not announced yet, so the room consumer keeps it (it expires on the server).
             pool.retire(self)
+            return True
+        if pool.defers_deletions():
+            # The stream holds a backlog: deleting now would slow the server down for every
+            # room; the pool deletes the consumer later unless the room is announced first.
+            pool.defer_deletion(self)
             return True
         self.consumer_ready.clear()
         try:
@@ -256,11 +268,19 @@ class RoomWorker:
         """Whether the stream keeps any message of this room (or cannot be asked: then keep
         pulling). Nothing kept means nothing pending or in flight, and that a consumer created
         again later delivers only input that arrives later."""
+        return await self.pool.room_input_retained(self.subject)
+
+    async def _consumer_holds_nothing(self) -> bool:
+        """Whether the room's consumer has nothing to deliver and nothing unacknowledged (no
+        other process holds a message of the room)."""
+        pool = self.pool
         try:
-            info = await self.pool.js.stream_info(self.pool.stream, subjects_filter=self.subject)
+            info = await pool.api_call(
+                pool.api.consumer_info(pool.stream, self.consumer, timeout=pool.config.api_timeout)
+            )
         except Exception:
-            return True
-        return bool(info.state.subjects and info.state.subjects.get(self.subject))
+            return False
+        return not info.num_pending and not info.num_ack_pending
 
     async def _request_next(self) -> None:
         self._request += 1
@@ -379,7 +399,12 @@ class RoomWorker:
         self._settled_behind = None
         last_seq, replies = settled
         pool = self.pool
-        if not await purge_settled(pool.nc, pool.stream, self.subject, last_seq):
+        try:
+            purge = purge_settled(pool.nc, pool.stream, self.subject, last_seq)
+            purged = await pool.api_call(purge)
+        except Exception:
+            purged = False  # the results kept settle the messages on delivery
+        if not purged:
             return
         for reply_to, reply, seq in replies:
             await self._reply(reply_to, reply, seq)
