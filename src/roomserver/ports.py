@@ -10,8 +10,9 @@ Identifiers are typed with ``RoomId``, ``EventId`` and ``ServerName`` (``roomser
 the storage Protocols take and return them (rooms, events, auth chains, joined servers; a state
 map maps a ``StateKey`` to an ``EventId``), so do their value types (``RoomInfo``,
 ``RoomUpdate``, ``MembershipChange``, ``EventWrite``, ``InputReads``, ``RedactionRecord``...),
-the fetcher's requests and answers, and ``OutputPublisher``. Still plain ``str``: user IDs,
-room versions, the servers a fetcher is asked to try, and ``ServerKeyRecord.server_name``.
+the fetcher's requests and answers (the servers it is asked to try and the one that answered
+are ``ServerName``s, as is ``ServerKeyRecord.server_name``), and ``OutputPublisher``. Still
+plain ``str``: user IDs and room versions.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ class InputReads:
 class ServerKeyRecord:
     """A cached server signing key as storage keeps it (``verify_key``: raw ed25519 bytes)."""
 
-    server_name: str
+    server_name: ServerName
     key_id: str
     verify_key: bytes
     valid_until_ts: int
@@ -467,7 +468,7 @@ class RemoteStateAnswer(Protocol):
     def event_id(self) -> EventId: ...
 
     @property
-    def server(self) -> str: ...
+    def server(self) -> ServerName: ...
 
     @property
     def state_event_ids(self) -> Sequence[EventId]: ...
@@ -491,7 +492,7 @@ class MissingEventFetcher(Protocol):
     """
 
     async def fetch_event(
-        self, room_id: RoomId, room_version: str, event_id: EventId, servers: Sequence[str]
+        self, room_id: RoomId, room_version: str, event_id: EventId, servers: Sequence[ServerName]
     ) -> Event: ...
 
     async def fetch_auth_chain(
@@ -499,7 +500,7 @@ class MissingEventFetcher(Protocol):
         room_id: RoomId,
         room_version: str,
         event_id: EventId,
-        servers: Sequence[str],
+        servers: Sequence[ServerName],
         *,
         have: HaveEvents = frozenset(),
     ) -> list[Event]:
@@ -515,7 +516,7 @@ class MissingEventFetcher(Protocol):
         *,
         limit: int = 20,
         min_depth: int = 0,
-        servers: Sequence[str],
+        servers: Sequence[ServerName],
         have: HaveEvents = frozenset(),
     ) -> MissingEventsAnswer: ...
 
@@ -524,7 +525,7 @@ class MissingEventFetcher(Protocol):
         room_id: RoomId,
         room_version: str,
         event_id: EventId,
-        servers: Sequence[str],
+        servers: Sequence[ServerName],
         *,
         have: HaveEvents = frozenset(),
     ) -> RemoteStateAnswer:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from roomserver.core.ids import ServerName
+
 MAX_ID_BYTES = 255
 # Room IDs, senders and server names repeat from event to event: their answers are kept.
 _GRAMMAR_CACHE_SIZE = 16_384
@@ -102,7 +104,7 @@ def is_valid_event_id(value: object, *, format_name: str) -> bool:
     return bool(_B64_URL_43.match(value[1:]))
 
 
-def server_name_of(identifier: str) -> str:
+def server_name_of(identifier: str) -> ServerName:
     """The server name part of a ``@user:server``/``!room:server``/``$event:server`` ID."""
     _, _, server = identifier.partition(":")
-    return server
+    return ServerName(server)

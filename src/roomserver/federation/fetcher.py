@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from roomserver.core.errors import InvalidEvent
-from roomserver.core.ids import EventId
+from roomserver.core.ids import EventId, ServerName
 from roomserver.core.pdu import Event, parse_event
 from roomserver.core.redaction import redact
 from roomserver.core.signatures import check_content_hash
@@ -128,7 +128,7 @@ class RemoteState:
     """
 
     event_id: EventId
-    server: str
+    server: ServerName
     state_event_ids: tuple[EventId, ...]
     auth_chain_ids: tuple[EventId, ...]
     events: tuple[Event, ...]
@@ -171,7 +171,7 @@ class FederationFetcher:
         room_id: str,
         room_version: str,
         event_id: EventId,
-        servers: Sequence[str],
+        servers: Sequence[ServerName],
         *,
         deadline: Deadline | None = None,
     ) -> Event:
@@ -179,7 +179,7 @@ class FederationFetcher:
         with a valid signature. Raises ``NoServerSucceeded`` or ``MissingDataTimeout``."""
         deadline = deadline or self.deadline()
 
-        async def attempt(server: str) -> Event:
+        async def attempt(server: ServerName) -> Event:
             pdu = await self._client.get_event(server, event_id, time_limit=self._limit(deadline))
             return await self._verified(pdu, room_id, room_version, expected_event_id=event_id)
 
@@ -190,7 +190,7 @@ class FederationFetcher:
         room_id: str,
         room_version: str,
         event_id: EventId,
-        servers: Sequence[str],
+        servers: Sequence[ServerName],
         *,
         have: HaveEvents = frozenset(),
         deadline: Deadline | None = None,
@@ -244,7 +244,7 @@ class FederationFetcher:
         *,
         limit: int = MISSING_EVENTS_PAGE,
         min_depth: int = 0,
-        servers: Sequence[str],
+        servers: Sequence[ServerName],
         have: HaveEvents = frozenset(),
         deadline: Deadline | None = None,
     ) -> MissingEvents:
@@ -293,10 +293,10 @@ class FederationFetcher:
         latest: list[str],
         limit: int,
         min_depth: int,
-        servers: list[str],
+        servers: Sequence[ServerName],
         deadline: Deadline,
-    ) -> tuple[str, list[Event]]:
-        async def attempt(server: str) -> tuple[str, list[Event]]:
+    ) -> tuple[ServerName, list[Event]]:
+        async def attempt(server: ServerName) -> tuple[ServerName, list[Event]]:
             pdus = await self._client.get_missing_events(
                 server,
                 room_id,
@@ -324,7 +324,7 @@ class FederationFetcher:
         room_id: str,
         room_version: str,
         event_id: EventId,
-        servers: Sequence[str],
+        servers: Sequence[ServerName],
         *,
         have: HaveEvents = frozenset(),
         deadline: Deadline | None = None,
@@ -338,7 +338,7 @@ class FederationFetcher:
         deadline = deadline or self.deadline()
         order = self._candidates(servers)
 
-        async def ask_ids(server: str) -> tuple[str, StateIds]:
+        async def ask_ids(server: ServerName) -> tuple[ServerName, StateIds]:
             limit = min(self.state_ids_timeout, self._limit(deadline))
             return server, await self._client.get_state_ids(
                 server, room_id, event_id, time_limit=limit
@@ -374,12 +374,12 @@ class FederationFetcher:
         room_id: str,
         room_version: str,
         event_id: str,
-        servers: list[str],
+        servers: Sequence[ServerName],
         deadline: Deadline,
     ) -> dict[EventId, Event]:
         """``/state``: every verified state and auth chain event of the answer, by event ID."""
 
-        async def attempt(server: str) -> StatePdus:
+        async def attempt(server: ServerName) -> StatePdus:
             return await self._client.get_state(
                 server, room_id, event_id, time_limit=self._limit(deadline)
             )
@@ -406,7 +406,7 @@ class FederationFetcher:
         room_id: str,
         room_version: str,
         event_ids: Sequence[EventId],
-        servers: list[str],
+        servers: Sequence[ServerName],
         deadline: Deadline,
     ) -> dict[EventId, Event]:
         """``/event`` for each of ``event_ids``, a bounded number at a time; failures skipped."""
@@ -434,7 +434,7 @@ class FederationFetcher:
         event_ids: Sequence[str],
         *,
         limit: int,
-        servers: Sequence[str],
+        servers: Sequence[ServerName],
         deadline: Deadline | None = None,
     ) -> list[Event]:
         """``/backfill``: ``event_ids`` and their predecessors, oldest first (by prev events).
@@ -443,7 +443,7 @@ class FederationFetcher:
         """
         deadline = deadline or self.deadline()
 
-        async def attempt(server: str) -> list[Event]:
+        async def attempt(server: ServerName) -> list[Event]:
             pdus = await self._client.backfill(
                 server, room_id, event_ids, limit, time_limit=self._limit(deadline)
             )
@@ -453,7 +453,7 @@ class FederationFetcher:
         return topological_order(events, lambda e: e.prev_event_ids)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _candidates(self, servers: Iterable[str]) -> list[str]:
+    def _candidates(self, servers: Iterable[ServerName]) -> list[ServerName]:
         return [s for s in dict.fromkeys(servers) if s != self.server_name]
 
     def _limit(self, deadline: Deadline) -> float:
@@ -482,8 +482,8 @@ class FederationFetcher:
     async def _first_success(
         self,
         what: str,
-        servers: Iterable[str],
-        attempt: Callable[[str], Awaitable[T]],
+        servers: Iterable[ServerName],
+        attempt: Callable[[ServerName], Awaitable[T]],
         deadline: Deadline,
     ) -> T:
         """``attempt`` each server in order; the first that returns wins."""

@@ -38,6 +38,7 @@ from nacl.signing import VerifyKey
 from roomserver.core import signatures as core_signatures
 from roomserver.core.base64 import decode_base64
 from roomserver.core.errors import InvalidSignature
+from roomserver.core.ids import ServerName
 from roomserver.core.pdu import Event
 from roomserver.core.room_versions import RoomVersion
 from roomserver.core.room_versions import room_version as get_room_version
@@ -89,7 +90,7 @@ class ServerKey:
 
     def to_record(self) -> ServerKeyRecord:
         return ServerKeyRecord(
-            self.server_name,
+            ServerName(self.server_name),
             self.key_id,
             bytes(self.verify_key),
             self.valid_until_ts,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from roomserver.api import EventResult, Kind, StoredEvent
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.identifiers import is_valid_server_name, server_name_of
-from roomserver.core.ids import EventId
+from roomserver.core.ids import EventId, ServerName
 from roomserver.core.pdu import Event
 from roomserver.input.acl import ServerAclChecker
 from roomserver.input.config import InputConfig
@@ -70,7 +70,7 @@ class FetchMissing:
         """How fetched events are processed (the processor's own pipeline)."""
         self._process = process
 
-    async def auth_chain(self, event: Event, servers: Sequence[str], budget: Budget) -> None:
+    async def auth_chain(self, event: Event, servers: Sequence[ServerName], budget: Budget) -> None:
         """Fetch the event's auth chain and store it as outliers (oldest first). A permanent
         failure leaves the auth events missing (the event is then rejected for lack of them)."""
         if self._fetcher is None or not servers:
@@ -92,7 +92,7 @@ class FetchMissing:
                 await self.process_fetched(FetchedJob(fetched, Kind.OUTLIER), budget)
 
     async def fill_gap(
-        self, job: Job, room: RoomInfo | None, servers: Sequence[str], budget: Budget
+        self, job: Job, room: RoomInfo | None, servers: Sequence[ServerName], budget: Budget
     ) -> GapFilled:
         """The missing-events procedure before ``job``'s event (reference §6)."""
         if self._fetcher is None or not servers:
@@ -138,14 +138,14 @@ class FetchMissing:
         except InputInvalid as exc:
             log.info("dropping fetched event %s: %s", event.event_id, exc)
 
-    async def servers_for(self, job: Job, room: RoomInfo | None) -> list[str]:
+    async def servers_for(self, job: Job, room: RoomInfo | None) -> list[ServerName]:
         """Servers to ask for missing data: the origin, the sender's server, then the servers
         joined to the room; never ourselves, never one the room's server ACL denies."""
         candidates = [job.origin, server_name_of(job.event.sender)]
         allowed = await self._acl.predicate(room)
         if room is not None:
             candidates += sorted(await self._store.joined_servers(room.room_id))
-        out: list[str] = []
+        out: list[ServerName] = []
         for server in candidates:
             if not server or server == self._server_name or server in out:
                 continue
@@ -166,9 +166,9 @@ class LazyServers:
         self._fetch = fetch
         self._job = job
         self._room = room
-        self._servers: list[str] | None = None
+        self._servers: list[ServerName] | None = None
 
-    async def get(self) -> list[str]:
+    async def get(self) -> list[ServerName]:
         if self._servers is None:
             self._servers = await self._fetch.servers_for(self._job, self._room)
         return self._servers

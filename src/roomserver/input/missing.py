@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from roomserver.api import Kind
-from roomserver.core.ids import EventId
+from roomserver.core.ids import EventId, ServerName
 from roomserver.core.pdu import Event
 from roomserver.input.errors import MissingData, is_transient_fetch_error
 from roomserver.input.store import InputStore, rejected_for_missing_data
@@ -98,7 +98,7 @@ class MissingPrevEvents:
         return {i for i, s in stored.items() if not s.outlier}
 
     async def fill(
-        self, event: Event, room: RoomInfo | None, servers: Sequence[str], budget: Budget
+        self, event: Event, room: RoomInfo | None, servers: Sequence[ServerName], budget: Budget
     ) -> tuple[EventId, ...] | None:
         """Fetch and process the gap before ``event``. Returns the state before ``event`` as
         event IDs when it had to come from a remote, ``None`` when its prev events now have
@@ -135,7 +135,7 @@ class MissingPrevEvents:
         return await self.remote_state(event, servers, budget)
 
     async def remote_state(
-        self, event: Event, servers: Sequence[str], budget: Budget
+        self, event: Event, servers: Sequence[ServerName], budget: Budget
     ) -> tuple[EventId, ...]:
         """``state_ids`` before ``event``: store the lacked events as outliers (oldest first)
         and return the state's event IDs that are now stored."""

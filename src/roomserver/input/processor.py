@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from roomserver.api import EventResult, InputRoomEvent, Kind, Outcome, StoredEvent
 from roomserver.core.errors import InvalidEvent, UnknownRoomVersion
-from roomserver.core.ids import EventId, RoomId
+from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.core.pdu import Event, is_create_event, parse_event
 from roomserver.core.redaction import redact_with
 from roomserver.core.signatures import check_content_hash
@@ -377,7 +377,7 @@ class InputProcessor:
             raise InputInvalid(f"server ACL of {event.room_id} forbids origin {origin}")
         return event
 
-    async def servers_for(self, job: Job, room: RoomInfo | None) -> list[str]:
+    async def servers_for(self, job: Job, room: RoomInfo | None) -> list[ServerName]:
         """Servers to ask for missing data (see ``FetchMissing.servers_for``)."""
         return await self._fetch.servers_for(job, room)
 

@@ -339,7 +339,10 @@ class SqlStorage:
                 server_name,
             )
             return {
-                r[0]: ServerKeyRecord(server_name, r[0], bytes(r[1]), int(r[2]), r[3]) for r in rows
+                r[0]: ServerKeyRecord(
+                    ServerName(server_name), r[0], bytes(r[1]), int(r[2]), r[3]
+                )
+                for r in rows
             }
 
         return await self._run(fn)
