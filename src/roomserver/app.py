@@ -602,12 +602,11 @@ class Roomserver:
     ) -> list[HandlerResult]:
         """Several queued messages of one room as one unit (see ``handle_messages``). A message
         with a state list reference or outliers is handled on its own (``_handle``: it resolves
-        the references and takes the bulk path): the unit stops before it, or is that message
-        alone when it is the head."""
+        the references and takes the bulk path): the unit stops before it, and when it is the
+        head, no result tells the worker to handle the head alone (with its retry backoff)."""
         assert self.processor is not None
         if self._handled_alone(messages[0][0]):
-            payload, info = messages[0]
-            return [await self._handle(room_id, payload, info)]
+            return []
         cut = next(
             (i for i, (payload, _) in enumerate(messages) if self._handled_alone(payload)),
             len(messages),

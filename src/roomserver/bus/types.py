@@ -73,9 +73,9 @@ Handler = Callable[[str, bytes, DeliveryInfo], Awaitable[HandlerResult]]
 
 #: Handles several consecutive messages of one room as one unit (``(payload, info)`` in stream
 #: order, the head first; later ones have ``num_delivered`` 0: not delivered yet). Returns the
-#: results of a prefix of them, the head's at least; a message without a result, or whose
-#: result is a NAK, is handled on its own when it is delivered. A NAK for the head makes the
-#: worker handle the head alone with ``Handler``.
+#: results of a prefix of them, the head's first; a message without a result, or whose
+#: result is a NAK, is handled on its own when it is delivered. No result at all, or a NAK for
+#: the head, makes the worker handle the head alone with ``Handler``.
 UnitHandler = Callable[
     [str, Sequence[tuple[bytes, DeliveryInfo]]], Awaitable[Sequence[HandlerResult]]
 ]
