@@ -29,6 +29,7 @@ class PlannedWrite:
     write: EventWrite
     decision: Decision
     redacts_itself: bool  # the write applies a redaction to the event itself
+    fresh: bool = False  # the event was not stored: its state before is written as given
 
 
 class Effects:
@@ -95,4 +96,4 @@ class Effects:
             expected_room_version=room.version if soft_failed and room is not None else None,
         )
         redacts_itself = effects.applied is not None and effects.applied.target_id == event.event_id
-        return PlannedWrite(write, decision, redacts_itself)
+        return PlannedWrite(write, decision, redacts_itself, job.fresh)
