@@ -70,7 +70,8 @@ class Effects:
                         event_id=event.event_id,
                         room_version=event.room_version,
                         history_visibility=history_visibility,
-                    )
+                    ),
+                    event_json=event.canonical_bytes,
                 )
             effects = await self._redactions.effects(
                 event,

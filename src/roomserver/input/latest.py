@@ -127,7 +127,8 @@ class LatestEvents:
                 send_as_server=ctx.send_as_server,
                 transaction_id=ctx.transaction_id,
                 history_visibility=ctx.history_visibility,
-            )
+            ),
+            event_json=event.canonical_bytes,
         )
         return RoomUpdate(
             expected_version=room.version if room is not None else None,
@@ -273,7 +274,8 @@ class LatestEvents:
                             event=invite.pdu,
                             event_id=invite.event_id,
                             room_version=invite.room_version,
-                        )
+                        ),
+                        event_json=invite.canonical_bytes,
                     )
             if was_invited and change.membership != "invite" and previous is not None:
                 outbox.add(

@@ -27,7 +27,8 @@ class OutboxBuilder:
         self._counts: dict[str, int] = {}
         self.entries: list[OutboxEntry] = []
 
-    def add(self, payload: OutputPayload) -> None:
+    def add(self, payload: OutputPayload, *, event_json: bytes | None = None) -> None:
+        """``event_json``: the payload's event as JSON already (``Event.canonical_bytes``)."""
         output = OutputEvent(room_id=self._room_id, payload=payload)
         output_type = output.type.value
         n = self._counts.get(output_type, 0)
@@ -36,7 +37,7 @@ class OutboxBuilder:
             OutboxEntry(
                 msg_id=f"{self._event_id}:{output_type}:{n}",
                 output_type=output_type,
-                payload=encode_output_event(output),
+                payload=encode_output_event(output, event_json=event_json),
             )
         )
 
