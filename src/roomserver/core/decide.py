@@ -247,7 +247,18 @@ class Decision:
     outputs: tuple[OutputKind, ...]
     forward_extremities: tuple[EventId, ...] | None  # None: unchanged
     state_change: StateChange | None  # None: current state unchanged
-    view: RoomView  # what the next event sees
+    before: RoomView  # the room the decision saw
+    event_id: EventId  # the event decided
+
+    @property
+    def view(self) -> RoomView:
+        """What the next event sees (made when asked: the pipeline reads the room row)."""
+        change = self.state_change
+        if change is None or self.forward_extremities is None:
+            return self.before
+        state = {} if change.resolve else {**self.before.state, **change.changes}
+        # Resolved: known once resolved (the pipeline gathers what the next event needs).
+        return RoomView(self.forward_extremities, state, self.event_id)
 
     @property
     def reason(self) -> str | None:
@@ -289,22 +300,21 @@ def decide(view: RoomView, facts: EventFacts) -> Decision:
         and extremities == (event.event_id,)
         and set(event.prev_event_ids) == set(view.forward_extremities)
     )
-    if fast:
-        change = _fast_state_change(event, view.state)
-        state = {**view.state, **change.changes}
-    else:
-        change = StateChange({}, {}, resolve=True)
-        state = {}  # known once resolved: the pipeline gathers what the next event needs
+    change = _fast_state_change(event, view.state) if fast else StateChange({}, {}, resolve=True)
     return Decision(
         verdict=Verdict.ACCEPTED,
         rejection=None,
         soft_fail_reason=None,
         with_state=True,
-        outputs=(OutputKind.NEW_ROOM_EVENT,),
+        outputs=_NEW_ROOM_EVENT,
         forward_extremities=extremities,
         state_change=change,
-        view=RoomView(extremities, state, event.event_id),
+        before=view,
+        event_id=event.event_id,
     )
+
+
+_NEW_ROOM_EVENT = (OutputKind.NEW_ROOM_EVENT,)
 
 
 def _unchanged(
@@ -319,7 +329,8 @@ def _unchanged(
         outputs=outputs,
         forward_extremities=None,
         state_change=None,
-        view=view,
+        before=view,
+        event_id=facts.event.event_id,
     )
 
 

@@ -61,18 +61,26 @@ class OutboxSender:
         self._publisher = publisher
         self._mark_idle_s = mark_idle_s
         self._unmarked: dict[RoomId, set[int]] = {}  # room -> published, not yet marked sent
+        self._marks: dict[RoomId, tuple[int, ...]] = {}  # ``marks_for``, until they change
         self._last_publish: dict[RoomId, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
     def marks_for(self, room_id: RoomId) -> tuple[int, ...]:
         """Sequences to mark sent with the room's next write."""
-        return tuple(sorted(self._unmarked.get(room_id, ())))
+        marks = self._marks.get(room_id)
+        if marks is None:
+            left = self._unmarked.get(room_id)
+            if not left:
+                return ()
+            marks = self._marks[room_id] = tuple(sorted(left))  # kept while ``left`` is
+        return marks
 
     def marked(self, room_id: RoomId, sequences: Iterable[int]) -> None:
         """A committed write (or ``mark_outbox_sent``) marked ``sequences`` sent."""
         left = self._unmarked.get(room_id)
         if left is not None:
+            self._marks.pop(room_id, None)
             left.difference_update(sequences)
             if not left:
                 del self._unmarked[room_id]
@@ -87,6 +95,7 @@ class OutboxSender:
         if todo:
             await self._publisher.publish_room_outputs(room_id, todo)
             self._unmarked.setdefault(room_id, set()).update(e.sequence for e in todo)
+            self._marks.pop(room_id, None)
             self._last_publish[room_id] = time.monotonic()
             self._schedule()
         return len(todo)
