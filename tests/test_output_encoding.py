@@ -81,3 +81,11 @@ def test_a_payload_without_an_event_ignores_event_json() -> None:
         room_id="!r:x", payload=OutputRetireInviteEvent("$i", "!r:x", "@c:x", "join", None)
     )
     assert encode_output_event(output, event_json=b'{"x":1}') == encode_output_event(output)
+
+
+def test_the_envelope_is_what_the_encoder_writes() -> None:
+    event = _event("10")
+    payload = OutputNewInviteEvent(event={}, event_id=event.event_id, room_version="10")
+    output = OutputEvent(room_id='!r"\\é\u2028:x', payload=payload)  # type: ignore[arg-type]
+    # An event of no members: both bodies are the same bytes.
+    assert encode_output_event(output, event_json=b"{}") == encode_output_event(output)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 import json
+import json.encoder
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -516,6 +517,7 @@ def _payload_from_json(cls: type[Any], obj: Mapping[str, Any]) -> OutputPayload:
 
 
 _OUTPUT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # as _OUTPUT_JSON does
 
 
 def encode_output_event(output: OutputEvent, *, event_json: bytes | None = None) -> bytes:
@@ -529,14 +531,14 @@ def encode_output_event(output: OutputEvent, *, event_json: bytes | None = None)
             {"v": WIRE_VERSION, "type": kind, "room_id": output.room_id, kind: payload}
         )
     del payload["event"]  # the first member: spliced in first
-    head = _encode_output({"v": WIRE_VERSION, "type": kind, "room_id": output.room_id})
     rest = _encode_output(payload)
+    # What the encoder writes for the envelope's members (``kind`` is a plain identifier).
+    room_id = _json_string(output.room_id)
+    head = f'{{"v":{WIRE_VERSION},"type":"{kind}","room_id":{room_id},"{kind}":'
     return b"".join(
         (
-            head[:-1],
-            b',"',
-            kind.encode(),
-            b'":{"event":',
+            head.encode(),
+            b'{"event":',
             event_json,
             b"," + rest[1:] if len(rest) > 2 else b"}",
             b"}",
