@@ -110,8 +110,10 @@ class LatestEvents:
             assert room is not None
             current = StateDelta(room.current_state, dict(change.changes))
             diff = _StateDiff(change.replaced, change.changes, change.changes, change.replaced)
-        membership = await self._membership_changes(event, diff)
-        await self._invite_outputs(event, membership, diff, outbox)
+        membership: list[tuple[MembershipChange, EventId | None]] = []
+        if diff.removed or diff.added:
+            membership = await self._membership_changes(event, diff)
+            await self._invite_outputs(event, membership, diff, outbox)
         outbox.add(
             OutputNewRoomEvent(
                 event=event.pdu,
@@ -149,7 +151,13 @@ class LatestEvents:
         longer chain leaves an extra extremity, never a wrong state). Prevs are usually in
         the event cache: the common path costs no storage access."""
         out: set[EventId] = set()
-        seen = set(event.prev_event_ids)
+        prevs = event.prev_event_ids
+        cached = self._events.peek(prevs)
+        if len(cached) == len(prevs) and not any(
+            not s.outlier and (s.rejected or s.soft_failed) for s in cached.values()
+        ):
+            return out  # the common case: every prev cached, none failed
+        seen = set(prevs)
         frontier = sorted(seen)
         while frontier and len(seen) <= _FAILED_PREVS_WALK_LIMIT:
             stored = await self._events.get(frontier)
