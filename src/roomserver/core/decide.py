@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
 
 from roomserver.core.auth import check_auth_events, check_auth_rules, check_soft_fail
 from roomserver.core.dag import new_forward_extremities
@@ -194,21 +196,24 @@ def soft_fail_reason(event: Event, current: Mapping[StateKey, Event] | None) -> 
 
 
 # -- the decision ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class RoomView:
+# The values built per event are NamedTuples: immutable like frozen dataclasses, and several
+# times cheaper to build (the pipeline builds a few per event).
+_NO_STATE: Mapping[StateKey, EventId] = MappingProxyType({})
+
+
+class RoomView(NamedTuple):
     """The room as the next event of a batch sees it: decisions read it and return the next.
 
     ``state``: the entries of current state the decisions look at (the pipeline gathers the
     ones an event needs; it may hold the whole state)."""
 
     forward_extremities: tuple[EventId, ...] = ()
-    state: Mapping[StateKey, EventId] = field(default_factory=dict)
+    state: Mapping[StateKey, EventId] = _NO_STATE
     last_sent_event_id: str | None = None
     has_current_state: bool = True  # False before the room's first accepted NEW event
 
 
-@dataclass(frozen=True, slots=True)
-class EventFacts:
+class EventFacts(NamedTuple):
     """What was gathered and checked for one event: the input of ``decide``.
 
     ``state_known``: the state before it is known (stored with state, else as an outlier).
@@ -227,8 +232,7 @@ class EventFacts:
     cited: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class StateChange:
+class StateChange(NamedTuple):
     """The change to current state: ``changes`` (key -> event ID) on the fast path; with
     ``resolve`` the new current state must be resolved from the states after
     ``Decision.forward_extremities`` (``changes`` is then empty)."""
@@ -238,8 +242,7 @@ class StateChange:
     resolve: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     verdict: Verdict
     rejection: Rejection | None
     soft_fail_reason: str | None

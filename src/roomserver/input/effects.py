@@ -9,7 +9,7 @@ decides an outcome again, and nothing is written: ``commit.py`` writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from roomserver.api import OutputOldRoomEvent
 from roomserver.core.decide import Decision, OutputKind, Verdict
@@ -22,8 +22,7 @@ from roomserver.input.store import Prefetched
 from roomserver.ports import EventStatus, EventWrite
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedWrite:
+class PlannedWrite(NamedTuple):
     """The write of one decision, with what the commit needs to know about it."""
 
     write: EventWrite

@@ -13,8 +13,7 @@ once, by ``core.decide``, and its answer passed on.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from roomserver.api import InputRoomEvent, Kind, StoredEvent
 from roomserver.core.dag import extremities_to_check, missing_prev_events
@@ -42,8 +41,7 @@ from roomserver.ports import RoomInfo, StateDelta, StateKey
 Parsed = dict[int, tuple[Mapping[str, Any], Kind, Event]]
 
 
-@dataclass(frozen=True, slots=True)
-class AuthEvents:
+class AuthEvents(NamedTuple):
     """The event's auth events as stored (``missing``: unknown, or rejected only for lack of
     data; such an event waits for them)."""
 
@@ -52,8 +50,7 @@ class AuthEvents:
     missing: tuple[EventId, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class StateGathered:
+class StateGathered(NamedTuple):
     """The event's prev events and the state before it."""
 
     room: RoomInfo | None  # the room row, as it is after a filled gap

@@ -14,7 +14,7 @@ are resolved here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from roomserver.api import (
     OutputNewInviteEvent,
@@ -50,8 +50,7 @@ MEMBER = "m.room.member"
 _FAILED_PREVS_WALK_LIMIT = 1_000
 
 
-@dataclass(frozen=True, slots=True)
-class NewEventContext:
+class NewEventContext(NamedTuple):
     """What the caller of ``LatestEvents.update`` knows about the event being added."""
 
     event: Event
