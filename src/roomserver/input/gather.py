@@ -37,6 +37,8 @@ from roomserver.input.store import (
 )
 from roomserver.ports import RoomInfo, StateDelta, StateKey
 
+_NONE: frozenset[EventId] = frozenset()
+
 # Events parsed when their message began, by id() of their PDU: (pdu, kind, event).
 Parsed = dict[int, tuple[Mapping[str, Any], Kind, Event]]
 
@@ -95,6 +97,9 @@ class Gatherer:
             # v12: the room ID names the create event
             wanted.append(EventId("$" + event.room_id[1:]))
         loaded = await self._events.get(wanted)
+        events = tuple(s.event for s in loaded.values() if not s.rejected)
+        if len(events) == len(wanted):
+            return AuthEvents(events, _NONE, ())  # the common case: all stored and accepted
         missing = _missing_auth(wanted, loaded)
         if missing and not job.fetched and self._fetch.enabled:
             await self._fetch.auth_chain(event, await servers.get(), budget)
