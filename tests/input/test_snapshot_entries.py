@@ -4,7 +4,6 @@ base's entries and the delta (placeholder, then real ID), never from a stale der
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from roomserver.api import Outcome
@@ -14,7 +13,7 @@ from roomserver.input import handle_message
 from roomserver.input.store import SnapshotEntries
 from roomserver.ports import SnapshotId, StateDelta, StateKey
 from tests.input.helpers import ALICE, BOB, HarnessFactory, new_room
-from tests.input.test_batches import _batch
+from tests.input.test_batches import Info, _batch
 
 ROOM = RoomId("!room:example.org")
 CREATE: StateKey = ("m.room.create", "")
@@ -113,12 +112,6 @@ async def test_a_snapshot_that_is_its_base_records_no_derivation() -> None:
     assert store.reads == [(10, [TOPIC])]
 
 
-@dataclass
-class _Info:
-    num_delivered: int = 1
-    stream_seq: int = 7
-
-
 async def test_messages_after_state_changes_read_no_state_entries(
     harness: HarnessFactory,
 ) -> None:
@@ -137,7 +130,7 @@ async def test_messages_after_state_changes_read_no_state_entries(
     h.store.state_entries = counted
 
     async def send(batch: list[Event]) -> list[Outcome]:
-        decision = await handle_message(h.processor, builder.room_id, _batch(batch), _Info())
+        decision = await handle_message(h.processor, builder.room_id, _batch(batch), Info())
         return [r.outcome for r in decision.results]
 
     first = [*events, builder.join(BOB), builder.message(BOB), builder.message(ALICE)]

@@ -148,16 +148,9 @@ class SnapshotEntries:
         delta = self._derived.get(snapshot) if depth < _DERIVED_MAX_DEPTH else None
         if delta is None:
             return await store.state_entries(snapshot, keys)
-        out: dict[StateKey, EventId] = {}
-        from_base: list[StateKey] = []
         changes = delta.changes
-        for key in keys:
-            if key in changes:
-                value = changes[key]
-                if value is not None:
-                    out[key] = value
-            else:
-                from_base.append(key)
+        out = {k: v for k in keys if (v := changes.get(k)) is not None}  # None: removed
+        from_base = [k for k in keys if k not in changes]
         if from_base and delta.base is not None:
             out.update(await self._get(store, delta.base, from_base, depth + 1))
         return out
