@@ -534,16 +534,9 @@ def encode_output_event(output: OutputEvent, *, event_json: bytes | None = None)
     rest = _encode_output(payload)
     # What the encoder writes for the envelope's members (``kind`` is a plain identifier).
     room_id = _json_string(output.room_id)
-    head = f'{{"v":{WIRE_VERSION},"type":"{kind}","room_id":{room_id},"{kind}":'
-    return b"".join(
-        (
-            head.encode(),
-            b'{"event":',
-            event_json,
-            b"," + rest[1:] if len(rest) > 2 else b"}",
-            b"}",
-        )
-    )
+    head = f'{{"v":{WIRE_VERSION},"type":"{kind}","room_id":{room_id},"{kind}":{{"event":'
+    tail = b"," + rest[1:] if len(rest) > 2 else b"}"
+    return b"".join((head.encode(), event_json, tail, b"}"))
 
 
 def _encode_output(value: Mapping[str, Any]) -> bytes:
