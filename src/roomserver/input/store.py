@@ -113,13 +113,9 @@ class SnapshotEntries:
             self._derived.pop(placeholder, None)
 
     async def get(
-        self, store: StateStore, snapshot: SnapshotId, keys: Iterable[StateKey]
+        self, store: StateStore, snapshot: SnapshotId, keys: Iterable[StateKey], depth: int = 0
     ) -> dict[StateKey, EventId]:
-        return await self._get(store, snapshot, keys, 0)
-
-    async def _get(
-        self, store: StateStore, snapshot: SnapshotId, keys: Iterable[StateKey], depth: int
-    ) -> dict[StateKey, EventId]:
+        """``depth``: derivations followed so far to get here."""
         out: dict[StateKey, EventId] = {}
         missing: list[StateKey] = []
         entries = self._entries
@@ -152,7 +148,7 @@ class SnapshotEntries:
         out = {k: v for k in keys if (v := changes.get(k)) is not None}  # None: removed
         from_base = [k for k in keys if k not in changes]
         if from_base and delta.base is not None:
-            out.update(await self._get(store, delta.base, from_base, depth + 1))
+            out.update(await self.get(store, delta.base, from_base, depth + 1))
         return out
 
 
