@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 import json
+import json.encoder
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -462,7 +463,12 @@ def _payload_to_json(payload: OutputPayload) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in type(payload).__dataclass_fields__:
         value = getattr(payload, name)
-        if isinstance(value, TransactionId):
+        kind = type(value)
+        if kind is str or value is None or kind is bool or kind is dict:
+            pass  # encoded as they are (the common fields, first)
+        elif kind is tuple:
+            value = list(value)
+        elif isinstance(value, TransactionId):
             value = _txn_to_json(value)
         elif isinstance(value, tuple):
             value = list(value)
@@ -510,17 +516,35 @@ def _payload_from_json(cls: type[Any], obj: Mapping[str, Any]) -> OutputPayload:
     return payload
 
 
-def encode_output_event(output: OutputEvent) -> bytes:
-    """The version-1 wire body of ``output`` (see the format above)."""
+_OUTPUT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # as _OUTPUT_JSON does
+
+
+def encode_output_event(output: OutputEvent, *, event_json: bytes | None = None) -> bytes:
+    """The version-1 wire body of ``output`` (see the format above). ``event_json``: the
+    payload's ``event`` already encoded as JSON (the PDU's ``Event.canonical_bytes``), put in
+    as it is instead of encoding the PDU again (the body decodes to the same output)."""
     kind = output.type.value
-    return _dumps(
-        {
-            "v": WIRE_VERSION,
-            "type": kind,
-            "room_id": output.room_id,
-            kind: _payload_to_json(output.payload),
-        }
-    )
+    payload = _payload_to_json(output.payload)
+    if event_json is None or "event" not in payload:
+        return _encode_output(
+            {"v": WIRE_VERSION, "type": kind, "room_id": output.room_id, kind: payload}
+        )
+    del payload["event"]  # the first member: spliced in first
+    rest = _encode_output(payload)
+    # What the encoder writes for the envelope's members (``kind`` is a plain identifier).
+    room_id = _json_string(output.room_id)
+    head = f'{{"v":{WIRE_VERSION},"type":"{kind}","room_id":{room_id},"{kind}":{{"event":'
+    tail = b"," + rest[1:] if len(rest) > 2 else b"}"
+    return b"".join((head.encode(), event_json, tail, b"}"))
+
+
+def _encode_output(value: Mapping[str, Any]) -> bytes:
+    """``_dumps`` with one encoder for every output (no encoder built per call)."""
+    try:
+        return _OUTPUT_JSON.encode(value).encode("utf-8")
+    except RecursionError:  # a hostile event nested thousands deep: say so, as ValueError does
+        raise ValueError("event: nested too deeply to encode") from None
 
 
 def decode_output_event(data: bytes | str) -> OutputEvent:
