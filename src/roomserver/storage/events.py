@@ -9,7 +9,7 @@ back. ``tx.checkpoint`` marks the points where tests inject failures.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +32,7 @@ from roomserver.ports import (
     RoomInfo,
     RoomUpdate,
     SnapshotId,
+    StateDelta,
     StorageError,
 )
 from roomserver.storage.authchain import PendingPositions, index_event, index_unindexed
@@ -42,13 +43,48 @@ from roomserver.storage.ids import chunks
 from roomserver.storage.state import write_snapshot
 
 
-@dataclass(frozen=True, slots=True)
 class EncodedWrite:
-    """An ``EventWrite`` with its JSON already encoded (done before entering the transaction)."""
+    """An ``EventWrite`` with its JSON already encoded (done before entering the transaction),
+    and the two state deltas storage writes for it: its ``state_before`` and its room update's
+    ``current_state``, with the placeholder bases known so far resolved (``resolve``). Storage
+    reads the deltas here, never from ``write``: resolving a placeholder builds one small
+    ``StateDelta`` instead of new ``EventWrite`` and ``RoomUpdate`` objects."""
 
-    write: EventWrite
-    event_json: bytes
-    redacted_json: bytes | None
+    __slots__ = ("current_state", "event_json", "redacted_json", "state_before", "write")
+
+    def __init__(self, write: EventWrite, event_json: bytes, redacted_json: bytes | None) -> None:
+        self.write = write
+        self.event_json = event_json
+        self.redacted_json = redacted_json
+        self.state_before = write.state_before
+        update = write.room_update
+        self.current_state = None if update is None else update.current_state
+
+    def resolve(self, resolved: Mapping[int, int | None]) -> EncodedWrite:
+        """Resolve the write's placeholder bases that ``resolved`` knows (the others are left
+        as they are); returns ``self``."""
+        write = self.write
+        self.state_before = _resolved(write.state_before, resolved)
+        update = write.room_update
+        self.current_state = None if update is None else _resolved(update.current_state, resolved)
+        return self
+
+    def unresolved(self) -> int | None:
+        """A placeholder base left unresolved, if any."""
+        for delta in (self.state_before, self.current_state):
+            if delta is not None and delta.base is not None and delta.base < 0:
+                return delta.base
+        return None
+
+
+def _resolved(delta: StateDelta | None, resolved: Mapping[int, int | None]) -> StateDelta | None:
+    if delta is None:
+        return None
+    base = delta.base
+    if base is None or base >= 0 or base not in resolved:
+        return delta
+    real = resolved[base]
+    return StateDelta(None if real is None else SnapshotId(real), delta.changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +103,8 @@ class _RoomInTx:
     locked: bool
     version: int  # after the updates so far
     current_state: int | None
-    update: tuple[str, str, int | None, str | None] | None = None  # the last update's columns
+    # The last update's columns (forward extremities encoded as JSON by ``WriteBatch.flush``).
+    update: tuple[str, tuple[str, ...], int | None, str | None] | None = None
 
 
 class WriteBatch:
@@ -97,10 +134,14 @@ class WriteBatch:
         for room_id, room in self.rooms.items():
             if room.update is None:
                 continue
+            room_version, extremities, current, last_sent = room.update
             changed = await tx.execute(
                 "UPDATE rooms SET room_version = ?, forward_extremities = ?, current_state = ?, "
                 "last_sent_event_id = ?, version = ? WHERE room_nid = ? AND version = ?",
-                *room.update,
+                room_version,
+                json.dumps(list(extremities)),
+                current,
+                last_sent,
                 room.version,
                 room.row.room_nid,
                 room.row.version,
@@ -248,7 +289,7 @@ def _insertable_ahead(enc: EncodedWrite, cache: TxCache, repeated: AbstractSet[s
         return False
     if w.status is not EventStatus.STATEFUL:
         return True
-    before = w.state_before
+    before = enc.state_before
     return before is not None and not before.changes and (before.base is None or before.base >= 0)
 
 
@@ -281,7 +322,7 @@ async def insert_run(
         ev = w.event
         needs_lock = w.room_update is not None or w.expected_room_version is not None
         room = await _room_in_tx(tx, batch, ev, lock=needs_lock)
-        before = w.state_before
+        before = enc.state_before
         stateful = w.status is EventStatus.STATEFUL
         rows.append(
             _event_row(enc, room.row.room_nid, before.base if stateful and before else None)
@@ -305,22 +346,23 @@ async def _store_event(
     """Insert the event (or upgrade the stored one); its numeric ID and state-before snapshot."""
     w = enc.write
     ev = w.event
+    delta = enc.state_before
     stateful = w.status is EventStatus.STATEFUL
-    if stateful and w.state_before is None:
+    if stateful and delta is None:
         raise ValueError(f"{ev.event_id}: a stateful EventWrite needs state_before")
     ahead = batch.inserted.pop(ev.event_id, None)
     if ahead is not None:  # inserted by insert_run, with the same state-before
-        base = w.state_before.base if stateful and w.state_before is not None else None
+        base = delta.base if stateful and delta is not None else None
         await _after_insert(tx, cache, batch, ev, ahead)
         return ahead, base
     if (
         cache.event_nid(ev.event_id) is None
         and ev.event_id not in batch.found_stored
-        and (w.state_before is None or not stateful or not w.state_before.changes)
+        and (delta is None or not stateful or not delta.changes)
     ):
         # The common case (a new event whose state-before needs no new snapshot): insert first,
         # saving a lookup; ON CONFLICT tells us if it was stored after all.
-        base = w.state_before.base if stateful and w.state_before is not None else None
+        base = delta.base if stateful and delta is not None else None
         nid = await _insert_event(tx, cache, batch, room_nid, enc, base)
         if nid is not None:
             return nid, base
@@ -330,8 +372,8 @@ async def _store_event(
     )
     if row is None:
         state_before: int | None = None
-        if stateful and w.state_before is not None:
-            state_before = await write_snapshot(tx, cache, w.state_before, room_nid=room_nid)
+        if stateful and delta is not None:
+            state_before = await write_snapshot(tx, cache, delta, room_nid=room_nid)
         nid = await _insert_event(tx, cache, batch, room_nid, enc, state_before)
         if nid is None:
             raise StorageError(f"event {ev.event_id} appeared during the transaction")
@@ -340,8 +382,8 @@ async def _store_event(
     # Written again: an outlier gaining state, or an event rejected for missing data processed
     # again. The row is updated in place; its prev edges and JSON were stored with it.
     nid, outlier, rejected, state_before = int(row[0]), bool(row[1]), bool(row[2]), row[3]
-    if outlier and stateful and w.state_before is not None:
-        state_before = await write_snapshot(tx, cache, w.state_before, room_nid=room_nid)
+    if outlier and stateful and delta is not None:
+        state_before = await write_snapshot(tx, cache, delta, room_nid=room_nid)
         await tx.execute(
             "UPDATE events SET outlier = 0, state_before = ?, soft_failed = ? WHERE event_nid = ?",
             state_before,
@@ -393,13 +435,19 @@ async def _record_redactions(tx: Tx, enc: EncodedWrite) -> None:
 
 
 async def _apply_room_update(
-    tx: Tx, cache: TxCache, batch: WriteBatch, room: _RoomInTx, update: RoomUpdate
+    tx: Tx,
+    cache: TxCache,
+    batch: WriteBatch,
+    room: _RoomInTx,
+    update: RoomUpdate,
+    current_state: StateDelta,
 ) -> int | None:
+    """``update``, whose current state is ``current_state`` (its delta, placeholders resolved)."""
     room_nid = room.row.room_nid
-    current = await write_snapshot(tx, cache, update.current_state, room_nid=room_nid)
+    current = await write_snapshot(tx, cache, current_state, room_nid=room_nid)
     room.update = (
         update.room_version,
-        json.dumps(list(update.forward_extremities)),
+        tuple(update.forward_extremities),
         current,
         update.last_sent_event_id,
     )
@@ -439,7 +487,8 @@ async def persist_in_batch(
     tx.checkpoint("redactions")
     current = room.current_state
     if update is not None:
-        current = await _apply_room_update(tx, cache, batch, room, update)
+        assert enc.current_state is not None
+        current = await _apply_room_update(tx, cache, batch, room, update, enc.current_state)
     tx.checkpoint("room_update")
     batch.outbox.extend((room_nid, o.msg_id, o.output_type, o.payload) for o in w.outbox)
     if w.outbox_sent:
