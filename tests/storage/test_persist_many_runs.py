@@ -299,3 +299,23 @@ async def test_duplicates_in_one_call_equal_one_by_one(
     stored = await store.get_events([calls[0][1].event.event_id, calls[0][5].event.event_id])
     assert all(not e.outlier and not e.rejected for e in stored.values())
     assert got[3].stream_position == got[0].stream_position  # written again: same row
+
+
+async def test_a_long_chain_of_state_changes_in_one_call_equals_one_by_one(
+    store: SqlStorage, reference: SqlStorage
+) -> None:
+    """Snapshots written in the call are stored against snapshots written earlier in it (their
+    rows are read from the transaction's pending deltas, not the database): 40 state changes
+    reach positions whose stored base skips several snapshots of the same call."""
+    a, b = await _rooms(store, reference)
+    spec = [
+        ("member" if i % 5 == 4 else "topic", f"s{i}") if i % 3 else ("msg", f"m{i}")
+        for i in range(60)
+    ]
+    writes_a, writes_b = _build(a, spec), _build(b, spec)
+    got = await store.persist_many(writes_a)
+    want = await _one_by_one(reference, writes_b)
+    await _same_storage(store, reference, writes_a, got, want)
+    store.clear_caches()  # read back from the database, not the transaction's overlay
+    reference.clear_caches()
+    await _same_storage(store, reference, writes_a, got, want)

@@ -40,7 +40,7 @@ from roomserver.storage.cache import TxCache
 from roomserver.storage.dialect import Dialect, insert_rows
 from roomserver.storage.engine import Row, Tx
 from roomserver.storage.ids import chunks
-from roomserver.storage.state import write_snapshot
+from roomserver.storage.state import PendingDeltas, write_snapshot
 
 
 class EncodedWrite:
@@ -119,11 +119,13 @@ class WriteBatch:
         self.outbox: list[tuple[int, str, str, bytes]] = []
         self.outbox_sent: dict[int, set[int]] = {}
         self.positions = PendingPositions()
+        self.deltas = PendingDeltas()  # state snapshot rows
         # Events inserted ahead by ``insert_run``: event ID -> numeric ID, taken by their write.
         self.inserted: dict[str, int] = {}
         self.found_stored: set[str] = set()  # ... and those its insert found stored already
 
     async def flush(self, tx: Tx) -> None:
+        await self.deltas.flush(tx)
         await tx.executemany(
             "INSERT INTO prev_edges (prev_event_id, event_nid) VALUES (?, ?) "
             "ON CONFLICT (prev_event_id, event_nid) DO NOTHING",
@@ -373,7 +375,9 @@ async def _store_event(
     if row is None:
         state_before: int | None = None
         if stateful and delta is not None:
-            state_before = await write_snapshot(tx, cache, delta, room_nid=room_nid)
+            state_before = await write_snapshot(
+                tx, cache, delta, room_nid=room_nid, pending=batch.deltas
+            )
         nid = await _insert_event(tx, cache, batch, room_nid, enc, state_before)
         if nid is None:
             raise StorageError(f"event {ev.event_id} appeared during the transaction")
@@ -383,7 +387,9 @@ async def _store_event(
     # again. The row is updated in place; its prev edges and JSON were stored with it.
     nid, outlier, rejected, state_before = int(row[0]), bool(row[1]), bool(row[2]), row[3]
     if outlier and stateful and delta is not None:
-        state_before = await write_snapshot(tx, cache, delta, room_nid=room_nid)
+        state_before = await write_snapshot(
+            tx, cache, delta, room_nid=room_nid, pending=batch.deltas
+        )
         await tx.execute(
             "UPDATE events SET outlier = 0, state_before = ?, soft_failed = ? WHERE event_nid = ?",
             state_before,
@@ -444,7 +450,9 @@ async def _apply_room_update(
 ) -> int | None:
     """``update``, whose current state is ``current_state`` (its delta, placeholders resolved)."""
     room_nid = room.row.room_nid
-    current = await write_snapshot(tx, cache, current_state, room_nid=room_nid)
+    current = await write_snapshot(
+        tx, cache, current_state, room_nid=room_nid, pending=batch.deltas
+    )
     room.update = (
         update.room_version,
         tuple(update.forward_extremities),
