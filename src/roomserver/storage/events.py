@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from roomserver.api import StoredEvent
@@ -35,12 +35,13 @@ from roomserver.ports import (
     StateDelta,
     StorageError,
 )
-from roomserver.storage.authchain import PendingPositions, index_event, index_unindexed
+from roomserver.storage.authchain import index_event, index_unindexed
+from roomserver.storage.batch import RoomInTx, RoomRow, WriteBatch, mark_sent
 from roomserver.storage.cache import TxCache
 from roomserver.storage.dialect import Dialect, insert_rows
 from roomserver.storage.engine import Row, Tx
 from roomserver.storage.ids import chunks
-from roomserver.storage.state import PendingDeltas, write_snapshot
+from roomserver.storage.state import write_snapshot
 
 
 class EncodedWrite:
@@ -87,94 +88,10 @@ def _resolved(delta: StateDelta | None, resolved: Mapping[int, int | None]) -> S
     return StateDelta(None if real is None else SnapshotId(real), delta.changes)
 
 
-@dataclass(frozen=True, slots=True)
-class _RoomRow:
-    room_nid: int
-    version: int
-    current_state: int | None
-
-
-@dataclass(slots=True)
-class _RoomInTx:
-    """A room as one transaction sees it: its row as read, and the room updates applied so far
-    (written by ``WriteBatch.flush`` as one ``UPDATE``)."""
-
-    row: _RoomRow  # as read (locked if ``locked``)
-    locked: bool
-    version: int  # after the updates so far
-    current_state: int | None
-    # The last update's columns (forward extremities encoded as JSON by ``WriteBatch.flush``).
-    update: tuple[str, tuple[str, ...], int | None, str | None] | None = None
-
-
-class WriteBatch:
-    """The writes of one transaction that nothing inside it reads back: inserted together by
-    ``flush``, before the transaction ends, instead of one statement per event. Rows keep the
-    order of the writes (outbox sequences follow it; a later membership of a user wins)."""
-
-    def __init__(self) -> None:
-        self.rooms: dict[str, _RoomInTx] = {}
-        self.prev_edges: list[tuple[str, int]] = []
-        self.memberships: list[tuple[int, str, str, str, str, str]] = []
-        self.outbox: list[tuple[int, str, str, bytes]] = []
-        self.outbox_sent: dict[int, set[int]] = {}
-        self.positions = PendingPositions()
-        self.deltas = PendingDeltas()  # state snapshot rows
-        # Events inserted ahead by ``insert_run``: event ID -> numeric ID, taken by their write.
-        self.inserted: dict[str, int] = {}
-        self.found_stored: set[str] = set()  # ... and those its insert found stored already
-
-    async def flush(self, tx: Tx) -> None:
-        await self.deltas.flush(tx)
-        await tx.executemany(
-            "INSERT INTO prev_edges (prev_event_id, event_nid) VALUES (?, ?) "
-            "ON CONFLICT (prev_event_id, event_nid) DO NOTHING",
-            self.prev_edges,
-        )
-        self.prev_edges = []
-        await self.positions.flush(tx)
-        for room_id, room in self.rooms.items():
-            if room.update is None:
-                continue
-            room_version, extremities, current, last_sent = room.update
-            changed = await tx.execute(
-                "UPDATE rooms SET room_version = ?, forward_extremities = ?, current_state = ?, "
-                "last_sent_event_id = ?, version = ? WHERE room_nid = ? AND version = ?",
-                room_version,
-                json.dumps(list(extremities)),
-                current,
-                last_sent,
-                room.version,
-                room.row.room_nid,
-                room.row.version,
-            )
-            if changed != 1:
-                raise ConcurrentUpdate(f"room {room_id} changed during the transaction")
-            room.row = _RoomRow(room.row.room_nid, room.version, room.current_state)
-            room.update = None
-        await tx.executemany(
-            "INSERT INTO memberships (room_nid, user_id, server_name, membership, event_id, "
-            "sender) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_nid, user_id) DO UPDATE SET "
-            "server_name = excluded.server_name, membership = excluded.membership, "
-            "event_id = excluded.event_id, sender = excluded.sender",
-            self.memberships,
-        )
-        self.memberships = []
-        await tx.executemany(
-            "INSERT INTO outbox (room_nid, msg_id, output_type, payload) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (msg_id) DO NOTHING",
-            self.outbox,
-        )
-        self.outbox = []
-        for room_nid, sequences in sorted(self.outbox_sent.items()):
-            await _mark_sent(tx, room_nid, sorted(sequences))
-        self.outbox_sent = {}
-
-
-async def _room_row(tx: Tx, room_id: str, *, lock: bool) -> _RoomRow | None:
+async def _room_row(tx: Tx, room_id: str, *, lock: bool) -> RoomRow | None:
     sql = "SELECT room_nid, version, current_state FROM rooms WHERE room_id = ?"
     row = await tx.fetchrow(sql + " FOR_UPDATE" if lock else sql, room_id)
-    return None if row is None else _RoomRow(row[0], row[1], row[2])
+    return None if row is None else RoomRow(row[0], row[1], row[2])
 
 
 def _check_room_version(room_id: str, found: int, update: RoomUpdate) -> None:
@@ -187,7 +104,7 @@ def _check_room_version(room_id: str, found: int, update: RoomUpdate) -> None:
         )
 
 
-async def _ensure_room(tx: Tx, room_id: str, room_version: str, *, lock: bool) -> _RoomRow:
+async def _ensure_room(tx: Tx, room_id: str, room_version: str, *, lock: bool) -> RoomRow:
     row = await tx.fetchrow(
         "INSERT INTO rooms (room_id, room_version) VALUES (?, ?) "
         "ON CONFLICT (room_id) DO NOTHING RETURNING room_nid",
@@ -199,10 +116,10 @@ async def _ensure_room(tx: Tx, room_id: str, room_version: str, *, lock: bool) -
         if existing is None:
             raise StorageError(f"could not create room {room_id}")
         return existing
-    return _RoomRow(row[0], 0, None)
+    return RoomRow(row[0], 0, None)
 
 
-async def _room_in_tx(tx: Tx, batch: WriteBatch, ev: Event, *, lock: bool) -> _RoomInTx:
+async def _room_in_tx(tx: Tx, batch: WriteBatch, ev: Event, *, lock: bool) -> RoomInTx:
     """The room of ``ev`` as this transaction sees it: read (and locked, if ``lock``) once."""
     known = batch.rooms.get(ev.room_id)
     if known is not None and (known.locked or not lock):
@@ -211,7 +128,7 @@ async def _room_in_tx(tx: Tx, batch: WriteBatch, ev: Event, *, lock: bool) -> _R
     row = await _room_row(tx, ev.room_id, lock=lock)
     if row is None:
         row = await _ensure_room(tx, ev.room_id, ev.room_version, lock=lock)
-    room = _RoomInTx(row, lock, row.version, row.current_state)
+    room = RoomInTx(row, lock, row.version, row.current_state)
     batch.rooms[ev.room_id] = room
     return room
 
@@ -444,7 +361,7 @@ async def _apply_room_update(
     tx: Tx,
     cache: TxCache,
     batch: WriteBatch,
-    room: _RoomInTx,
+    room: RoomInTx,
     update: RoomUpdate,
     current_state: StateDelta,
 ) -> int | None:
@@ -538,17 +455,6 @@ def _outbox_entry(row: Row) -> OutboxEntry:
     return OutboxEntry(row[0], row[1], bytes(row[2]), int(row[3]))
 
 
-async def _mark_sent(tx: Tx, room_nid: int, sequences: list[int]) -> None:
-    """Entries sent keep their message IDs (deduplication); their payloads are dropped."""
-    for part in chunks(sequences):
-        await tx.execute(
-            "UPDATE outbox SET sent = 1, payload = ? WHERE sequence IN @LIST AND room_nid = ?",
-            b"",
-            part,
-            room_nid,
-        )
-
-
 async def pending_outbox(tx: Tx, room_id: str) -> list[OutboxEntry]:
     rows = await tx.fetch(
         "SELECT o.msg_id, o.output_type, o.payload, o.sequence FROM outbox o "
@@ -572,7 +478,7 @@ async def rooms_with_unsent_outbox(tx: Tx) -> list[RoomId]:
 async def mark_outbox_sent(tx: Tx, room_id: str, sequences: list[int]) -> None:
     row = await tx.fetchrow("SELECT room_nid FROM rooms WHERE room_id = ?", room_id)
     if row is not None:
-        await _mark_sent(tx, int(row[0]), sequences)
+        await mark_sent(tx, int(row[0]), sequences)
 
 
 async def referenced_as_prev(tx: Tx, room_id: str, event_ids: list[str]) -> set[EventId]:

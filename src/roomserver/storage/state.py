@@ -173,11 +173,16 @@ class PendingDeltas:
     def __init__(self) -> None:
         self.rows: dict[int, dict[int, int | None]] = {}
 
-    async def flush(self, tx: Tx) -> None:
+    def take(self) -> list[tuple[int, int, int | None]]:
+        """The rows kept since the last ``flush`` or ``take``, which the caller inserts."""
         rows = [
             (sid, k, v) for sid, entries in self.rows.items() for k, v in sorted(entries.items())
         ]
         self.rows = {}
+        return rows
+
+    async def flush(self, tx: Tx) -> None:
+        rows = self.take()
         await tx.executemany(
             "INSERT INTO state_deltas (snapshot_id, key_nid, event_nid) VALUES (?, ?, ?)", rows
         )

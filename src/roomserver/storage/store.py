@@ -28,6 +28,7 @@ from roomserver.ports import (
     record_placeholders,
 )
 from roomserver.storage import authchain, bulk, events, inspect, state
+from roomserver.storage.batch import WriteBatch
 from roomserver.storage.cache import Caches, TxCache
 from roomserver.storage.dialect import Dialect
 from roomserver.storage.engine import Engine, Tx
@@ -141,7 +142,7 @@ class SqlStorage:
 
         async def fn(tx: Tx, cache: TxCache) -> list[PersistResult]:
             resolved: dict[int, int | None] = {}
-            batch = events.WriteBatch()
+            batch = WriteBatch()
             results: list[PersistResult] = []
             room_nids: dict[int, int] = {}
             ahead_until = 0  # writes before this index had their event rows inserted ahead
