@@ -162,10 +162,15 @@ class WriteBatch:
         sent = [
             (nid, seq) for nid, seqs in sorted(self.outbox_sent.items()) for seq in sorted(seqs)
         ]
+        deltas, positions = self.deltas.take(), self.positions.take()
+        if not (
+            deltas or positions or updates or members or sent or self.prev_edges or self.outbox
+        ):
+            return
         args: list[Any] = [
-            *_columns(self.deltas.take(), 3),
+            *_columns(deltas, 3),
             *_columns(self.prev_edges, 2),
-            *_columns(self.positions.take(), 4),
+            *_columns(positions, 4),
             *_columns(members, 6),
             *_columns(self.outbox, 4),
             b"",
