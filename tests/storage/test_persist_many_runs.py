@@ -26,7 +26,7 @@ from roomserver.ports import (
 )
 from roomserver.storage import SqlStorage, dialect, events, open_storage
 from tests.pgutil import fresh_schema_url
-from tests.storage.helpers import VERSION, LinearRoom
+from tests.storage.helpers import VERSION, LinearRoom, make_event
 from tests.storage.test_transactions import row_counts
 
 ROOM = "!runs:example.org"
@@ -384,3 +384,32 @@ async def test_deferred_rows_equal_one_by_one_with_repeats_and_outbox_marks(
 
 def _fields(write: EventWrite) -> dict[str, Any]:
     return {name: getattr(write, name) for name in EventWrite.__dataclass_fields__}
+
+
+def test_placeholders_resolve_without_rebuilding_what_stays() -> None:
+    """``with_placeholders_resolved(partial=True)`` returns the write itself when none of its
+    placeholders is known yet, and ``EncodedWrite.resolve`` resolves on the encoded write
+    (the write keeps its placeholders; resolving again from scratch gives the same)."""
+    event = make_event(ROOM, "t", event_type="m.room.topic", state_key="")
+    write = EventWrite(
+        event=event,
+        status=EventStatus.STATEFUL,
+        state_before=StateDelta(SnapshotId(-1), {}),
+        room_update=RoomUpdate(
+            expected_version=1,
+            room_version=VERSION,
+            forward_extremities=(event.event_id,),
+            current_state=StateDelta(SnapshotId(-2), {("m.room.topic", ""): event.event_id}),
+            last_sent_event_id=event.event_id,
+        ),
+    )
+    assert with_placeholders_resolved(write, {-3: 7}, partial=True) is write
+    enc = events.EncodedWrite(write, b"{}", None)
+    assert enc.resolve({-1: 5}).unresolved() == -2
+    assert enc.state_before == StateDelta(SnapshotId(5), {})
+    assert write.room_update is not None
+    assert enc.current_state is write.room_update.current_state
+    assert enc.resolve({-1: None, -2: 9}).unresolved() is None
+    assert enc.state_before == StateDelta(None, {})
+    assert enc.current_state == StateDelta(SnapshotId(9), {("m.room.topic", ""): event.event_id})
+    assert write.state_before == StateDelta(SnapshotId(-1), {})  # the write is unchanged
