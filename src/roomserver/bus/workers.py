@@ -42,6 +42,7 @@ from roomserver.bus.admin import (
     InterventionOutcome,
 )
 from roomserver.bus.config import BusConfig
+from roomserver.bus.publisher import reply_locally
 from roomserver.bus.subjects import input_subject, room_consumer_name
 from roomserver.bus.types import (
     HEADER_REPLY_SEQ,
@@ -411,8 +412,12 @@ class RoomWorker:
             self._ahead.replied(seq)
 
     async def _reply(self, reply_to: str | None, reply: bytes | None, seq: int) -> None:
+        """Answer a sync caller: handed over in the process when it waits on this connection
+        (its ack is already sent, see ``reply_locally``), else published to its inbox."""
         assert reply_to is not None and reply is not None
-        await self.pool.nc.publish(reply_to, reply, headers={HEADER_REPLY_SEQ: str(seq)})
+        nc = self.pool.nc
+        if not reply_locally(nc, reply_to, reply, seq):
+            await nc.publish(reply_to, reply, headers={HEADER_REPLY_SEQ: str(seq)})
 
     async def _settle(
         self, ack_subject: str, payload: bytes, seq: int, *, request_next: bool
