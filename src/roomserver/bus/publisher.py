@@ -128,9 +128,10 @@ def reply_locally(nc: NATS, reply_to: str, reply: bytes, seq: int) -> bool:
     connection's publisher (no trip through the server). Whether it was handed over; if not,
     the reply is published as usual.
 
-    The worker sends the message's ack before calling this, so the ack is ahead of anything
-    the caller sends on the shared connection once it has its reply, as it was when the
-    reply went through the server behind the ack."""
+    The caller runs in a later event loop step; the worker queues the message's ack on the
+    connection before that (in the same step), so the ack goes out ahead of anything the
+    caller sends once it has its reply, as when the reply went through the server behind
+    the ack."""
     publisher = _BY_CONNECTION.get(nc)
     if publisher is None:
         return False

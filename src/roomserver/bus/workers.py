@@ -375,9 +375,19 @@ class RoomWorker:
                 # Before the ack: the head keeps the room's messages from anybody else's
                 # pull until the unit's others are gone (see _finish_unit).
                 await self._finish_unit(self._settled_behind)
+            # A caller on this connection gets its reply first: it runs in the next event
+            # loop step, and the ack is queued on the connection in this one (nothing below
+            # yields before it), so the ack still goes out ahead of anything the caller sends,
+            # and the caller does not wait for the socket write.
+            handed_over = (
+                wants_reply
+                and reply_to is not None
+                and result.reply is not None
+                and reply_locally(pool.nc, reply_to, result.reply, seq)
+            )
             await pool.nc.publish(msg.reply, payload)
             self._unconfirmed = (msg.reply, payload, seq)
-            if wants_reply:
+            if wants_reply and not handed_over:
                 await self._reply(reply_to, result.reply, seq)
             await self._request_next()
         if intervention is not None and not intervention[1].done():
