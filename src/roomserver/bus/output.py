@@ -44,15 +44,12 @@ class OutputItem:
 
 class OutputPublisher:
     """Implements ``roomserver.ports.OutputPublisher``. ``acks``: the connection's
-    :class:`~roomserver.bus.publisher.StreamAcks` (the bus passes the input publisher's);
-    without it, ``JetStreamContext.publish_async``."""
+    :class:`~roomserver.bus.publisher.StreamAcks` (the input publisher's, whose inbox
+    receives the stream's acks)."""
 
-    def __init__(
-        self, js: JetStreamContext, config: BusConfig, acks: StreamAcks | None = None
-    ) -> None:
-        self.js = js
-        self.config = config
+    def __init__(self, acks: StreamAcks, config: BusConfig) -> None:
         self.acks = acks
+        self.config = config
         self.subject = output_stream_name(config.prefix)
         self.duplicates = 0
 
@@ -68,26 +65,13 @@ class OutputPublisher:
 
     async def publish_outputs(self, items: Sequence[OutputItem]) -> None:
         """Publish several outputs pipelined, in order; returns once all are stored."""
-        if self.acks is None:
-            futures = [
-                await self.js.publish_async(
-                    self.subject,
-                    item.payload,
-                    headers=self._headers(item.room_id, item.event_type, item.msg_id),
-                )
-                for item in items
-            ]
-            async with asyncio.timeout(self.config.publish_timeout):
-                duplicates = [(await future).duplicate for future in futures]
-        else:
-            subject = self.subject
-            headers = self._headers
-            acks = await self.acks.publish(
-                ((subject, i.payload, headers(i.room_id, i.event_type, i.msg_id)) for i in items),
-                self.config.publish_timeout,
-            )
-            duplicates = [duplicate for _, duplicate in acks]
-        for item, duplicate in zip(items, duplicates, strict=True):
+        subject = self.subject
+        headers = self._headers
+        acks = await self.acks.publish(
+            ((subject, i.payload, headers(i.room_id, i.event_type, i.msg_id)) for i in items),
+            self.config.publish_timeout,
+        )
+        for item, (_, duplicate) in zip(items, acks, strict=True):
             if duplicate:
                 self.duplicates += 1
                 log.debug("output %s was already published", item.msg_id)

@@ -423,7 +423,8 @@ class RoomWorker:
 
     async def _reply(self, reply_to: str | None, reply: bytes | None, seq: int) -> None:
         """Answer a sync caller: handed over in the process when it waits on this connection
-        (its ack is already sent, see ``reply_locally``), else published to its inbox."""
+        (its message is settled already, see ``reply_locally``), else published to its
+        inbox."""
         assert reply_to is not None and reply is not None
         nc = self.pool.nc
         if not reply_locally(nc, reply_to, reply, seq):
