@@ -65,7 +65,7 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream()
         self.config = config
         self.input = InputPublisher(nc, self.js, config)
-        self.output = OutputPublisher(self.js, config)
+        self.output = OutputPublisher(self.input.acks, config)
         self.pool: WorkerPool | None = None
         #: This process's own discovery consumer, then the shared one (see discovery.py).
         self.discovery: Discovery | None = None

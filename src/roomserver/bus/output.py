@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from roomserver.bus.config import BusConfig
+from roomserver.bus.publisher import StreamAcks
 from roomserver.bus.subjects import check_prefix, output_stream_name
 from roomserver.bus.types import HEADER_MSG_ID, HEADER_OUTPUT_TYPE, HEADER_ROOM_ID
 from roomserver.bus.workers import parse_ack_subject
@@ -42,10 +43,12 @@ class OutputItem:
 
 
 class OutputPublisher:
-    """Implements ``roomserver.ports.OutputPublisher``."""
+    """Implements ``roomserver.ports.OutputPublisher``. ``acks``: the connection's
+    :class:`~roomserver.bus.publisher.StreamAcks` (the input publisher's, whose inbox
+    receives the stream's acks)."""
 
-    def __init__(self, js: JetStreamContext, config: BusConfig) -> None:
-        self.js = js
+    def __init__(self, acks: StreamAcks, config: BusConfig) -> None:
+        self.acks = acks
         self.config = config
         self.subject = output_stream_name(config.prefix)
         self.duplicates = 0
@@ -58,31 +61,20 @@ class OutputPublisher:
         self, room_id: str, output_type: str, payload: bytes, *, msg_id: str
     ) -> None:
         """Publish one output and wait until stored (or recognised as a duplicate)."""
-        ack = await self.js.publish(
-            self.subject,
-            payload,
-            timeout=self.config.publish_timeout,
-            headers=self._headers(room_id, output_type, msg_id),
-        )
-        if ack.duplicate:
-            self.duplicates += 1
-            log.debug("output %s was already published", msg_id)
+        await self.publish_outputs([OutputItem(room_id, output_type, payload, msg_id)])
 
     async def publish_outputs(self, items: Sequence[OutputItem]) -> None:
         """Publish several outputs pipelined, in order; returns once all are stored."""
-        futures = [
-            await self.js.publish_async(
-                self.subject,
-                item.payload,
-                headers=self._headers(item.room_id, item.event_type, item.msg_id),
-            )
-            for item in items
-        ]
-        async with asyncio.timeout(self.config.publish_timeout):
-            for future in futures:
-                ack = await future
-                if ack.duplicate:
-                    self.duplicates += 1
+        subject = self.subject
+        headers = self._headers
+        acks = await self.acks.publish(
+            ((subject, i.payload, headers(i.room_id, i.event_type, i.msg_id)) for i in items),
+            self.config.publish_timeout,
+        )
+        for item, (_, duplicate) in zip(items, acks, strict=True):
+            if duplicate:
+                self.duplicates += 1
+                log.debug("output %s was already published", item.msg_id)
 
 
 @dataclass(slots=True)

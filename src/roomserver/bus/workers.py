@@ -42,6 +42,7 @@ from roomserver.bus.admin import (
     InterventionOutcome,
 )
 from roomserver.bus.config import BusConfig
+from roomserver.bus.publisher import reply_locally
 from roomserver.bus.subjects import input_subject, room_consumer_name
 from roomserver.bus.types import (
     HEADER_REPLY_SEQ,
@@ -374,9 +375,12 @@ class RoomWorker:
                 # Before the ack: the head keeps the room's messages from anybody else's
                 # pull until the unit's others are gone (see _finish_unit).
                 await self._finish_unit(self._settled_behind)
+            # A caller on this connection has its reply first (it runs in a later loop step;
+            # the ack is queued in this one, so it still leaves ahead of the caller's sends).
+            local = wants_reply and reply_locally(pool.nc, reply_to or "", result.reply or b"", seq)
             await pool.nc.publish(msg.reply, payload)
             self._unconfirmed = (msg.reply, payload, seq)
-            if wants_reply:
+            if wants_reply and not local:
                 await self._reply(reply_to, result.reply, seq)
             await self._request_next()
         if intervention is not None and not intervention[1].done():
@@ -411,8 +415,11 @@ class RoomWorker:
             self._ahead.replied(seq)
 
     async def _reply(self, reply_to: str | None, reply: bytes | None, seq: int) -> None:
+        """Answer a sync caller: in the process if it waits on this connection, else through
+        the server."""
         assert reply_to is not None and reply is not None
-        await self.pool.nc.publish(reply_to, reply, headers={HEADER_REPLY_SEQ: str(seq)})
+        if not reply_locally(self.pool.nc, reply_to, reply, seq):
+            await self.pool.nc.publish(reply_to, reply, headers={HEADER_REPLY_SEQ: str(seq)})
 
     async def _settle(
         self, ack_subject: str, payload: bytes, seq: int, *, request_next: bool
