@@ -9,6 +9,7 @@ import pytest
 
 from roomserver.bus import Bus, DeliveryInfo, EmbeddedNatsServer, deletions
 from roomserver.bus.discovery import shared_discovery_name
+from roomserver.bus.pool import WorkerPool
 from tests.bus.helpers import Recorder, eventually, fast_config
 
 STREAM = "InputRoomEvent"
@@ -340,13 +341,11 @@ async def test_a_waiting_room_is_admitted_at_once_when_a_quiet_worker_holds_the_
     await bus.close()
 
 
-async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_input(
+async def busy_room_backlog(
     nats_server: EmbeddedNatsServer,
-) -> None:
-    """While the stream holds more than ``delete_backlog`` messages and the API is busy, a
-    quiet room keeps its consumer (queued for deletion); new input for it calls the deletion
-    off and is processed once; once the API is idle, or the backlog gone, the queued
-    consumers are deleted."""
+) -> tuple[Bus, WorkerPool, Recorder, asyncio.Event]:
+    """A bus (``delete_backlog`` 5) whose room ``!busy:x`` has 20 messages queued, its
+    handler blocked until the returned event is set: the stream holds a backlog."""
     release = asyncio.Event()
 
     async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> None:
@@ -356,11 +355,21 @@ async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_inpu
     recorder = Recorder(decide)
     bus = await Bus.connect(nats_server.url, config=fast_config(delete_backlog=5))
     await bus.start_workers(recorder)
-    pool = bus.pool
-    assert pool is not None
-    pool.api_in_flight += 1  # stands for a busy API: under a backlog, no delete goes then
+    assert bus.pool is not None
     await bus.publish_inputs([("!busy:x", b"%d" % i) for i in range(20)])
     await recorder.wait_for(lambda: "!busy:x" in recorder.active)
+    return bus, bus.pool, recorder, release
+
+
+async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_input(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """While the stream holds more than ``delete_backlog`` messages and the API is busy, a
+    quiet room keeps its consumer (queued for deletion); new input for it calls the deletion
+    off and is processed once; once the API is idle, or the backlog gone, the queued
+    consumers are deleted."""
+    bus, pool, recorder, release = await busy_room_backlog(nats_server)
+    pool.api_in_flight += 1  # stands for a busy API: under a backlog, no delete goes then
     await bus.publish_inputs([("!quick:x", b"one"), ("!other:x", b"one")])
     await recorder.wait_for(lambda: recorder.total_acked() == 2)
 
@@ -400,19 +409,7 @@ async def test_queued_deletions_wait_while_the_server_would_scan_too_much(
     deletion waits while that exceeds the budget, even with the API idle, and goes once it
     does not."""
     monkeypatch.setattr(deletions, "_DELETE_SCAN_BUDGET", 0)
-    release = asyncio.Event()
-
-    async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> None:
-        if room_id == "!busy:x":
-            await release.wait()
-
-    recorder = Recorder(decide)
-    bus = await Bus.connect(nats_server.url, config=fast_config(delete_backlog=5))
-    await bus.start_workers(recorder)
-    pool = bus.pool
-    assert pool is not None
-    await bus.publish_inputs([("!busy:x", b"%d" % i) for i in range(20)])
-    await recorder.wait_for(lambda: "!busy:x" in recorder.active)
+    bus, pool, recorder, release = await busy_room_backlog(nats_server)
     await bus.publish_input("!quick:x", b"one")
     await recorder.wait_for(lambda: recorder.acked["!quick:x"] == [b"one"])
 
