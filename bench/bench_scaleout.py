@@ -17,7 +17,8 @@ database holds every event.
   message), 1 process; then it waits for the rooms to go quiet and counts the consumers left on
   the input stream.
 
-Each line gives events/s, CPU per event of the roomserver processes and of nats-server (from
+Each line gives events/s, rooms/s (rooms are admitted at most ``max_workers`` at a time: this
+is the admission rate), CPU per event of the roomserver processes and of nats-server (from
 /proc/<pid>/stat), the peak RSS of each (VmHWM), and the load average (1 min) before and after.
 Messages carry ``--chunk`` events in both scenarios, so the large run differs from the small one
 in the number of rooms (consumers, workers, per-room state), not in the shape of a message.
@@ -111,6 +112,7 @@ class Result:
     rss_nats_kib: int
     load_before: float
     load_after: float
+    rooms: int = 0
     consumers_at_end: int | None = None
     consumers_quiet: int | None = None
     quiet_after: float | None = None
@@ -120,7 +122,7 @@ class Result:
         rss = "+".join(f"{k / 1024:.0f}" for k in self.rss_roomservers_kib)
         line = (
             f"{self.label:<34} {self.events:>6} events in {self.seconds:7.1f} s = "
-            f"{rate:6.1f} ev/s; CPU/event roomservers "
+            f"{rate:6.1f} ev/s ({self.rooms / self.seconds:.1f} rooms/s); CPU/event roomservers "
             f"{1e3 * self.cpu_roomservers / self.events:.2f} ms, nats-server "
             f"{1e3 * self.cpu_nats / self.events:.2f} ms; peak RSS "
             f"roomserver {rss} MB, nats-server {self.rss_nats_kib / 1024:.0f} MB; "
@@ -244,7 +246,7 @@ async def _measure(
             label, total, elapsed,
             sum(cpu1[0]) - sum(cpu0[0]), cpu1[1] - cpu0[1],
             [memory_kib(p, "VmHWM") for p in pids], memory_kib(nats_pid, "VmHWM"),
-            load_before, load(),
+            load_before, load(), len(builders),
         )  # fmt: skip
     finally:
         await db.close()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from roomserver.bus.config import BusConfig
 from roomserver.config import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +107,55 @@ def test_nats_url_takes_several_servers_and_replicas(tmp_path: Path) -> None:
     ],
 )
 def test_bad_cluster_settings_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_bus_limits_are_settable_and_default_to_the_bus_defaults(tmp_path: Path) -> None:
+    assert Config().nats.bus_limits() == {
+        "max_workers": BusConfig().max_workers,
+        "max_api_requests": BusConfig().max_api_requests,
+        "api_timeout": BusConfig().api_timeout,
+        "delete_backlog": BusConfig().delete_backlog,
+        "unit_max_messages": BusConfig().unit_max_messages,
+        "unit_max_bytes": BusConfig().unit_max_bytes,
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "nats:\n  max_workers: 1000\n  max_api_requests: 8\n  api_timeout_s: 5\n"
+        "  delete_backlog: 0\n  unit_max_messages: 1\n  unit_max_bytes: 4096\n"
+    )
+    nats = load_config(path, environ={"ROOMSERVER_NATS__MAX_WORKERS": "2000"}).nats
+    limits = nats.bus_limits()
+    assert limits == {
+        "max_workers": 2000,
+        "max_api_requests": 8,
+        "api_timeout": 5.0,
+        "delete_backlog": 0,
+        "unit_max_messages": 1,
+        "unit_max_bytes": 4096,
+    }
+    bus = BusConfig(**limits)  # what the application builds its bus with
+    assert (bus.max_workers, bus.api_timeout, bus.unit_max_messages) == (2000, 5.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nats:\n  max_workers: 0\n", "nats.max_workers: must be 1 or more, got 0"),
+        ("nats:\n  max_workers: many\n", "nats.max_workers: expected an integer"),
+        ("nats:\n  max_api_requests: -1\n", "nats.max_api_requests: must be 1 or more"),
+        ("nats:\n  api_timeout_s: 0\n", "nats.api_timeout_s: must be positive"),
+        ("nats:\n  api_timeout_s: soon\n", "nats.api_timeout_s: expected a number"),
+        ("nats:\n  delete_backlog: -5\n", "nats.delete_backlog: must be 0 or more"),
+        ("nats:\n  unit_max_messages: 0\n", "nats.unit_max_messages: must be 1 or more"),
+        ("nats:\n  unit_max_bytes: 1.5\n", "nats.unit_max_bytes: expected an integer"),
+        ("nats:\n  max_worker: 10\n", "nats.max_worker: unknown configuration key"),
+    ],
+)
+def test_bad_bus_limits_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):

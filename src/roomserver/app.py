@@ -433,6 +433,7 @@ class Roomserver:
         bus_config = BusConfig(
             prefix=config.nats.stream_prefix,
             replicas=config.nats.replicas,
+            **config.nats.bus_limits(),
             # AckWait stays short (the failover time): in-progress acks keep a message while
             # its handler runs.
             handler_timeout=handler_timeout,

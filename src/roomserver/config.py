@@ -16,6 +16,12 @@ test suite's switches and are ignored here.
                                      # or several servers of a cluster (a list, or comma-separated)
       stream_prefix: ""              # prefix of the stream names (InputRoomEvent, OutputRoomEvent)
       replicas: 1                    # stream replicas (3 on a 3-node JetStream cluster)
+      max_workers: 256               # room workers at once (more rooms wait, without a consumer)
+      max_api_requests: 32           # JetStream API requests outstanding at once
+      api_timeout_s: 60              # how long one waits for its answer
+      delete_backlog: 1000           # input stream messages above which consumer deletions queue
+      unit_max_messages: 64          # messages handled as one unit (1: no units)
+      unit_max_bytes: 1048576        # payload bytes of one unit
     database:
       url: null                      # null: sqlite:///<data_dir>/roomserver.db; or postgresql://...
     federation:
@@ -46,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from roomserver.bus.config import BusConfig
 from roomserver.core.base64 import decode_base64
 
 
@@ -112,16 +119,55 @@ def _parsed_by(parser: Parser) -> dict[str, Parser]:
     return {"parse": parser}
 
 
+_BUS = BusConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class NatsConfig:
+    """The NATS servers, the streams, and the bus's limits per process (docs/bus.md,
+    "Bounds" and "Units"; the defaults are ``BusConfig``'s)."""
+
     #: One URL, or several comma-separated (a YAML list is joined so).
     url: str | None = None
     stream_prefix: str = ""
     replicas: int = 1
+    #: Room workers running at once; further rooms with input wait, without a consumer.
+    max_workers: int = _BUS.max_workers
+    #: JetStream API requests (consumer create, info, delete, ...) outstanding at once.
+    max_api_requests: int = _BUS.max_api_requests
+    #: How long such a request waits for the server's answer.
+    api_timeout_s: float = _BUS.api_timeout
+    #: Above this many messages in the input stream (or while rooms wait for a worker),
+    #: quiet rooms' consumer deletions are queued instead of made at once.
+    delete_backlog: int = _BUS.delete_backlog
+    #: The most messages (the head included) and payload bytes a room's unit handles at
+    #: once; unit_max_messages 1 turns units off.
+    unit_max_messages: int = _BUS.unit_max_messages
+    unit_max_bytes: int = _BUS.unit_max_bytes
 
     def __post_init__(self) -> None:
-        if self.replicas < 1:
-            raise ConfigError(f"nats.replicas: must be 1 or more, got {self.replicas}")
+        for key in ("replicas", "max_workers", "max_api_requests", "unit_max_messages",
+                    "unit_max_bytes"):  # fmt: skip
+            value = getattr(self, key)
+            if value < 1:
+                raise ConfigError(f"nats.{key}: must be 1 or more, got {value}")
+        if not self.api_timeout_s > 0:
+            raise ConfigError(f"nats.api_timeout_s: must be positive, got {self.api_timeout_s}")
+        if self.delete_backlog < 0:
+            raise ConfigError(
+                f"nats.delete_backlog: must be 0 or more, got {self.delete_backlog}"
+            )
+
+    def bus_limits(self) -> dict[str, Any]:
+        """The ``BusConfig`` fields these settings stand for."""
+        return {
+            "max_workers": self.max_workers,
+            "max_api_requests": self.max_api_requests,
+            "api_timeout": self.api_timeout_s,
+            "delete_backlog": self.delete_backlog,
+            "unit_max_messages": self.unit_max_messages,
+            "unit_max_bytes": self.unit_max_bytes,
+        }
 
     @property
     def urls(self) -> list[str]:

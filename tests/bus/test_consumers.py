@@ -5,8 +5,11 @@ import asyncio
 import random
 import time
 
-from roomserver.bus import Bus, DeliveryInfo, EmbeddedNatsServer
+import pytest
+
+from roomserver.bus import Bus, DeliveryInfo, EmbeddedNatsServer, deletions
 from roomserver.bus.discovery import shared_discovery_name
+from roomserver.bus.pool import WorkerPool
 from tests.bus.helpers import Recorder, eventually, fast_config
 
 STREAM = "InputRoomEvent"
@@ -300,13 +303,49 @@ async def test_rooms_beyond_max_workers_wait_without_a_consumer(
     await bus.close()
 
 
-async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_input(
+async def test_a_waiting_room_is_admitted_at_once_when_a_quiet_worker_holds_the_last_slot(
     nats_server: EmbeddedNatsServer,
 ) -> None:
-    """While the stream holds more than ``delete_backlog`` messages and the API is busy, a
-    quiet room keeps its consumer (queued for deletion); new input for it calls the deletion
-    off and is processed once; once the API is idle, or the backlog gone, the queued
-    consumers are deleted."""
+    """A worker whose room has nothing left gives its slot to a waiting room at once, not
+    after ``idle_timeout`` (30 s here) nor when its waiting pull expires (5 s); rooms are
+    still handled once each, one at a time, and a room that gave its slot up is admitted
+    again by its next input."""
+    recorder = Recorder()
+    config = fast_config(
+        max_workers=1, pull_expires=5.0, idle_timeout=30.0, consumer_inactive_threshold=120.0
+    )
+    bus = await Bus.connect(nats_server.url, config=config)
+    await bus.start_workers(recorder)
+    assert bus.pool is not None
+    await bus.publish_input("!held:x", b"first")
+    await recorder.wait_for(lambda: recorder.total_acked() == 1)
+    await asyncio.sleep(0.5)  # its worker now waits on a pull that expires in 5 s
+    assert bus.stats().workers == 1
+    started = time.monotonic()
+    rooms = [f"!next{i}:x" for i in range(5)]
+    await bus.publish_inputs([(room, room.encode()) for room in rooms])
+    await recorder.wait_for(lambda: recorder.total_acked() == 6, timeout=20)
+    elapsed = time.monotonic() - started
+    assert elapsed < 4.0, elapsed
+    assert sorted(d.room_id for d in recorder.deliveries) == sorted(["!held:x", *rooms])
+    assert recorder.overlaps == 0
+    assert bus.stats().workers <= 1
+    await bus.publish_input("!held:x", b"second")
+    await recorder.wait_for(lambda: recorder.acked["!held:x"] == [b"first", b"second"])
+
+    async def yielded_consumers_deleted() -> bool:
+        return len(await room_consumers(bus)) <= 1  # the room holding the slot keeps its own
+
+    await eventually(yielded_consumers_deleted, timeout=10)
+    assert len(recorder.deliveries) == 7
+    await bus.close()
+
+
+async def busy_room_backlog(
+    nats_server: EmbeddedNatsServer,
+) -> tuple[Bus, WorkerPool, Recorder, asyncio.Event]:
+    """A bus (``delete_backlog`` 5) whose room ``!busy:x`` has 20 messages queued, its
+    handler blocked until the returned event is set: the stream holds a backlog."""
     release = asyncio.Event()
 
     async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> None:
@@ -316,16 +355,26 @@ async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_inpu
     recorder = Recorder(decide)
     bus = await Bus.connect(nats_server.url, config=fast_config(delete_backlog=5))
     await bus.start_workers(recorder)
-    pool = bus.pool
-    assert pool is not None
-    pool._api_in_flight += 1  # stands for a busy API: under a backlog, no delete goes then
+    assert bus.pool is not None
     await bus.publish_inputs([("!busy:x", b"%d" % i) for i in range(20)])
     await recorder.wait_for(lambda: "!busy:x" in recorder.active)
+    return bus, bus.pool, recorder, release
+
+
+async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_input(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """While the stream holds more than ``delete_backlog`` messages and the API is busy, a
+    quiet room keeps its consumer (queued for deletion); new input for it calls the deletion
+    off and is processed once; once the API is idle, or the backlog gone, the queued
+    consumers are deleted."""
+    bus, pool, recorder, release = await busy_room_backlog(nats_server)
+    pool.api_in_flight += 1  # stands for a busy API: under a backlog, no delete goes then
     await bus.publish_inputs([("!quick:x", b"one"), ("!other:x", b"one")])
     await recorder.wait_for(lambda: recorder.total_acked() == 2)
 
     async def queued() -> bool:
-        return set(pool._to_delete) == {"!quick:x", "!other:x"}
+        return set(pool.deletions.to_delete) == {"!quick:x", "!other:x"}
 
     await eventually(queued, timeout=10)
     await asyncio.sleep(1.0)
@@ -333,7 +382,7 @@ async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_inpu
     await bus.publish_input("!quick:x", b"two")
     await recorder.wait_for(lambda: recorder.acked["!quick:x"] == [b"one", b"two"])
     await eventually(queued, timeout=10)  # quiet again, queued again
-    pool._api_in_flight -= 1
+    pool.api_in_flight -= 1
 
     async def only_busy_left() -> bool:
         return await room_consumers(bus) == ["RoomInput_21busy_3Ax"]
@@ -350,4 +399,32 @@ async def test_consumer_deletion_waits_for_the_backlog_and_is_called_off_by_inpu
     assert recorder.acked["!quick:x"] == [b"one", b"two"]
     assert recorder.acked["!other:x"] == [b"one"]
     assert (await bus.js.stream_info(STREAM)).state.messages == 0
+    await bus.close()
+
+
+async def test_queued_deletions_wait_while_the_server_would_scan_too_much(
+    nats_server: EmbeddedNatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete costs the server messages x consumers under the stream's lock: a queued
+    deletion waits while that exceeds the budget, even with the API idle, and goes once it
+    does not."""
+    monkeypatch.setattr(deletions, "_DELETE_SCAN_BUDGET", 0)
+    bus, pool, recorder, release = await busy_room_backlog(nats_server)
+    await bus.publish_input("!quick:x", b"one")
+    await recorder.wait_for(lambda: recorder.acked["!quick:x"] == [b"one"])
+
+    async def queued() -> bool:
+        return set(pool.deletions.to_delete) == {"!quick:x"}
+
+    await eventually(queued, timeout=10)
+    await asyncio.sleep(1.5)  # the API is idle: only the budget holds the deletion back
+    assert "RoomInput_21quick_3Ax" in await room_consumers(bus)
+    monkeypatch.setattr(deletions, "_DELETE_SCAN_BUDGET", 10**9)
+
+    async def only_busy_left() -> bool:
+        return await room_consumers(bus) == ["RoomInput_21busy_3Ax"]
+
+    await eventually(only_busy_left, timeout=10)
+    release.set()
+    await recorder.wait_for(lambda: recorder.total_acked() == 21, timeout=30)
     await bus.close()

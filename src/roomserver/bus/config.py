@@ -64,7 +64,8 @@ class BusConfig:
     discovery_ack_wait: float = 30.0
     #: Server-side expiry of one pull request of a room worker.
     pull_expires: float = 5.0
-    #: A worker whose room had nothing for this long stops and deletes its consumer.
+    #: A worker whose room had nothing for this long stops and deletes its consumer (at once
+    #: while other rooms wait for a worker slot, docs/bus.md "Giving a slot up").
     idle_timeout: float = 10.0
     #: First retry delay after a transient failure; doubles per delivery up to the maximum.
     retry_initial_delay: float = 1.0

@@ -26,6 +26,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from roomserver.bus.admin import room_consumer_description
 from roomserver.bus.config import BusConfig
+from roomserver.bus.deletions import DeletionQueue
 from roomserver.bus.subjects import input_stream_name, input_subject, room_consumer_name
 from roomserver.bus.types import HEADER_ROOM_ID, Handler, UnitHandler
 from roomserver.bus.workers import WAKE, RoomWorker, parse_ack_subject
@@ -33,10 +34,7 @@ from roomserver.ports import backoff_delay
 
 log = logging.getLogger(__name__)
 
-_CONCURRENT_DELETES = 8
-_BACKLOG_CHECK_INTERVAL = 1.0
 _STOP_DELETING_TIME = 2.0
-_IDLE_API_POLL = 0.1
 
 
 T = TypeVar("T")
@@ -82,6 +80,9 @@ class WorkerPool:
         self.inbox = nc.new_inbox()
         expires = int(config.pull_expires * 1e9)
         self.pull_payload = b'{"batch":1,"expires":%d}' % expires
+        #: A pull answered at once (404) when the consumer has nothing: a worker that would
+        #: give its slot to a waiting room learns without waiting for ``pull_expires``.
+        self.no_wait_pull_payload = b'{"batch":1,"no_wait":true}'
         self.stopping = False
         self.processed = 0
         self.redelivered = 0
@@ -91,7 +92,7 @@ class WorkerPool:
         self.api = nc.jetstream(timeout=config.api_timeout)
         self._api_calls = asyncio.Semaphore(config.max_api_requests)
         self._reconnected = asyncio.Event()
-        self._api_in_flight = 0
+        self.api_in_flight = 0
         #: False while this process's discovery consumer is being recreated (see
         #: RoomWorker._delete_consumer_and_retire).
         self.may_delete_consumers = True
@@ -105,16 +106,7 @@ class WorkerPool:
         self._waiting: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._admitting: dict[str, int] = {}
         self._pending: dict[str, asyncio.Future[None]] = {}
-        #: Quiet rooms whose consumers are to be deleted (with the discovery epoch of their
-        #: check), and those being deleted now.
-        self._to_delete: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._deleting: dict[str, asyncio.Future[None]] = {}
-        self._deletions_queued = asyncio.Event()
-        self._deletions_done = asyncio.Event()
-        self._deletions_done.set()
-        self._discovery_epoch = 0
-        self._backlog = 0
-        self._deleter: asyncio.Task[None] | None = None
+        self.deletions = DeletionQueue(self)
         self._next_id = 0
         self._sub: Any = None
         self._progress_task: asyncio.Task[None] | None = None
@@ -126,7 +118,7 @@ class WorkerPool:
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(self.inbox + ".>", cb=self._route)
         self._progress_task = asyncio.create_task(self._send_progress())
-        self._deleter = asyncio.create_task(self._delete_deferred())
+        self.deletions.start()
 
     # -- announcements ---------------------------------------------------------------------
 
@@ -146,13 +138,13 @@ class WorkerPool:
             if worker is not None:
                 worker.note_announced(seq)
                 return
-            deleting = self._deleting.get(room_id)
+            deleting = self.deletions.deleting.get(room_id)
             if deleting is not None:
                 # Its consumer is being deleted (deferred): admit the room once that is done.
                 await asyncio.shield(deleting)
                 continue
             # A deferred deletion not started yet is called off: the room has input again.
-            self._to_delete.pop(room_id, None)
+            self.deletions.call_off(room_id)
             admitted = self._pending.get(room_id)
             if admitted is None:
                 if self.stopping:
@@ -161,6 +153,8 @@ class WorkerPool:
                 self._pending[room_id] = admitted
                 self._waiting[room_id] = seq
                 self._admit_waiting()
+                if room_id in self._waiting:
+                    self._wake_one_quiet_worker()
             elif room_id in self._waiting:
                 self._waiting[room_id] = max(self._waiting[room_id], seq)
             else:
@@ -168,6 +162,20 @@ class WorkerPool:
             await asyncio.shield(admitted)
             # Admitted: the worker runs (it knows every sequence noted before it started) or
             # is deleting its consumer already; the loop notes ``seq`` or waits as above.
+
+    def rooms_wait(self) -> bool:
+        """Whether rooms wait for a worker slot (quiet workers then give theirs up at once)."""
+        return bool(self._waiting)
+
+    def _wake_one_quiet_worker(self) -> None:
+        """A room must wait for a slot: wake one worker that waits on a pull and may give its
+        slot up (``RoomWorker.may_yield``), so that, if its room is quiet, it learns so now
+        (its next pull is answered at once) instead of when its pull expires."""
+        for worker in self._workers.values():
+            if worker.in_flight is None and worker.may_yield and not worker.woken:
+                worker.woken = True
+                worker.queue.put_nowait(WAKE)
+                return
 
     def _admit_waiting(self) -> None:
         """Give free slots to the rooms that waited longest: create their consumers, then
@@ -226,7 +234,7 @@ class WorkerPool:
             if isinstance(request, Coroutine):
                 request.close()  # never sent
             raise
-        self._api_in_flight += 1
+        self.api_in_flight += 1
         try:
             reconnected = self._reconnected
             task = asyncio.ensure_future(request)
@@ -243,7 +251,7 @@ class WorkerPool:
                 raise ApiRequestLost
             return task.result()
         finally:
-            self._api_in_flight -= 1
+            self.api_in_flight -= 1
             self._api_calls.release()
 
     async def ensure_consumer(self, room_id: str) -> None:
@@ -294,20 +302,14 @@ class WorkerPool:
             info = await self.api_call(self.api.stream_info(self.stream, subjects_filter=subject))
         except Exception:
             return True
-        self._backlog = info.state.messages  # the whole stream's
+        self.deletions.note_stream(info.state.messages, info.state.consumer_count)
         return bool(info.state.subjects and info.state.subjects.get(subject))
 
-    # -- deferred deletion of quiet rooms' consumers ---------------------------------------------
+    # -- deferred deletion of quiet rooms' consumers (deletions.py) ------------------------------
 
     def defers_deletions(self) -> bool:
-        """Whether a quiet room's consumer should be queued for deletion instead of being
-        deleted now: rooms wait to be admitted, or the input stream holds a backlog (last
-        seen), or deletions are queued already (they go in order)."""
-        return (
-            bool(self._waiting)
-            or self._backlog > self.config.delete_backlog
-            or bool(self._to_delete)
-        )
+        """Whether a quiet room's consumer is to be queued for deletion (``DeletionQueue``)."""
+        return self.deletions.defers()
 
     def defer_deletion(self, worker: RoomWorker, *, recheck: bool = False) -> None:
         """``worker``'s room is quiet and its consumer may be deleted (docs/bus.md, "No input
@@ -315,74 +317,14 @@ class WorkerPool:
         room is announced first. Called in the same event-loop step as the worker's check.
         ``recheck``: the stream still kept processed input of the room; the deletion checks
         the stream again first."""
-        self._to_delete[worker.room_id] = -1 if recheck else self._discovery_epoch
-        self._deletions_done.clear()
-        self._deletions_queued.set()
+        self.deletions.queue(worker.room_id, recheck=recheck)
         self.retire(worker)
 
     def discovery_consumer_checked(self, ok: bool) -> None:
         """This process's own discovery consumer is known to exist (``ok``) or may be gone."""
         if not ok and self.may_delete_consumers:
-            self._discovery_epoch += 1
+            self.deletions.discovery_epoch += 1
         self.may_delete_consumers = ok
-
-    async def _delete_deferred(self) -> None:
-        """Delete queued consumers, oldest first: 8 at a time while the input stream has no
-        backlog, else one at a time and only while no other API request is outstanding."""
-        loop = asyncio.get_running_loop()
-        checked = 0.0
-        while True:
-            if not self._to_delete:
-                self._deletions_queued.clear()
-                self._deletions_done.set()
-                await self._deletions_queued.wait()
-                continue
-            self._deletions_done.clear()
-            now = loop.time()
-            if now - checked >= _BACKLOG_CHECK_INTERVAL:
-                checked = now
-                with contextlib.suppress(Exception):
-                    info = await self.api_call(self.api.stream_info(self.stream))
-                    self._backlog = info.state.messages
-            if not self.may_delete_consumers:
-                await asyncio.sleep(_BACKLOG_CHECK_INTERVAL)
-                continue
-            backlog = bool(self._waiting) or self._backlog > self.config.delete_backlog
-            if backlog and self._api_in_flight:
-                # Creations for admitted rooms go first; a delete only when the API is idle.
-                await asyncio.sleep(_IDLE_API_POLL)
-                continue
-            deletions: list[Coroutine[Any, Any, None]] = []
-            while self._to_delete and len(deletions) < (1 if backlog else _CONCURRENT_DELETES):
-                deletions.append(self._delete_one(*self._take_deletion()))
-            await asyncio.gather(*deletions)
-
-    def _take_deletion(self) -> tuple[str, int, asyncio.Future[None]]:
-        """The oldest queued deletion, registered as in progress in the same step (so that
-        an announcement of its room from here on waits for it)."""
-        room_id, epoch = self._to_delete.popitem(last=False)
-        done = asyncio.get_running_loop().create_future()
-        self._deleting[room_id] = done
-        return room_id, epoch, done
-
-    async def _delete_one(self, room_id: str, epoch: int, done: asyncio.Future[None]) -> None:
-        try:
-            if epoch != self._discovery_epoch and await self.room_input_retained(
-                input_subject(self.config.prefix, room_id)
-            ):
-                # Our discovery consumer was recreated since the room's check (or the room
-                # left with input retained): the check is made again; input found is
-                # announced (again) by a discovery consumer, whose room worker deletes the
-                # consumer once the stream keeps nothing of the room.
-                return
-            if not self.may_delete_consumers:
-                return  # step 4 (c): kept; it expires on the server
-            await self.delete_consumer(room_id)
-        except Exception as exc:  # the consumer may or may not be gone: both are safe
-            log.debug("room %s: deleting its consumer failed (%r)", room_id, exc)
-        finally:
-            del self._deleting[room_id]
-            done.set_result(None)
 
     def _spawn(self, room_id: str, announced: int) -> None:
         self._next_id += 1
@@ -496,25 +438,6 @@ class WorkerPool:
                     with contextlib.suppress(Exception):
                         await self.nc.publish(msg.reply, b"+WPI")
 
-    async def _stop_deleting(self, limit: float) -> None:
-        """Delete what is queued within ``limit`` seconds regardless of the backlog (what is
-        left expires on the server: ``consumer_inactive_threshold``), then stop the deleter."""
-        if self._deleter is None:
-            return
-        self._deleter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._deleter
-        self._deleter = None
-        if not self.may_delete_consumers:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit):
-                while self._to_delete:
-                    await self._delete_one(*self._take_deletion())
-        if self._to_delete:
-            log.info("%d quiet rooms keep their consumers until they expire", len(self._to_delete))
-        self._deletions_done.set()
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stats(self) -> WorkerStats:
@@ -535,7 +458,7 @@ class WorkerPool:
 
     async def wait_deletions(self) -> None:
         """Until no queued consumer deletion is left (tests)."""
-        await self._deletions_done.wait()
+        await self.deletions.wait()
 
     async def stop(self, grace: float = 30.0) -> None:
         """Finish the in-flight message of each room (up to ``grace`` seconds), release it
@@ -564,7 +487,7 @@ class WorkerPool:
             self._progress_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._progress_task
-        await self._stop_deleting(min(grace, _STOP_DELETING_TIME))
+        await self.deletions.stop(min(grace, _STOP_DELETING_TIME))
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5.0):

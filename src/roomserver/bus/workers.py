@@ -15,9 +15,11 @@ attributable to the pull request that caused it, which the idle logic relies on.
 Idle without a lost wake-up: a worker stops only after a pull request *issued after the
 latest announcement for its room* expired empty, and it leaves the pool's registry in the same
 event-loop step in which it takes that decision. An announcement that comes earlier makes it
-pull again; one that comes later finds no worker and starts a new one. A message delivered to a
-worker that no longer exists (a pull that outlived it) is released at once (NAK) and its room is
-announced again, so it never waits for AckWait.
+pull again; one that comes later finds no worker and starts a new one. While other rooms wait
+for a slot, a worker whose room has nothing left goes at once instead of after idle_timeout
+(docs/bus.md, "Giving a slot up"). A message delivered to a worker that no longer exists (a
+pull that outlived it) is released at once (NAK) and its room is announced again, so it never
+waits for AckWait.
 
 Deleting without losing input: a worker deletes its room's consumer only when it would go idle
 (the check above, and the consumer holds nothing), and stays registered while the delete is in
@@ -143,6 +145,12 @@ class RoomWorker:
         #: The last message a unit settled behind the head, and the replies its sync callers
         #: wait for: purged from the stream once the head is acked (see ``_finish_unit``).
         self._settled_behind: tuple[int, list[tuple[str, bytes, int]]] | None = None
+        #: Whether this worker may give its slot up to a waiting room before idle_timeout
+        #: (cleared when its room's input was found retained: it then waits as usual).
+        self.may_yield = True
+        #: Set when the pool woke this worker from a waiting pull for a waiting room (once per
+        #: pull: cleared by the next pull).
+        self.woken = False
 
     def note_announced(self, seq: int) -> None:
         if seq > self.announced:
@@ -162,6 +170,7 @@ class RoomWorker:
                     self._unconfirmed = None
                     await self._process(item)
                     last_activity = loop.time()
+                    self.may_yield = True
                     if pool.stopping:
                         return
                     continue
@@ -177,14 +186,22 @@ class RoomWorker:
                 if pool.stopping:
                     return
                 now = loop.time()
+                idle = now - last_activity >= pool.config.idle_timeout
                 quiet = (
                     item == "empty"
                     and self.announced <= covered
                     and now >= self._retry_until
-                    and now - last_activity >= pool.config.idle_timeout
+                    and (idle or self._yields_slot())
                 )
                 if quiet and await self._room_input_retained():
-                    if await self._consumer_holds_nothing() and self.announced <= covered:
+                    # Giving the slot up early needs the stream to keep nothing of the room
+                    # (on a cluster an empty no_wait pull may come from a consumer replica
+                    # that has not stored the latest message yet).
+                    if (
+                        idle
+                        and await self._consumer_holds_nothing()
+                        and self.announced <= covered
+                    ):
                         # Only processed input is retained, by a discovery consumer that has
                         # not announced it yet (rooms waiting for a slot may hold it back):
                         # give the slot up, keep the consumer; the pool deletes it once the
@@ -196,8 +213,10 @@ class RoomWorker:
                     # the message is redelivered after AckWait, and someone must be pulling
                     # then: no new announcement will come), or processed input is still kept
                     # by a discovery consumer that has not acked it yet (a consumer created
-                    # again would deliver it a second time). Keep pulling either way.
+                    # again would deliver it a second time). Keep pulling either way (with
+                    # waiting pulls, checking again only after idle_timeout).
                     last_activity = loop.time()
+                    self.may_yield = False
                     quiet = False
                 if quiet and self.announced <= covered:
                     if await self._delete_consumer_and_retire(covered):
@@ -215,6 +234,23 @@ class RoomWorker:
         finally:
             pool.retire(self)
             self.consumer_ready.set()
+
+    def _yields_slot(self) -> bool:
+        """Whether this worker may give its slot up before ``idle_timeout``: rooms wait for
+        admission and no check since its last message found the room's input retained
+        (docs/bus.md, "Bounds"). It still needs an empty pull issued after the latest
+        announcement it has seen, no retry of its own due, and a stream keeping nothing of
+        the room."""
+        return self.may_yield and self.pool.rooms_wait()
+
+    def next_pull_payload(self) -> bytes:
+        """The next pull request: one answered at once when the consumer has nothing
+        (``no_wait``) while this worker may give its slot up (``_yields_slot``) and no retry
+        of its own is due; else one that waits up to ``pull_expires``."""
+        self.woken = False
+        if self._yields_slot() and asyncio.get_running_loop().time() >= self._retry_until:
+            return self.pool.no_wait_pull_payload
+        return self.pool.pull_payload
 
     async def _delete_consumer_and_retire(self, covered: int) -> bool:
         """The room is quiet: delete its consumer and leave the registry, unless an
@@ -288,7 +324,7 @@ class RoomWorker:
         self._covered = self.announced
         self.pool.last_pull_issued = time.monotonic()
         await self.pool.nc.publish(
-            self._next_subject, self.pool.pull_payload, reply=f"{self._inbox}.{self._request}"
+            self._next_subject, self.next_pull_payload(), reply=f"{self._inbox}.{self._request}"
         )
 
     async def _await_next(self) -> Msg | str:
