@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from roomserver.core.base64 import encode_base64
-from roomserver.core.canonical_json import canonical_json, join_members, member
+from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.ids import EventId, RoomId
 from roomserver.core.redaction import redacted_view
@@ -28,11 +28,11 @@ def content_hash_bytes(pdu: Mapping[str, Any], *, strict: bool = False) -> bytes
     return hashlib.sha256(encoded).digest()
 
 
-def content_hash_from_members(members: Mapping[str, str]) -> bytes:
-    """``content_hash_bytes`` of the PDU whose ``canonical_json_members`` are ``members``
-    (lax; or strict for an event ``parse_event`` accepted, where the modes agree)."""
-    kept = {k: v for k, v in members.items() if k not in _NOT_HASHED}
-    return hashlib.sha256(join_members(kept)).digest()
+def content_hash_of_checked(checked: Mapping[str, Any], encode: Callable[[Any], bytes]) -> bytes:
+    """``content_hash_bytes`` of a PDU from ``canonical_json_parts``: the object as checked and
+    the encoder (lax; or strict for an event ``parse_event`` accepted, where the modes agree)."""
+    kept = {k: v for k, v in checked.items() if k not in _NOT_HASHED}
+    return hashlib.sha256(encode(kept)).digest()
 
 
 def compute_content_hash(pdu: Mapping[str, Any]) -> str:
@@ -60,19 +60,12 @@ def _reference_view(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any
     return redacted
 
 
-def reference_bytes_from_members(
-    pdu: Mapping[str, Any], rules: RoomVersion, members: Mapping[str, str]
+def reference_bytes_of_checked(
+    checked: Mapping[str, Any], rules: RoomVersion, encode: Callable[[Any], bytes]
 ) -> bytes:
-    """``reference_bytes(pdu, rules)``, reusing ``members`` (``canonical_json_members`` of
-    ``pdu``, in a mode that agrees with lax for it) for the members redaction keeps as they
-    are: only the redacted ``content`` is encoded again."""
-    redacted = _reference_view(pdu, rules)
-    return join_members(
-        {
-            k: members[k] if k in members and v is pdu.get(k) else member(k, v)
-            for k, v in redacted.items()
-        }
-    )
+    """``reference_bytes`` of a PDU from ``canonical_json_parts`` (the object as checked, in a
+    mode that agrees with lax for it, and the encoder): its values are not checked again."""
+    return encode(_reference_view(checked, rules))
 
 
 def reference_hash(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
