@@ -285,11 +285,25 @@ class OutputEvent:
 # ---------------------------------------------------------------------------------------------
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
 def _dumps(value: Mapping[str, Any]) -> bytes:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` as UTF-8, without
+    building an encoder object for each message (the C encoder, with the same arguments)."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if _c_make_encoder is None:
+            return _ENCODER.encode(value).encode("utf-8")
+        chunks = _c_make_encoder(
+            {}, _ENCODER.default, _encode_basestring, None, ":", ",", False, False, True
+        )(value, 0)
+        return "".join(chunks).encode("utf-8")
     except RecursionError:  # a hostile event nested thousands deep: say so, as ValueError does
         raise ValueError("event: nested too deeply to encode") from None
+
+
+_encode_basestring = json.encoder.encode_basestring
 
 
 def _loads(
@@ -329,6 +343,8 @@ def _str_tuple(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 def _event_ids(obj: Mapping[str, Any], key: str) -> tuple[EventId, ...]:
     """A list of event IDs (as named: their grammar is the room version's, checked later)."""
+    if key not in obj:
+        return ()
     return tuple(EventId(v) for v in _str_tuple(obj, key))
 
 
@@ -370,7 +386,11 @@ def _txn_from_json(value: Any) -> TransactionId | None:
 
 
 def _input_item_to_json(item: InputRoomEvent) -> dict[str, Any]:
-    body: dict[str, Any] = {"event": dict(item.event), "kind": int(item.kind)}
+    event = item.event
+    body: dict[str, Any] = {
+        "event": event if type(event) is dict else dict(event),
+        "kind": int(item.kind),
+    }
     if item.origin is not None:
         body["origin"] = item.origin
     if item.has_state:
@@ -388,15 +408,20 @@ def _input_item_to_json(item: InputRoomEvent) -> dict[str, Any]:
     return body
 
 
+_KIND_NEW = int(Kind.NEW)
+_KINDS = {k.value: k for k in Kind}
+
+
 def _input_item_from_json(body: Mapping[str, Any]) -> InputRoomEvent:
     if STATE_LIST_REF_FIELD in body:
         raise WireFormatError(f"{STATE_LIST_REF_FIELD}: a state list reference not resolved")
-    kind_value = body.get("kind", int(Kind.NEW))
-    if type(kind_value) is not int or kind_value not in {k.value for k in Kind}:
+    kind_value = body.get("kind", _KIND_NEW)
+    kind = _KINDS.get(kind_value) if type(kind_value) is int else None
+    if kind is None:
         raise WireFormatError(f"kind: unknown value {kind_value!r}")
     return InputRoomEvent(
         event=_object(body, "event"),
-        kind=Kind(kind_value),
+        kind=kind,
         origin=_server_name(body, "origin"),
         has_state=_bool(body, "has_state"),
         state_event_ids=_event_ids(body, "state_event_ids"),
@@ -458,11 +483,21 @@ def decode_input_message(data: bytes | str) -> tuple[int, list[InputRoomEvent]]:
     return INPUT_WIRE_VERSION, out
 
 
+_PAYLOAD_FIELDS = {cls: tuple(cls.__dataclass_fields__) for cls in _PAYLOAD_TYPES.values()}
+
+
 def _payload_to_json(payload: OutputPayload) -> dict[str, Any]:
+    """The payload's fields as JSON values (the encoder only reads them: a ``dict`` is passed
+    as it is, other mappings are copied into one)."""
     out: dict[str, Any] = {}
-    for name in type(payload).__dataclass_fields__:
+    for name in _PAYLOAD_FIELDS[type(payload)]:
         value = getattr(payload, name)
-        if isinstance(value, TransactionId):
+        t = type(value)
+        if t is str or t is bool or t is dict or value is None:
+            pass
+        elif t is tuple:
+            value = list(value)
+        elif isinstance(value, TransactionId):
             value = _txn_to_json(value)
         elif isinstance(value, tuple):
             value = list(value)
@@ -541,11 +576,14 @@ def _result_to_json(result: EventResult) -> dict[str, Any]:
     return {"event_id": result.event_id, "outcome": result.outcome.value, "reason": result.reason}
 
 
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
 def _result_from_json(body: Mapping[str, Any]) -> EventResult:
-    try:
-        outcome = Outcome(body.get("outcome"))
-    except ValueError:
-        raise WireFormatError(f"outcome: unknown value {body.get('outcome')!r}") from None
+    value = body.get("outcome")
+    outcome = _OUTCOMES.get(value) if isinstance(value, str) else None
+    if outcome is None:
+        raise WireFormatError(f"outcome: unknown value {value!r}")
     event_id = _opt_str(body, "event_id")
     return EventResult(
         None if event_id is None else EventId(event_id), outcome, _opt_str(body, "reason")

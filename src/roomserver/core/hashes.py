@@ -10,7 +10,7 @@ from roomserver.core.base64 import encode_base64
 from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.ids import EventId, RoomId
-from roomserver.core.redaction import redacted_view
+from roomserver.core.redaction import redacted_view_keeping, top_level_keys_kept
 from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for
 
@@ -52,12 +52,22 @@ def reference_bytes(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
 
 
 def _reference_view(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any]:
-    redacted = redacted_view(pdu, rules)
-    redacted.pop("signatures", None)
-    redacted.pop("unsigned", None)
-    if rules.event_id_format is not EventIdFormat.SERVER_ASSIGNED:
-        redacted.pop("event_id", None)
-    return redacted
+    return redacted_view_keeping(pdu, rules, _reference_keys(rules))
+
+
+def _reference_keys(rules: RoomVersion) -> frozenset[str]:
+    """The top-level keys of a reference view: those redaction keeps, but ``signatures`` and
+    ``unsigned`` (and, from v3, ``event_id``)."""
+    kept = top_level_keys_kept(rules)
+    server_assigned = rules.event_id_format is EventIdFormat.SERVER_ASSIGNED
+    keys = _REFERENCE_KEYS.get((kept, server_assigned))
+    if keys is None:
+        keys = kept - {"signatures", "unsigned"} - (set() if server_assigned else {"event_id"})
+        _REFERENCE_KEYS[(kept, server_assigned)] = keys
+    return keys
+
+
+_REFERENCE_KEYS: dict[tuple[frozenset[str], bool], frozenset[str]] = {}
 
 
 def reference_bytes_of_checked(

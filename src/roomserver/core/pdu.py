@@ -296,7 +296,8 @@ def _parse_event_id(
         event_id = event_id_for(pdu, rules)
     else:
         signed = reference_bytes_of_checked(parts[1], rules, parts[2])
-        event_id = event_id_from_reference_bytes(signed, rules)
+        # "$" and the unpadded base64 of a SHA-256: always of the version's grammar.
+        return event_id_from_reference_bytes(signed, rules), signed
     if not is_valid_event_id(event_id, format_name=rules.event_id_format.value):
         raise _fail(
             "event_id", f"{_show(event_id)} is not valid for room version {rules.identifier}"
