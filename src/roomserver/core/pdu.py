@@ -9,7 +9,7 @@ message starts with the offending field. Hashes and signatures are checked elsew
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from roomserver.core.canonical_json import (
     MAX_SAFE_INTEGER,
@@ -244,19 +244,24 @@ def _check_hashes_and_signatures(pdu: Mapping[str, Any]) -> None:
     Their values are checked by ``signatures.verify_event`` and ``check_content_hash``.
     """
     hashes = pdu.get("hashes")
-    if not isinstance(hashes, Mapping):
+    if not _is_mapping(hashes):
         raise _fail("hashes", "missing or not an object")
     if not isinstance(hashes.get("sha256"), str):
         raise _fail("hashes.sha256", "missing or not a string")
     signatures = pdu.get("signatures")
-    if not isinstance(signatures, Mapping):
+    if not _is_mapping(signatures):
         raise _fail("signatures", "missing or not an object")
     for server, sigs in signatures.items():
-        if not isinstance(sigs, Mapping) or not all(isinstance(s, str) for s in sigs.values()):
+        if not _is_mapping(sigs) or not all(isinstance(s, str) for s in sigs.values()):
             where = server if len(server) <= 64 else server[:61] + "..."
             raise _fail(f"signatures.{where}", "must map key IDs to strings")
-    if "unsigned" in pdu and not isinstance(pdu["unsigned"], Mapping):
+    if "unsigned" in pdu and not _is_mapping(pdu["unsigned"]):
         raise _fail("unsigned", "must be an object")
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, at once for the dicts JSON gives."""
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _edge_ids(
@@ -272,10 +277,11 @@ def _edge_ids(
     if limit is not None and len(raw) > limit:
         raise _fail(key, f"has {len(raw)} entries, at most {limit} are allowed")
     fmt = rules.event_id_format.value
+    pairs = rules.prev_auth_events_with_hashes
     ids: list[EventId] = []  # checked below (``entry`` is untyped JSON: no wrapping needed)
     for i, entry in enumerate(raw):
-        if rules.prev_auth_events_with_hashes:
-            if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], Mapping):
+        if pairs:
+            if not isinstance(entry, list) or len(entry) != 2 or not _is_mapping(entry[1]):
                 raise _fail(f"{key}[{i}]", "must be an [event_id, {hashes}] pair")
             entry = entry[0]
         if not is_valid_event_id(entry, format_name=fmt):
@@ -395,7 +401,7 @@ def parse_event(
     if "content" not in pdu:
         raise _fail("content", "missing")
     content = pdu["content"]
-    if not isinstance(content, Mapping):
+    if not _is_mapping(content):
         raise _fail("content", "must be an object")
     origin_server_ts, depth = _parse_integers(pdu, rules)
     _check_hashes_and_signatures(pdu)
