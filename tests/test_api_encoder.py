@@ -24,6 +24,7 @@ from roomserver.api import (
     TransactionId,
     WireFormatError,
     _dumps,
+    _plain,
     decode_event_results,
     decode_input_message,
     decode_output_event,
@@ -73,6 +74,37 @@ _VALUES = st.recursive(
 @given(value=st.dictionaries(st.text(max_size=5), _VALUES, max_size=4))
 def test_dumps_writes_what_json_dumps_writes(value: dict[str, Any]) -> None:
     _same(value)
+
+
+_PLAIN_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**64), 2**64)
+    | st.text(max_size=8)
+    | st.text(st.characters(codec="utf-8"), max_size=8)
+)
+_PLAIN_VALUES = st.recursive(
+    _PLAIN_LEAVES,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children),
+    max_leaves=16,
+)
+
+
+@given(value=st.dictionaries(st.text(max_size=5), _PLAIN_VALUES, max_size=4))
+def test_plain_values_written_by_orjson_are_what_json_dumps_writes(value: dict[str, Any]) -> None:
+    assert _plain(value, 0)
+    _same(value)
+
+
+def test_what_is_not_plain() -> None:
+    for value in ({"f": 1.0}, {"t": (1,)}, {1: "k"}, {"s": _Name("x")}, {"k": Kind.NEW}):
+        assert not _plain(value, 0)
+    deep: Any = {}
+    for _ in range(300):
+        deep = {"k": [deep]}
+    assert not _plain(deep, 0)
+    _same(deep)
 
 
 class _Colour(enum.Enum):

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from roomserver.core.errors import CoreError
 from roomserver.core.hashes import compute_room_id
 from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
@@ -289,9 +291,54 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 
 
+#: Deeper values go to the standard library's encoder (orjson stops near 255 levels).
+_PLAIN_DEPTH = 200
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether ``value`` holds nothing but dicts with string keys, lists, strings, integers,
+    booleans and None (exact types, no subclasses, no floats) within ``_PLAIN_DEPTH`` levels:
+    the values orjson writes as the standard library's encoder does (compact, keys in their
+    order, the same escapes and integers; it refuses integers beyond 64 bits and lone
+    surrogates). Floats are left out: the two write some of them (``1e-07``) and NaN
+    otherwise."""
+    t = type(value)
+    if t is dict:
+        if depth > _PLAIN_DEPTH:
+            return False
+        for k, v in value.items():
+            if type(k) is not str:
+                return False
+            tv = type(v)
+            if tv is str or tv is int or tv is bool or v is None:
+                continue
+            if (tv is dict or tv is list) and _plain(v, depth + 1):
+                continue
+            return False
+        return True
+    if t is list:
+        if depth > _PLAIN_DEPTH:
+            return False
+        for v in value:
+            tv = type(v)
+            if tv is str or tv is int or tv is bool or v is None:
+                continue
+            if (tv is dict or tv is list) and _plain(v, depth + 1):
+                continue
+            return False
+        return True
+    return t is str or t is int or t is bool or value is None
+
+
 def _dumps(value: Mapping[str, Any]) -> bytes:
-    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` as UTF-8, without
-    building an encoder object for each message (the C encoder, with the same arguments)."""
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` as UTF-8: by orjson
+    when the value is plain (``_plain``) and orjson takes it, otherwise by the C encoder
+    without building an encoder object for each message (the same arguments)."""
+    if _plain(value, 0):
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            pass  # integers beyond 64 bits, lone surrogates: as the standard library says
     try:
         if _c_make_encoder is None:
             return _ENCODER.encode(value).encode("utf-8")
