@@ -306,28 +306,24 @@ def _plain(value: Any, depth: int) -> bool:
     if t is dict:
         if depth > _PLAIN_DEPTH:
             return False
-        for k, v in value.items():
+        for k in value:
             if type(k) is not str:
                 return False
-            tv = type(v)
-            if tv is str or tv is int or tv is bool or v is None:
-                continue
-            if (tv is dict or tv is list) and _plain(v, depth + 1):
-                continue
-            return False
-        return True
-    if t is list:
+        values: Any = value.values()
+    elif t is list:
         if depth > _PLAIN_DEPTH:
             return False
-        for v in value:
-            tv = type(v)
-            if tv is str or tv is int or tv is bool or v is None:
-                continue
-            if (tv is dict or tv is list) and _plain(v, depth + 1):
-                continue
-            return False
-        return True
-    return t is str or t is int or t is bool or value is None
+        values = value
+    else:
+        return t is str or t is int or t is bool or value is None
+    for v in values:
+        tv = type(v)
+        if tv is str or tv is int or tv is bool or v is None:
+            continue
+        if (tv is dict or tv is list) and _plain(v, depth + 1):
+            continue
+        return False
+    return True
 
 
 def _dumps(value: Mapping[str, Any]) -> bytes:
