@@ -116,6 +116,8 @@ def measured(label: str, events: int, cpu: Cpu) -> Iterator[None]:
     yield
     elapsed = time.perf_counter() - t
     ours1, nats1 = cpu.sample()
+    if events == 0:
+        return
     print(
         f"{label:<34} {events:>6} events in {elapsed:6.2f} s = {events / elapsed:7,.0f} ev/s; "
         f"CPU/event: ours {1e6 * (ours1 - ours0) / events:5.0f} µs, "
@@ -219,6 +221,8 @@ async def run(args: argparse.Namespace) -> None:
                 await sync_requests(rs, single, args.request)
             if profiler:
                 profiler.disable()
+                print(f"\nCPU profile, one-room run (event loop thread; {args.sort}, top 40):")
+                pstats.Stats(profiler).sort_stats(args.sort).print_stats(40)
             if phases is not None:
                 phases.report_and_reset(n)
 
@@ -257,14 +261,13 @@ async def run(args: argparse.Namespace) -> None:
                 samples.append(time.perf_counter() - t)
                 assert response.results[0].outcome is Outcome.ACCEPTED, response
             samples.sort()
-            p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-            print(
-                f"sync latency, one event, idle:    median {statistics.median(samples) * 1000:.2f}"
-                f" ms, p99 {p99 * 1000:.2f} ms ({len(samples)} calls)"
-            )
-            if profiler:
-                print(f"\nCPU profile, one-room run (event loop thread; {args.sort}, top 40):")
-                pstats.Stats(profiler).sort_stats(args.sort).print_stats(40)
+            if samples:
+                p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+                print(
+                    f"sync latency, one event, idle:    median "
+                    f"{statistics.median(samples) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms "
+                    f"({len(samples)} calls)"
+                )
 
 
 def main() -> None:

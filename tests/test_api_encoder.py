@@ -1,5 +1,6 @@
-"""The wire codec's encoder keeps ``json.dumps``'s bytes and errors, and its decoders the same
-answers for every kind and outcome value (they look values up instead of calling the enums)."""
+"""The wire codec's encoder (``roomserver.wire_json``) keeps ``json.dumps``'s bytes and
+errors, and its decoders the same answers for every kind and outcome value (they look values
+up instead of calling the enums)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ from roomserver.api import (
     OutputRedactedEvent,
     TransactionId,
     WireFormatError,
-    _dumps,
-    _plain,
     decode_event_results,
     decode_input_message,
     decode_output_event,
     encode_input_item,
     encode_output_event,
 )
+from roomserver.wire_json import dumps as _dumps
+from roomserver.wire_json import plain as _plain
 
 
 def _standard(value: Any) -> bytes:

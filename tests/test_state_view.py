@@ -85,3 +85,28 @@ async def test_event_cache_keeps_accepted_events_and_forgets_by_room() -> None:
     assert cache.peek([message.event.event_id]) == {}
     cache.forget_room(b.room_id)
     assert cache.peek([newest.event.event_id]) == {}
+
+
+async def test_settling_a_placeholder_keeps_every_other_field() -> None:
+    from dataclasses import fields, replace
+
+    _, topic, _ = _room()
+    stored = StoredEvent(
+        topic.event,
+        outlier=False,
+        rejected=False,
+        rejection_reason="kept",
+        soft_failed=True,
+        state_snapshot=-3,
+        redacted_because=EventId("$r"),
+        stream_position=42,
+    )
+    # Every field but ``rejected`` (only accepted events are cached) unlike its default: a
+    # field added later must be set here, and kept by the settling.
+    others = [f for f in fields(StoredEvent) if f.name not in ("event", "rejected")]
+    assert all(getattr(stored, f.name) != f.default for f in others)
+    cache = EventCache(None)  # type: ignore[arg-type]
+    cache.remember(stored)
+    cache.settle_snapshots([topic.event.event_id], lambda s: SnapshotId(17) if s == -3 else s)
+    settled = cache.peek([topic.event.event_id])[topic.event.event_id]
+    assert settled == replace(stored, state_snapshot=17)

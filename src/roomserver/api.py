@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import enum
 import json
+import json.encoder
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from roomserver.core.errors import CoreError
 from roomserver.core.hashes import compute_room_id
@@ -25,6 +24,7 @@ from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
 from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.core.pdu import Event
 from roomserver.core.room_versions import room_version as _room_version_rules
+from roomserver.wire_json import dumps as _dumps
 
 WIRE_VERSION = 1
 #: The version of input messages and of the sync replies to them (a batch of events / results).
@@ -287,68 +287,6 @@ class OutputEvent:
 # ---------------------------------------------------------------------------------------------
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-
-
-#: Deeper values go to the standard library's encoder (orjson stops near 255 levels).
-_PLAIN_DEPTH = 200
-
-
-def _plain(value: Any, depth: int) -> bool:
-    """Whether ``value`` holds nothing but dicts with string keys, lists, strings, integers,
-    booleans and None (exact types, no subclasses, no floats) within ``_PLAIN_DEPTH`` levels:
-    the values orjson writes as the standard library's encoder does (compact, keys in their
-    order, the same escapes and integers; it refuses integers beyond 64 bits and lone
-    surrogates). Floats are left out: the two write some of them (``1e-07``) and NaN
-    otherwise."""
-    t = type(value)
-    if t is dict:
-        if depth > _PLAIN_DEPTH:
-            return False
-        for k in value:
-            if type(k) is not str:
-                return False
-        values: Any = value.values()
-    elif t is list:
-        if depth > _PLAIN_DEPTH:
-            return False
-        values = value
-    else:
-        return t is str or t is int or t is bool or value is None
-    for v in values:
-        tv = type(v)
-        if tv is str or tv is int or tv is bool or v is None:
-            continue
-        if (tv is dict or tv is list) and _plain(v, depth + 1):
-            continue
-        return False
-    return True
-
-
-def _dumps(value: Mapping[str, Any]) -> bytes:
-    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` as UTF-8: by orjson
-    when the value is plain (``_plain``) and orjson takes it, otherwise by the C encoder
-    without building an encoder object for each message (the same arguments)."""
-    if _plain(value, 0):
-        try:
-            return orjson.dumps(value)
-        except orjson.JSONEncodeError:
-            pass  # integers beyond 64 bits, lone surrogates: as the standard library says
-    try:
-        if _c_make_encoder is None:
-            return _ENCODER.encode(value).encode("utf-8")
-        chunks = _c_make_encoder(
-            {}, _ENCODER.default, _encode_basestring, None, ":", ",", False, False, True
-        )(value, 0)
-        return "".join(chunks).encode("utf-8")
-    except RecursionError:  # a hostile event nested thousands deep: say so, as ValueError does
-        raise ValueError("event: nested too deeply to encode") from None
-
-
-_encode_basestring = json.encoder.encode_basestring
-
-
 def _loads(
     data: bytes | str, versions: frozenset[int] = frozenset({WIRE_VERSION})
 ) -> dict[str, Any]:
@@ -535,10 +473,10 @@ def _payload_to_json(payload: OutputPayload) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _PAYLOAD_FIELDS[type(payload)]:
         value = getattr(payload, name)
-        t = type(value)
-        if t is str or t is bool or t is dict or value is None:
-            pass
-        elif t is tuple:
+        kind = type(value)
+        if kind is str or value is None or kind is bool or kind is dict:
+            pass  # encoded as they are (the common fields, first)
+        elif kind is tuple:
             value = list(value)
         elif isinstance(value, TransactionId):
             value = _txn_to_json(value)
@@ -588,17 +526,35 @@ def _payload_from_json(cls: type[Any], obj: Mapping[str, Any]) -> OutputPayload:
     return payload
 
 
-def encode_output_event(output: OutputEvent) -> bytes:
-    """The version-1 wire body of ``output`` (see the format above)."""
+_OUTPUT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # as _OUTPUT_JSON does
+
+
+def encode_output_event(output: OutputEvent, *, event_json: bytes | None = None) -> bytes:
+    """The version-1 wire body of ``output`` (see the format above). ``event_json``: the
+    payload's ``event`` already encoded as JSON (the PDU's ``Event.canonical_bytes``), put in
+    as it is instead of encoding the PDU again (the body decodes to the same output)."""
     kind = output.type.value
-    return _dumps(
-        {
-            "v": WIRE_VERSION,
-            "type": kind,
-            "room_id": output.room_id,
-            kind: _payload_to_json(output.payload),
-        }
-    )
+    payload = _payload_to_json(output.payload)
+    if event_json is None or "event" not in payload:
+        return _encode_output(
+            {"v": WIRE_VERSION, "type": kind, "room_id": output.room_id, kind: payload}
+        )
+    del payload["event"]  # the first member: spliced in first
+    rest = _encode_output(payload)
+    # What the encoder writes for the envelope's members (``kind`` is a plain identifier).
+    room_id = _json_string(output.room_id)
+    head = f'{{"v":{WIRE_VERSION},"type":"{kind}","room_id":{room_id},"{kind}":{{"event":'
+    tail = b"," + rest[1:] if len(rest) > 2 else b"}"
+    return b"".join((head.encode(), event_json, tail, b"}"))
+
+
+def _encode_output(value: Mapping[str, Any]) -> bytes:
+    """``_dumps`` with one encoder for every output (no encoder built per call)."""
+    try:
+        return _OUTPUT_JSON.encode(value).encode("utf-8")
+    except RecursionError:  # a hostile event nested thousands deep: say so, as ValueError does
+        raise ValueError("event: nested too deeply to encode") from None
 
 
 def decode_output_event(data: bytes | str) -> OutputEvent:

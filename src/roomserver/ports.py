@@ -344,9 +344,13 @@ def with_placeholders_resolved(
     update = write.room_update
     changed: dict[str, Any] = {}
     if state_before is not None and (state_before.base or 0) < 0:
-        changed["state_before"] = base(state_before)
+        new_before = base(state_before)
+        if new_before is not state_before:  # (left as it is: nothing to rebuild)
+            changed["state_before"] = new_before
     if update is not None and (update.current_state.base or 0) < 0:
-        changed["room_update"] = replace(update, current_state=base(update.current_state))
+        new_current = base(update.current_state)
+        if new_current is not update.current_state:
+            changed["room_update"] = replace(update, current_state=new_current)
     return replace(write, **changed) if changed else write
 
 

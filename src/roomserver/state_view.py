@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Protocol, cast
 
 from roomserver.api import StoredEvent
@@ -113,7 +112,7 @@ class EventCache:
                 continue
             if stored.state_snapshot is not None and stored.state_snapshot < 0:
                 real = resolve(SnapshotId(stored.state_snapshot))
-                self._events[event_id] = replace(stored, state_snapshot=real)
+                self._events[event_id] = _with_snapshot(stored, real)
 
     def _unindex(self, event: Event) -> None:
         ids = self._by_room.get(event.room_id)
@@ -121,6 +120,21 @@ class EventCache:
             ids.discard(event.event_id)
             if not ids:
                 del self._by_room[event.room_id]
+
+
+def _with_snapshot(stored: StoredEvent, snapshot: SnapshotId | None) -> StoredEvent:
+    """``replace(stored, state_snapshot=snapshot)``, without its per-call field lookup (a
+    message settles most of its events)."""
+    return StoredEvent(
+        stored.event,
+        stored.outlier,
+        stored.rejected,
+        stored.rejection_reason,
+        stored.soft_failed,
+        snapshot,
+        stored.redacted_because,
+        stored.stream_position,
+    )
 
 
 def snapshot_of(stored: StoredEvent) -> SnapshotId | None:

@@ -17,12 +17,29 @@ from pathlib import Path
 
 import pytest
 
-from roomserver.api import Outcome, OutputNewRoomEvent
+from roomserver.api import (
+    InputRoomEvent,
+    InputRoomEventsRequest,
+    Kind,
+    Outcome,
+    OutputNewRoomEvent,
+)
 from roomserver.app import Roomserver
 from roomserver.bus import EmbeddedNatsServer, OutputSubscription
+from roomserver.bus.blobs import JetStreamBlobStore
 from roomserver.core.base64 import encode_base64
+from roomserver.core.hashes import compute_event_id
 from roomserver.testing.builder import RoomBuilder
-from tests.e2e.helpers import ALICE, BOB, drain_outputs, read_outputs, submit, trust
+from roomserver.testing.joins import build_join_room
+from tests.e2e.helpers import (
+    ALICE,
+    BOB,
+    drain_outputs,
+    read_outputs,
+    submit,
+    trust,
+    wait_for,
+)
 from tests.natsutil import running_nats
 
 pytestmark = pytest.mark.slow
@@ -143,3 +160,62 @@ async def test_nats_server_restart_under_load_loses_nothing(
         await _check_final(rs, b, subscription, seen)
     finally:
         await rs.close(grace=2.0)
+
+
+@pytest.mark.parametrize("kill_after_s", [0.0, 0.1, 0.3])
+async def test_sigkill_while_a_join_with_a_state_list_blob_is_handled(
+    tmp_path: Path, nats: EmbeddedNatsServer, database_url: str, kill_after_s: float
+) -> None:
+    """The join's state list travels as a blob beside its message. The process is killed 0,
+    0.1 or 0.3 s after the join is queued (on a quiet machine: before its handling, during it,
+    after its commit; the instant depends on the load) and restarted: the join has one
+    outcome (accepted), one output, the state it names, and the blob is deleted once that is
+    stored."""
+    room = build_join_room(1500, seed=3)
+    config = tmp_path / "child.json"
+    config.write_text(json.dumps({
+        "data_dir": str(tmp_path / "child"), "nats_url": nats.url, "database_url": database_url,
+        "keys": {s: [kid, encode_base64(seed)] for s, (kid, seed) in room.keys.items()},
+    }))  # fmt: skip
+    child = await _start_child(config)
+    client = await Roomserver.open(
+        data_dir=tmp_path / "client", server_name="rs.test", nats_url=nats.url,
+        database_url=database_url, federation=False, run_workers=False,
+    )  # fmt: skip
+    client.inline_state_ids_max_bytes = 4 * 1024  # the state list goes as a blob
+    assert isinstance(client.blobs, JetStreamBlobStore)
+    try:
+        subscription = await client.bus.output_subscription("fault-blob")
+        outliers = [InputRoomEvent(event=p, kind=Kind.OUTLIER) for p in room.outliers]
+        stored = await client.input_room_events(InputRoomEventsRequest(events=outliers))
+        assert {r.outcome for r in stored.results} == {Outcome.ACCEPTED}
+        join = InputRoomEvent(
+            event=room.join, has_state=True, state_event_ids=tuple(room.state_event_ids)
+        )
+        queued = await client.input_room_events(
+            InputRoomEventsRequest(events=[join], asynchronous=True)
+        )
+        assert queued.results[0].outcome is Outcome.QUEUED
+        assert len(await client.blobs.names()) == 1
+        await asyncio.sleep(kill_after_s)
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        join_id = compute_event_id(room.join, room.room_version)
+        child = await _start_child(config)
+
+        async def final() -> bool:
+            found = await client.event(join_id)
+            return found is not None and not await client.blobs.names()  # type: ignore[union-attr]
+
+        await wait_for(final, timeout=120)
+        found = await client.event(join_id)
+        assert found is not None and found.outcome is Outcome.ACCEPTED
+        state = await client.current_state(room.room_id)
+        assert set(state.values()) == {*room.state_event_ids, join_id}
+        outputs = _new_event_ids(await drain_outputs(subscription, quiet=3.0))
+        assert outputs.count(join_id) == 1, outputs.count(join_id)
+    finally:
+        if child.returncode is None:
+            child.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(child.wait(), timeout=30)
+        await client.close(grace=2.0)

@@ -89,3 +89,40 @@ async def test_crash_before_marking_republishes_with_the_same_ids(tmp_path: Path
         assert await store.pending_outbox(builder.room_id) == []
     finally:
         await store.close()
+
+
+async def test_marks_for_follows_what_is_published_and_marked() -> None:
+    """``marks_for`` is kept between changes: it follows every publish and every mark."""
+    from roomserver.core.ids import RoomId
+    from roomserver.input.outputs import OutboxSender
+    from roomserver.ports import OutboxEntry
+
+    class Marks:
+        def __init__(self) -> None:
+            self.marked: list[tuple[str, list[int]]] = []
+
+        async def mark_outbox_sent(self, room_id: str, sequences: list[int]) -> None:
+            self.marked.append((room_id, list(sequences)))
+
+    room, other = RoomId("!a:x"), RoomId("!b:x")
+    store = Marks()
+    sender = OutboxSender(store, RecordingPublisher(), mark_idle_s=60.0)  # type: ignore[arg-type]
+
+    def entries(*sequences: int) -> list[OutboxEntry]:
+        return [OutboxEntry(f"m{s}", "new_room_event", b"{}", s) for s in sequences]
+
+    assert sender.marks_for(room) == ()
+    await sender.publish(room, entries(3, 1))
+    assert sender.marks_for(room) == (1, 3)
+    assert sender.marks_for(other) == ()
+    await sender.publish(room, entries(1, 3, 2))  # 1 and 3 were published already
+    assert sender.marks_for(room) == (1, 2, 3)
+    sender.marked(room, [1, 3])
+    assert sender.marks_for(room) == (2,)
+    sender.marked(room, [2])
+    assert sender.marks_for(room) == ()
+    await sender.publish(room, entries(4))
+    assert sender.marks_for(room) == (4,)
+    await sender.close()
+    assert store.marked == [(room, [4])]
+    assert sender.marks_for(room) == ()

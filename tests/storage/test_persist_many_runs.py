@@ -26,7 +26,7 @@ from roomserver.ports import (
 )
 from roomserver.storage import SqlStorage, dialect, events, open_storage
 from tests.pgutil import fresh_schema_url
-from tests.storage.helpers import VERSION, LinearRoom
+from tests.storage.helpers import VERSION, LinearRoom, make_event
 from tests.storage.test_transactions import row_counts
 
 ROOM = "!runs:example.org"
@@ -299,3 +299,117 @@ async def test_duplicates_in_one_call_equal_one_by_one(
     stored = await store.get_events([calls[0][1].event.event_id, calls[0][5].event.event_id])
     assert all(not e.outlier and not e.rejected for e in stored.values())
     assert got[3].stream_position == got[0].stream_position  # written again: same row
+
+
+async def test_a_long_chain_of_state_changes_in_one_call_equals_one_by_one(
+    store: SqlStorage, reference: SqlStorage
+) -> None:
+    """Snapshots written in the call are stored against snapshots written earlier in it (their
+    rows are read from the transaction's pending deltas, not the database): 40 state changes
+    reach positions whose stored base skips several snapshots of the same call."""
+    a, b = await _rooms(store, reference)
+    spec = [
+        ("member" if i % 5 == 4 else "topic", f"s{i}") if i % 3 else ("msg", f"m{i}")
+        for i in range(60)
+    ]
+    writes_a, writes_b = _build(a, spec), _build(b, spec)
+    got = await store.persist_many(writes_a)
+    want = await _one_by_one(reference, writes_b)
+    await _same_storage(store, reference, writes_a, got, want)
+    store.clear_caches()  # read back from the database, not the transaction's overlay
+    reference.clear_caches()
+    await _same_storage(store, reference, writes_a, got, want)
+
+
+async def _rows(store: SqlStorage, sql: str) -> list[tuple[Any, ...]]:
+    async def read(tx: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await tx.fetch(sql)]
+
+    return await store.engine.run(read, write=False)
+
+
+async def test_deferred_rows_equal_one_by_one_with_repeats_and_outbox_marks(
+    store: SqlStorage, reference: SqlStorage
+) -> None:
+    """The rows written at the end of the transaction (one statement on PostgreSQL): a user's
+    membership changed twice in one call keeps the last change, and outbox entries published
+    by an earlier call are marked sent, as writing one by one does."""
+    a, b = await _rooms(store, reference)
+    spec = [("member", "bob"), ("msg", "m1"), ("member", "bob"), ("topic", "t1")]
+    first = []
+    for storage, room in ((store, a), (reference, b)):
+        message = _Message(room)
+        for kind, seed in spec:
+            if kind == "msg":
+                message.add(seed)
+            else:
+                key = "" if kind == "topic" else "@bob:example.org"
+                etype = "m.room.topic" if kind == "topic" else "m.room.member"
+                message.add(seed + str(len(message.writes)), event_type=etype, state_key=key,
+                            content={"membership": "join", "topic": seed})  # fmt: skip
+        first.append(await storage.persist_many(message.writes))
+        room.version, room.latest = message.version, message.latest
+        room.current = first[-1][-1].current_state
+    sent = tuple(e.sequence for e in first[0][-1].pending_outbox or ())
+    assert sent and sent == tuple(e.sequence for e in first[1][-1].pending_outbox or ())
+    calls = []
+    for room in (a, b):
+        message = _Message(room)
+        message.add("m2")
+        for seed in ("carol", "m3", "carol-again"):  # carol's membership changes twice
+            if seed == "m3":
+                message.add(seed)
+                continue
+            message.add(seed, event_type="m.room.member", state_key="@carol:example.org",
+                        content={"membership": "join"})  # fmt: skip
+        message.writes[0] = EventWrite(**{**_fields(message.writes[0]), "outbox_sent": sent})
+        calls.append(message.writes)
+    got = await store.persist_many(calls[0])
+    want = await _one_by_one(reference, calls[1])
+    await _same_storage(store, reference, calls[0], got, want)
+    for sql in (
+        "SELECT room_nid, user_id, server_name, membership, event_id, sender FROM memberships "
+        "ORDER BY user_id",
+        "SELECT sequence, msg_id, output_type, payload, sent FROM outbox ORDER BY sequence",
+        "SELECT snapshot_id, key_nid, event_nid FROM state_deltas ORDER BY 1, 2",
+        "SELECT prev_event_id, event_nid FROM prev_edges ORDER BY 2, 1",
+        "SELECT event_nid, chain_id, sequence, reach FROM auth_chain_positions ORDER BY 1",
+    ):
+        assert await _rows(store, sql) == await _rows(reference, sql), sql
+    assert [e.sequence for e in got[-1].pending_outbox or ()] == [
+        e.sequence for e in want[-1].pending_outbox or ()
+    ]
+    assert not set(sent) & {e.sequence for e in got[-1].pending_outbox or ()}
+
+
+def _fields(write: EventWrite) -> dict[str, Any]:
+    return {name: getattr(write, name) for name in EventWrite.__dataclass_fields__}
+
+
+def test_placeholders_resolve_without_rebuilding_what_stays() -> None:
+    """``with_placeholders_resolved(partial=True)`` returns the write itself when none of its
+    placeholders is known yet, and ``EncodedWrite.resolve`` resolves on the encoded write
+    (the write keeps its placeholders; resolving again from scratch gives the same)."""
+    event = make_event(ROOM, "t", event_type="m.room.topic", state_key="")
+    write = EventWrite(
+        event=event,
+        status=EventStatus.STATEFUL,
+        state_before=StateDelta(SnapshotId(-1), {}),
+        room_update=RoomUpdate(
+            expected_version=1,
+            room_version=VERSION,
+            forward_extremities=(event.event_id,),
+            current_state=StateDelta(SnapshotId(-2), {("m.room.topic", ""): event.event_id}),
+            last_sent_event_id=event.event_id,
+        ),
+    )
+    assert with_placeholders_resolved(write, {-3: 7}, partial=True) is write
+    enc = events.EncodedWrite(write, b"{}", None)
+    assert enc.resolve({-1: 5}).unresolved() == -2
+    assert enc.state_before == StateDelta(SnapshotId(5), {})
+    assert write.room_update is not None
+    assert enc.current_state is write.room_update.current_state
+    assert enc.resolve({-1: None, -2: 9}).unresolved() is None
+    assert enc.state_before == StateDelta(None, {})
+    assert enc.current_state == StateDelta(SnapshotId(9), {("m.room.topic", ""): event.event_id})
+    assert write.state_before == StateDelta(SnapshotId(-1), {})  # the write is unchanged

@@ -15,7 +15,7 @@ from roomserver.core.ids import RoomId
 from roomserver.input.effects import PlannedWrite
 from roomserver.input.outputs import OutboxSender
 from roomserver.input.rooms import RoomRows
-from roomserver.input.store import EventCache, InputStore
+from roomserver.input.store import EventCache, InputStore, SnapshotEntries
 from roomserver.ports import OutboxEntry, RoomInfo
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,18 @@ class Commit:
     it (``PersistResult.pending_outbox``), for the publish step."""
 
     def __init__(
-        self, store: InputStore, events: EventCache, rooms: RoomRows, outbox: OutboxSender
+        self,
+        store: InputStore,
+        events: EventCache,
+        rooms: RoomRows,
+        outbox: OutboxSender,
+        snapshots: SnapshotEntries | None = None,
     ) -> None:
         self._store = store
         self._events = events
         self._rooms = rooms
         self._outbox = outbox
+        self._snapshots = snapshots
         self.pending: dict[RoomId, tuple[OutboxEntry, ...]] = {}
 
     async def commit(self, planned: PlannedWrite, room: RoomInfo | None) -> tuple[EventResult, int]:
@@ -44,6 +50,8 @@ class Commit:
             self.pending[event.room_id] = persisted.pending_outbox
         else:
             self.pending.pop(event.room_id, None)
+        if planned.fresh and write.state_before is not None and self._snapshots is not None:
+            self._snapshots.derived(persisted.state_before, write.state_before, event.room_id)
         update = write.room_update
         if update is not None:
             self._rooms.remember(

@@ -9,7 +9,7 @@ decides an outcome again, and nothing is written: ``commit.py`` writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from roomserver.api import OutputOldRoomEvent
 from roomserver.core.decide import Decision, OutputKind, Verdict
@@ -22,13 +22,13 @@ from roomserver.input.store import Prefetched
 from roomserver.ports import EventStatus, EventWrite
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedWrite:
+class PlannedWrite(NamedTuple):
     """The write of one decision, with what the commit needs to know about it."""
 
     write: EventWrite
     decision: Decision
     redacts_itself: bool  # the write applies a redaction to the event itself
+    fresh: bool = False  # the event was not stored: its state before is written as given
 
 
 class Effects:
@@ -69,7 +69,8 @@ class Effects:
                         event_id=event.event_id,
                         room_version=event.room_version,
                         history_visibility=history_visibility,
-                    )
+                    ),
+                    event_json=event.canonical_bytes,
                 )
             effects = await self._redactions.effects(
                 event,
@@ -95,4 +96,4 @@ class Effects:
             expected_room_version=room.version if soft_failed and room is not None else None,
         )
         redacts_itself = effects.applied is not None and effects.applied.target_id == event.event_id
-        return PlannedWrite(write, decision, redacts_itself)
+        return PlannedWrite(write, decision, redacts_itself, job.fresh)

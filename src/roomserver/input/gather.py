@@ -13,12 +13,11 @@ once, by ``core.decide``, and its answer passed on.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from roomserver.api import InputRoomEvent, Kind, StoredEvent
 from roomserver.core.dag import extremities_to_check, missing_prev_events
-from roomserver.core.decide import EventFacts, RoomView
+from roomserver.core.decide import RoomView
 from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event, parse_event
 from roomserver.input.checks import current_for_soft_fail, needed_state_events
@@ -38,12 +37,13 @@ from roomserver.input.store import (
 )
 from roomserver.ports import RoomInfo, StateDelta, StateKey
 
+_NONE: frozenset[EventId] = frozenset()
+
 # Events parsed when their message began, by id() of their PDU: (pdu, kind, event).
 Parsed = dict[int, tuple[Mapping[str, Any], Kind, Event]]
 
 
-@dataclass(frozen=True, slots=True)
-class AuthEvents:
+class AuthEvents(NamedTuple):
     """The event's auth events as stored (``missing``: unknown, or rejected only for lack of
     data; such an event waits for them)."""
 
@@ -52,8 +52,7 @@ class AuthEvents:
     missing: tuple[EventId, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class StateGathered:
+class StateGathered(NamedTuple):
     """The event's prev events and the state before it."""
 
     room: RoomInfo | None  # the room row, as it is after a filled gap
@@ -98,6 +97,9 @@ class Gatherer:
             # v12: the room ID names the create event
             wanted.append(EventId("$" + event.room_id[1:]))
         loaded = await self._events.get(wanted)
+        events = tuple(s.event for s in loaded.values() if not s.rejected)
+        if len(events) == len(wanted):
+            return AuthEvents(events, _NONE, ())  # the common case: all stored and accepted
         missing = _missing_auth(wanted, loaded)
         if missing and not job.fetched and self._fetch.enabled:
             await self._fetch.auth_chain(event, await servers.get(), budget)
@@ -187,18 +189,15 @@ class Gatherer:
         )
 
     async def room_facts(
-        self,
-        job: Job,
-        gathered: StateGathered,
-        facts: EventFacts,
-        prefetched: Prefetched | None,
-    ) -> tuple[RoomView, EventFacts]:
+        self, job: Job, gathered: StateGathered, prefetched: Prefetched | None
+    ) -> tuple[RoomView, frozenset[EventId], frozenset[EventId]]:
         """For an event that moves the room on: the room as it sees it, with its own state
-        key's entry (the fast path's change), and what its new extremities depend on."""
+        key's entry (the fast path's change), and what its new extremities depend on
+        (``EventFacts.superseded`` and ``cited``)."""
         room, event = gathered.room, job.event
-        view = view_of(room)
         if room is None or job.rewrites_state:
-            return view, facts
+            return view_of(room), frozenset(), frozenset()
+        state: dict[StateKey, EventId] = {}
         if event.state_key is not None and gathered.state is not None:
             key = event.state_tuple
             if key in gathered.state.known:
@@ -206,11 +205,11 @@ class Gatherer:
             else:
                 entry = (await gathered.state.entries(self._store, [key])).get(key)
             if entry is not None:
-                view = replace(view, state={key: entry})
+                state = {key: entry}
         superseded, cited = await self._latest.extremity_facts(
             event, room.forward_extremities, gathered.gap_filled or frozenset(), prefetched
         )
-        return view, replace(facts, superseded=superseded, cited=cited)
+        return view_of(room, state), superseded, cited
 
     def stateful_cached(self, event_ids: Sequence[EventId]) -> dict[EventId, StoredEvent]:
         return {i: s for i, s in self._events.peek(event_ids).items() if not s.outlier}
@@ -228,14 +227,16 @@ class Gatherer:
         return out
 
 
-def view_of(room: RoomInfo | None) -> RoomView:
-    """The room row as ``core.decide`` sees it (state entries are added where needed)."""
+def view_of(room: RoomInfo | None, state: Mapping[StateKey, EventId] | None = None) -> RoomView:
+    """The room row as ``core.decide`` sees it, with the entries of current state ``state``
+    (those the decision looks at)."""
     if room is None:
-        return RoomView(has_current_state=False)
+        return RoomView((), {} if state is None else state, None, False)
     return RoomView(
-        forward_extremities=room.forward_extremities,
-        last_sent_event_id=room.last_sent_event_id,
-        has_current_state=room.current_state is not None,
+        room.forward_extremities,
+        {} if state is None else state,
+        room.last_sent_event_id,
+        room.current_state is not None,
     )
 
 

@@ -24,6 +24,9 @@ class Job:
     send_as_server: ServerName | None = None
     transaction_id: TransactionId | None = None
     fetched: bool = False  # fetched by this pipeline: never fetches prev events itself
+    # Not stored when its processing began: storage writes its state before as given (a
+    # stored event keeps its row's snapshot).
+    fresh: bool = False
 
     @property
     def is_create(self) -> bool:

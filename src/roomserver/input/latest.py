@@ -14,7 +14,7 @@ are resolved here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from roomserver.api import (
     OutputNewInviteEvent,
@@ -50,8 +50,7 @@ MEMBER = "m.room.member"
 _FAILED_PREVS_WALK_LIMIT = 1_000
 
 
-@dataclass(frozen=True, slots=True)
-class NewEventContext:
+class NewEventContext(NamedTuple):
     """What the caller of ``LatestEvents.update`` knows about the event being added."""
 
     event: Event
@@ -110,8 +109,10 @@ class LatestEvents:
             assert room is not None
             current = StateDelta(room.current_state, dict(change.changes))
             diff = _StateDiff(change.replaced, change.changes, change.changes, change.replaced)
-        membership = await self._membership_changes(event, diff)
-        await self._invite_outputs(event, membership, diff, outbox)
+        membership: list[tuple[MembershipChange, EventId | None]] = []
+        if diff.removed or diff.added:
+            membership = await self._membership_changes(event, diff)
+            await self._invite_outputs(event, membership, diff, outbox)
         outbox.add(
             OutputNewRoomEvent(
                 event=event.pdu,
@@ -127,7 +128,8 @@ class LatestEvents:
                 send_as_server=ctx.send_as_server,
                 transaction_id=ctx.transaction_id,
                 history_visibility=ctx.history_visibility,
-            )
+            ),
+            event_json=event.canonical_bytes,
         )
         return RoomUpdate(
             expected_version=room.version if room is not None else None,
@@ -148,7 +150,13 @@ class LatestEvents:
         longer chain leaves an extra extremity, never a wrong state). Prevs are usually in
         the event cache: the common path costs no storage access."""
         out: set[EventId] = set()
-        seen = set(event.prev_event_ids)
+        prevs = event.prev_event_ids
+        cached = self._events.peek(prevs)
+        if len(cached) == len(prevs) and not any(
+            not s.outlier and (s.rejected or s.soft_failed) for s in cached.values()
+        ):
+            return out  # the common case: every prev cached, none failed
+        seen = set(prevs)
         frontier = sorted(seen)
         while frontier and len(seen) <= _FAILED_PREVS_WALK_LIMIT:
             stored = await self._events.get(frontier)
@@ -273,7 +281,8 @@ class LatestEvents:
                             event=invite.pdu,
                             event_id=invite.event_id,
                             room_version=invite.room_version,
-                        )
+                        ),
+                        event_json=invite.canonical_bytes,
                     )
             if was_invited and change.membership != "invite" and previous is not None:
                 outbox.add(

@@ -27,7 +27,8 @@ class OutboxBuilder:
         self._counts: dict[str, int] = {}
         self.entries: list[OutboxEntry] = []
 
-    def add(self, payload: OutputPayload) -> None:
+    def add(self, payload: OutputPayload, *, event_json: bytes | None = None) -> None:
+        """``event_json``: the payload's event as JSON already (``Event.canonical_bytes``)."""
         output = OutputEvent(room_id=self._room_id, payload=payload)
         output_type = output.type.value
         n = self._counts.get(output_type, 0)
@@ -36,7 +37,7 @@ class OutboxBuilder:
             OutboxEntry(
                 msg_id=f"{self._event_id}:{output_type}:{n}",
                 output_type=output_type,
-                payload=encode_output_event(output),
+                payload=encode_output_event(output, event_json=event_json),
             )
         )
 
@@ -60,18 +61,26 @@ class OutboxSender:
         self._publisher = publisher
         self._mark_idle_s = mark_idle_s
         self._unmarked: dict[RoomId, set[int]] = {}  # room -> published, not yet marked sent
+        self._marks: dict[RoomId, tuple[int, ...]] = {}  # ``marks_for``, until they change
         self._last_publish: dict[RoomId, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
     def marks_for(self, room_id: RoomId) -> tuple[int, ...]:
         """Sequences to mark sent with the room's next write."""
-        return tuple(sorted(self._unmarked.get(room_id, ())))
+        marks = self._marks.get(room_id)
+        if marks is None:
+            left = self._unmarked.get(room_id)
+            if not left:
+                return ()
+            marks = self._marks[room_id] = tuple(sorted(left))  # kept while ``left`` is
+        return marks
 
     def marked(self, room_id: RoomId, sequences: Iterable[int]) -> None:
         """A committed write (or ``mark_outbox_sent``) marked ``sequences`` sent."""
         left = self._unmarked.get(room_id)
         if left is not None:
+            self._marks.pop(room_id, None)
             left.difference_update(sequences)
             if not left:
                 del self._unmarked[room_id]
@@ -86,6 +95,7 @@ class OutboxSender:
         if todo:
             await self._publisher.publish_room_outputs(room_id, todo)
             self._unmarked.setdefault(room_id, set()).update(e.sequence for e in todo)
+            self._marks.pop(room_id, None)
             self._last_publish[room_id] = time.monotonic()
             self._schedule()
         return len(todo)

@@ -24,6 +24,7 @@ from roomserver.core.decide import (
     soft_fail_reason,
     updates_room,
 )
+from roomserver.core.ids import EventId
 from roomserver.input.checks import history_visibility
 from roomserver.input.commit import Commit
 from roomserver.input.effects import Effects
@@ -33,6 +34,8 @@ from roomserver.input.job import Job
 from roomserver.input.missing import Budget
 from roomserver.input.store import Prefetched
 from roomserver.ports import RoomInfo
+
+_NOTHING: frozenset[EventId] = frozenset()
 
 
 class EventPipeline:
@@ -80,17 +83,14 @@ class EventPipeline:
             soft_fail = soft_fail_reason(event, await gather.current_for_soft_fail(event, gathered))
         if budget.writes != writes_before:
             prefetched = None  # a gap filled or an auth chain stored since it was read
+        state_known = gathered.state is not None
+        if updates_room(role, rejection, soft_fail, state_known=state_known):
+            view, superseded, cited = await gather.room_facts(job, gathered, prefetched)
+        else:
+            view, superseded, cited = view_of(gathered.room), _NOTHING, _NOTHING
         facts = EventFacts(
-            event=event,
-            role=role,
-            state_known=gathered.state is not None,
-            rejection=rejection,
-            soft_fail_reason=soft_fail,
-            rewrites_state=job.rewrites_state,
+            event, role, state_known, rejection, soft_fail, job.rewrites_state, superseded, cited
         )
-        view = view_of(gathered.room)
-        if updates_room(role, rejection, soft_fail, state_known=facts.state_known):
-            view, facts = await gather.room_facts(job, gathered, facts, prefetched)
         decision = decide(view, facts)
         planned = await self._effects.plan(
             job,

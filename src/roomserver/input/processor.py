@@ -122,11 +122,12 @@ class InputProcessor:
         )
         resolver = StateResolver(store, self._events)
         latest = LatestEvents(store, self._events, resolver, server_name)
+        self._snapshots = SnapshotEntries()
         self._gatherer = Gatherer(
-            store, self._events, SnapshotEntries(), resolver, latest, self._rooms, self._fetch
+            store, self._events, self._snapshots, resolver, latest, self._rooms, self._fetch
         )
         self._effects = Effects(latest, Redactions(store, self._events), self._outbox)
-        self._commit = Commit(store, self._events, self._rooms, self._outbox)
+        self._commit = Commit(store, self._events, self._rooms, self._outbox, self._snapshots)
         self._pipeline = EventPipeline(self._gatherer, self._effects, self._commit, self._fetch)
         self._messages: dict[RoomId, _Message] = {}  # rooms with an open message
 
@@ -260,6 +261,7 @@ class InputProcessor:
     def _forget_room(self, room_id: RoomId) -> None:
         self._rooms.forget(room_id)
         self._events.forget_room(room_id)
+        self._snapshots.forget_room(room_id)
         self._commit.pending.pop(room_id, None)
 
     def _settle_cached(self, room_id: RoomId, written: Sequence[EventId]) -> None:
@@ -272,6 +274,7 @@ class InputProcessor:
             if room is not None and room.current_state is not None and room.current_state < 0:
                 self._rooms.remember(replace(room, current_state=resolve(room.current_state)))
             self._events.settle_snapshots(written, resolve)
+            self._snapshots.settle(room_id, resolve)
         except KeyError:  # not committed after all: start from storage
             self._forget_room(room_id)
 
@@ -330,6 +333,7 @@ class InputProcessor:
             rewrites_state=item.has_state and item.kind is Kind.NEW,
             send_as_server=item.send_as_server,
             transaction_id=item.transaction_id,
+            fresh=stored is None,
         )
         message = self._messages.get(event.room_id)
         try:

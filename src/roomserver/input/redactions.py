@@ -41,6 +41,9 @@ class RedactionEffects:
     applied: AppliedRedaction | None = None
 
 
+_NO_EFFECTS = RedactionEffects()
+
+
 def redacted_form(target: Event, redaction: Event) -> dict[str, Any]:
     """The target's PDU as stored once redacted: stripped per its room version, with the
     redaction event under ``unsigned.redacted_because``."""
@@ -70,6 +73,8 @@ class Redactions:
                 return RedactionEffects()
             return await self._as_redaction(event, state_before, outbox, room_current_state)
         records = prefetched.redactions if prefetched is not None else None
+        if records is not None and not records:
+            return _NO_EFFECTS  # the common case: nothing waits for the event
         return await self._as_target(event, outbox, records, announce=not soft_failed)
 
     async def _as_redaction(

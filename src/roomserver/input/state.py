@@ -63,9 +63,9 @@ async def state_from_prevs(
     events. One prev: its snapshot plus itself, as a delta (nothing loaded). ``prevs`` have
     state (outliers count as missing prevs); a rejected prev contributes the state before it,
     a soft-failed one the state after it (``state_after_delta``)."""
+    if len(prevs) == 1:
+        return StateBefore(state_after_delta(prevs[0]))
     ordered = sorted(prevs, key=lambda s: s.event.event_id)
-    if len(ordered) == 1:
-        return StateBefore(state_after_delta(ordered[0]))
     base = ordered[0]
     base_map = await store.state_map(snapshot_of(base)) if base.state_snapshot is not None else {}
     sets: list[dict[StateKey, EventId]] = []

@@ -8,13 +8,13 @@ satisfies it). The state read model it shares with the queries (``EventCache``,
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from roomserver.api import StoredEvent
 from roomserver.core.decide import parse_rejection
-from roomserver.core.ids import EventId
+from roomserver.core.ids import EventId, RoomId
 from roomserver.core.pdu import Event
 from roomserver.ports import (
     AuthChainIndex,
@@ -60,35 +60,100 @@ class Prefetched:
 
 class SnapshotEntries:
     """A bounded cache of ``(snapshot, key) -> event ID or None`` (snapshots are immutable), so
-    consecutive events over the same snapshot do not reload the same auth entries."""
+    consecutive events over the same snapshot do not reload the same auth entries.
 
-    def __init__(self, *, capacity: int = 100_000) -> None:
+    A snapshot known to have been written as a small ``StateDelta`` (``derived``) is answered
+    from its base's entries and the delta, without a storage read: a state event makes a new
+    snapshot, first a placeholder of the write-behind buffer, then its real ID (``settle``),
+    and both would otherwise miss although they differ from their base by a few keys."""
+
+    def __init__(self, *, capacity: int = 100_000, derivations: int = 10_000) -> None:
         self._capacity = capacity
         self._entries: OrderedDict[tuple[SnapshotId, StateKey], EventId | None] = OrderedDict()
+        self._derivations = derivations
+        self._derived: OrderedDict[SnapshotId, StateDelta] = OrderedDict()
+        self._unsettled: dict[RoomId, list[SnapshotId]] = {}  # placeholders, by room
+
+    def derived(self, snapshot: SnapshotId | None, delta: StateDelta, room_id: RoomId) -> None:
+        """``snapshot`` holds exactly ``delta`` (storage wrote it, or it is the write-behind
+        placeholder standing for it). Only small deltas are kept; a placeholder is carried over
+        to its real ID by ``settle``."""
+        if (
+            snapshot is None
+            or snapshot == delta.base
+            or not delta.changes
+            or len(delta.changes) > _DERIVED_MAX_CHANGES
+            or snapshot in self._derived
+        ):
+            return
+        self._derived[snapshot] = StateDelta(delta.base, dict(delta.changes))
+        if snapshot < 0:
+            self._unsettled.setdefault(room_id, []).append(snapshot)
+        while len(self._derived) > self._derivations:
+            self._derived.popitem(last=False)
+
+    def settle(
+        self, room_id: RoomId, resolve: Callable[[SnapshotId | None], SnapshotId | None]
+    ) -> None:
+        """The room's message is committed: its placeholders' derivations now hold for the
+        real IDs ``resolve`` gives (``KeyError``: not committed, the derivation is dropped)."""
+        for placeholder in self._unsettled.pop(room_id, ()):
+            delta = self._derived.pop(placeholder, None)
+            if delta is None:
+                continue
+            try:
+                real, base = resolve(placeholder), resolve(delta.base)
+            except KeyError:
+                continue
+            self.derived(real, StateDelta(base, delta.changes), room_id)
+
+    def forget_room(self, room_id: RoomId) -> None:
+        """The room's buffered writes were dropped: its placeholders will never settle."""
+        for placeholder in self._unsettled.pop(room_id, ()):
+            self._derived.pop(placeholder, None)
 
     async def get(
-        self, store: StateStore, snapshot: SnapshotId, keys: Iterable[StateKey]
+        self, store: StateStore, snapshot: SnapshotId, keys: Iterable[StateKey], depth: int = 0
     ) -> dict[StateKey, EventId]:
+        """``depth``: derivations followed so far to get here."""
         out: dict[StateKey, EventId] = {}
         missing: list[StateKey] = []
+        entries = self._entries
         for key in keys:
             slot = (snapshot, key)
-            if slot in self._entries:
-                value = self._entries[slot]
+            if slot in entries:
+                value = entries[slot]
                 if value is not None:
                     out[key] = value
             else:
                 missing.append(key)
         if missing:
-            loaded = await store.state_entries(snapshot, missing)
+            loaded = await self._load(store, snapshot, missing, depth)
             for key in missing:
                 value = loaded.get(key)
-                self._entries[(snapshot, key)] = value
+                entries[(snapshot, key)] = value
                 if value is not None:
                     out[key] = value
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+            while len(entries) > self._capacity:
+                entries.popitem(last=False)
         return out
+
+    async def _load(
+        self, store: StateStore, snapshot: SnapshotId, keys: list[StateKey], depth: int
+    ) -> dict[StateKey, EventId]:
+        delta = self._derived.get(snapshot) if depth < _DERIVED_MAX_DEPTH else None
+        if delta is None:
+            return await store.state_entries(snapshot, keys)
+        changes = delta.changes
+        out = {k: v for k in keys if (v := changes.get(k)) is not None}  # None: removed
+        from_base = [k for k in keys if k not in changes]
+        if from_base and delta.base is not None:
+            out.update(await self.get(store, delta.base, from_base, depth + 1))
+        return out
+
+
+_DERIVED_MAX_CHANGES = 64  # larger deltas (a join with state, a reset) are not kept
+_DERIVED_MAX_DEPTH = 16  # derivations followed before asking storage
 
 
 def rejected_for_missing_data(stored: StoredEvent) -> bool:

@@ -204,7 +204,9 @@ class WriteBehind(FlushFirstReads):
             self._placeholder(buffer, write.state_before),
             self._placeholder(buffer, update.current_state if update is not None else None),
         )
-        buffer.writes.append(replace(write, snapshot_placeholders=placeholders))
+        if placeholders != write.snapshot_placeholders:  # most writes need none
+            write = replace(write, snapshot_placeholders=placeholders)
+        buffer.writes.append(write)
         before = _snapshot(write.state_before, placeholders[0])
         current = _snapshot(update.current_state if update is not None else None, placeholders[1])
         event = write.event

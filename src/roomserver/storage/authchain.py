@@ -116,8 +116,13 @@ class PendingPositions:
         self._rows.append((event_nid, chain_id, sequence, reach))
         self._heads[chain_id] = sequence
 
-    async def flush(self, tx: Tx) -> None:
+    def take(self) -> list[tuple[int, int, int, bytes]]:
+        """The rows added since the last ``flush`` or ``take``, which the caller inserts."""
         rows, self._rows = self._rows, []
+        return rows
+
+    async def flush(self, tx: Tx) -> None:
+        rows = self.take()
         await tx.executemany(
             "INSERT INTO auth_chain_positions (event_nid, chain_id, sequence, reach) "
             "VALUES (?, ?, ?, ?)",

@@ -9,9 +9,9 @@ back. ``tx.checkpoint`` marks the points where tests inject failures.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from roomserver.api import StoredEvent
@@ -32,9 +32,11 @@ from roomserver.ports import (
     RoomInfo,
     RoomUpdate,
     SnapshotId,
+    StateDelta,
     StorageError,
 )
-from roomserver.storage.authchain import PendingPositions, index_event, index_unindexed
+from roomserver.storage.authchain import index_event, index_unindexed
+from roomserver.storage.batch import RoomInTx, RoomRow, WriteBatch, mark_sent
 from roomserver.storage.cache import TxCache
 from roomserver.storage.dialect import Dialect, insert_rows
 from roomserver.storage.engine import Row, Tx
@@ -42,96 +44,54 @@ from roomserver.storage.ids import chunks
 from roomserver.storage.state import write_snapshot
 
 
-@dataclass(frozen=True, slots=True)
 class EncodedWrite:
-    """An ``EventWrite`` with its JSON already encoded (done before entering the transaction)."""
+    """An ``EventWrite`` with its JSON already encoded (done before entering the transaction),
+    and the two state deltas storage writes for it: its ``state_before`` and its room update's
+    ``current_state``, with the placeholder bases known so far resolved (``resolve``). Storage
+    reads the deltas here, never from ``write``: resolving a placeholder builds one small
+    ``StateDelta`` instead of new ``EventWrite`` and ``RoomUpdate`` objects."""
 
-    write: EventWrite
-    event_json: bytes
-    redacted_json: bytes | None
+    __slots__ = ("current_state", "event_json", "redacted_json", "state_before", "write")
 
+    def __init__(self, write: EventWrite, event_json: bytes, redacted_json: bytes | None) -> None:
+        self.write = write
+        self.event_json = event_json
+        self.redacted_json = redacted_json
+        self.state_before = write.state_before
+        update = write.room_update
+        self.current_state = None if update is None else update.current_state
 
-@dataclass(frozen=True, slots=True)
-class _RoomRow:
-    room_nid: int
-    version: int
-    current_state: int | None
+    def resolve(self, resolved: Mapping[int, int | None]) -> EncodedWrite:
+        """Resolve the write's placeholder bases that ``resolved`` knows (the others are left
+        as they are); returns ``self``."""
+        write = self.write
+        self.state_before = _resolved(write.state_before, resolved)
+        update = write.room_update
+        self.current_state = None if update is None else _resolved(update.current_state, resolved)
+        return self
 
-
-@dataclass(slots=True)
-class _RoomInTx:
-    """A room as one transaction sees it: its row as read, and the room updates applied so far
-    (written by ``WriteBatch.flush`` as one ``UPDATE``)."""
-
-    row: _RoomRow  # as read (locked if ``locked``)
-    locked: bool
-    version: int  # after the updates so far
-    current_state: int | None
-    update: tuple[str, str, int | None, str | None] | None = None  # the last update's columns
-
-
-class WriteBatch:
-    """The writes of one transaction that nothing inside it reads back: inserted together by
-    ``flush``, before the transaction ends, instead of one statement per event. Rows keep the
-    order of the writes (outbox sequences follow it; a later membership of a user wins)."""
-
-    def __init__(self) -> None:
-        self.rooms: dict[str, _RoomInTx] = {}
-        self.prev_edges: list[tuple[str, int]] = []
-        self.memberships: list[tuple[int, str, str, str, str, str]] = []
-        self.outbox: list[tuple[int, str, str, bytes]] = []
-        self.outbox_sent: dict[int, set[int]] = {}
-        self.positions = PendingPositions()
-        # Events inserted ahead by ``insert_run``: event ID -> numeric ID, taken by their write.
-        self.inserted: dict[str, int] = {}
-        self.found_stored: set[str] = set()  # ... and those its insert found stored already
-
-    async def flush(self, tx: Tx) -> None:
-        await tx.executemany(
-            "INSERT INTO prev_edges (prev_event_id, event_nid) VALUES (?, ?) "
-            "ON CONFLICT (prev_event_id, event_nid) DO NOTHING",
-            self.prev_edges,
-        )
-        self.prev_edges = []
-        await self.positions.flush(tx)
-        for room_id, room in self.rooms.items():
-            if room.update is None:
-                continue
-            changed = await tx.execute(
-                "UPDATE rooms SET room_version = ?, forward_extremities = ?, current_state = ?, "
-                "last_sent_event_id = ?, version = ? WHERE room_nid = ? AND version = ?",
-                *room.update,
-                room.version,
-                room.row.room_nid,
-                room.row.version,
-            )
-            if changed != 1:
-                raise ConcurrentUpdate(f"room {room_id} changed during the transaction")
-            room.row = _RoomRow(room.row.room_nid, room.version, room.current_state)
-            room.update = None
-        await tx.executemany(
-            "INSERT INTO memberships (room_nid, user_id, server_name, membership, event_id, "
-            "sender) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_nid, user_id) DO UPDATE SET "
-            "server_name = excluded.server_name, membership = excluded.membership, "
-            "event_id = excluded.event_id, sender = excluded.sender",
-            self.memberships,
-        )
-        self.memberships = []
-        await tx.executemany(
-            "INSERT INTO outbox (room_nid, msg_id, output_type, payload) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (msg_id) DO NOTHING",
-            self.outbox,
-        )
-        self.outbox = []
-        for room_nid, sequences in sorted(self.outbox_sent.items()):
-            await _mark_sent(tx, room_nid, sorted(sequences))
-        self.outbox_sent = {}
+    def unresolved(self) -> int | None:
+        """A placeholder base left unresolved, if any."""
+        for delta in (self.state_before, self.current_state):
+            if delta is not None and delta.base is not None and delta.base < 0:
+                return delta.base
+        return None
 
 
-async def _room_row(tx: Tx, room_id: str, *, lock: bool) -> _RoomRow | None:
+def _resolved(delta: StateDelta | None, resolved: Mapping[int, int | None]) -> StateDelta | None:
+    if delta is None:
+        return None
+    base = delta.base
+    if base is None or base >= 0 or base not in resolved:
+        return delta
+    real = resolved[base]
+    return StateDelta(None if real is None else SnapshotId(real), delta.changes)
+
+
+async def _room_row(tx: Tx, room_id: str, *, lock: bool) -> RoomRow | None:
     sql = "SELECT room_nid, version, current_state FROM rooms WHERE room_id = ?"
     row = await tx.fetchrow(sql + " FOR_UPDATE" if lock else sql, room_id)
-    return None if row is None else _RoomRow(row[0], row[1], row[2])
+    return None if row is None else RoomRow(row[0], row[1], row[2])
 
 
 def _check_room_version(room_id: str, found: int, update: RoomUpdate) -> None:
@@ -144,7 +104,7 @@ def _check_room_version(room_id: str, found: int, update: RoomUpdate) -> None:
         )
 
 
-async def _ensure_room(tx: Tx, room_id: str, room_version: str, *, lock: bool) -> _RoomRow:
+async def _ensure_room(tx: Tx, room_id: str, room_version: str, *, lock: bool) -> RoomRow:
     row = await tx.fetchrow(
         "INSERT INTO rooms (room_id, room_version) VALUES (?, ?) "
         "ON CONFLICT (room_id) DO NOTHING RETURNING room_nid",
@@ -156,10 +116,10 @@ async def _ensure_room(tx: Tx, room_id: str, room_version: str, *, lock: bool) -
         if existing is None:
             raise StorageError(f"could not create room {room_id}")
         return existing
-    return _RoomRow(row[0], 0, None)
+    return RoomRow(row[0], 0, None)
 
 
-async def _room_in_tx(tx: Tx, batch: WriteBatch, ev: Event, *, lock: bool) -> _RoomInTx:
+async def _room_in_tx(tx: Tx, batch: WriteBatch, ev: Event, *, lock: bool) -> RoomInTx:
     """The room of ``ev`` as this transaction sees it: read (and locked, if ``lock``) once."""
     known = batch.rooms.get(ev.room_id)
     if known is not None and (known.locked or not lock):
@@ -168,7 +128,7 @@ async def _room_in_tx(tx: Tx, batch: WriteBatch, ev: Event, *, lock: bool) -> _R
     row = await _room_row(tx, ev.room_id, lock=lock)
     if row is None:
         row = await _ensure_room(tx, ev.room_id, ev.room_version, lock=lock)
-    room = _RoomInTx(row, lock, row.version, row.current_state)
+    room = RoomInTx(row, lock, row.version, row.current_state)
     batch.rooms[ev.room_id] = room
     return room
 
@@ -248,7 +208,7 @@ def _insertable_ahead(enc: EncodedWrite, cache: TxCache, repeated: AbstractSet[s
         return False
     if w.status is not EventStatus.STATEFUL:
         return True
-    before = w.state_before
+    before = enc.state_before
     return before is not None and not before.changes and (before.base is None or before.base >= 0)
 
 
@@ -281,7 +241,7 @@ async def insert_run(
         ev = w.event
         needs_lock = w.room_update is not None or w.expected_room_version is not None
         room = await _room_in_tx(tx, batch, ev, lock=needs_lock)
-        before = w.state_before
+        before = enc.state_before
         stateful = w.status is EventStatus.STATEFUL
         rows.append(
             _event_row(enc, room.row.room_nid, before.base if stateful and before else None)
@@ -305,22 +265,23 @@ async def _store_event(
     """Insert the event (or upgrade the stored one); its numeric ID and state-before snapshot."""
     w = enc.write
     ev = w.event
+    delta = enc.state_before
     stateful = w.status is EventStatus.STATEFUL
-    if stateful and w.state_before is None:
+    if stateful and delta is None:
         raise ValueError(f"{ev.event_id}: a stateful EventWrite needs state_before")
     ahead = batch.inserted.pop(ev.event_id, None)
     if ahead is not None:  # inserted by insert_run, with the same state-before
-        base = w.state_before.base if stateful and w.state_before is not None else None
+        base = delta.base if stateful and delta is not None else None
         await _after_insert(tx, cache, batch, ev, ahead)
         return ahead, base
     if (
         cache.event_nid(ev.event_id) is None
         and ev.event_id not in batch.found_stored
-        and (w.state_before is None or not stateful or not w.state_before.changes)
+        and (delta is None or not stateful or not delta.changes)
     ):
         # The common case (a new event whose state-before needs no new snapshot): insert first,
         # saving a lookup; ON CONFLICT tells us if it was stored after all.
-        base = w.state_before.base if stateful and w.state_before is not None else None
+        base = delta.base if stateful and delta is not None else None
         nid = await _insert_event(tx, cache, batch, room_nid, enc, base)
         if nid is not None:
             return nid, base
@@ -330,8 +291,10 @@ async def _store_event(
     )
     if row is None:
         state_before: int | None = None
-        if stateful and w.state_before is not None:
-            state_before = await write_snapshot(tx, cache, w.state_before, room_nid=room_nid)
+        if stateful and delta is not None:
+            state_before = await write_snapshot(
+                tx, cache, delta, room_nid=room_nid, pending=batch.deltas
+            )
         nid = await _insert_event(tx, cache, batch, room_nid, enc, state_before)
         if nid is None:
             raise StorageError(f"event {ev.event_id} appeared during the transaction")
@@ -340,8 +303,10 @@ async def _store_event(
     # Written again: an outlier gaining state, or an event rejected for missing data processed
     # again. The row is updated in place; its prev edges and JSON were stored with it.
     nid, outlier, rejected, state_before = int(row[0]), bool(row[1]), bool(row[2]), row[3]
-    if outlier and stateful and w.state_before is not None:
-        state_before = await write_snapshot(tx, cache, w.state_before, room_nid=room_nid)
+    if outlier and stateful and delta is not None:
+        state_before = await write_snapshot(
+            tx, cache, delta, room_nid=room_nid, pending=batch.deltas
+        )
         await tx.execute(
             "UPDATE events SET outlier = 0, state_before = ?, soft_failed = ? WHERE event_nid = ?",
             state_before,
@@ -393,13 +358,21 @@ async def _record_redactions(tx: Tx, enc: EncodedWrite) -> None:
 
 
 async def _apply_room_update(
-    tx: Tx, cache: TxCache, batch: WriteBatch, room: _RoomInTx, update: RoomUpdate
+    tx: Tx,
+    cache: TxCache,
+    batch: WriteBatch,
+    room: RoomInTx,
+    update: RoomUpdate,
+    current_state: StateDelta,
 ) -> int | None:
+    """``update``, whose current state is ``current_state`` (its delta, placeholders resolved)."""
     room_nid = room.row.room_nid
-    current = await write_snapshot(tx, cache, update.current_state, room_nid=room_nid)
+    current = await write_snapshot(
+        tx, cache, current_state, room_nid=room_nid, pending=batch.deltas
+    )
     room.update = (
         update.room_version,
-        json.dumps(list(update.forward_extremities)),
+        tuple(update.forward_extremities),
         current,
         update.last_sent_event_id,
     )
@@ -439,7 +412,8 @@ async def persist_in_batch(
     tx.checkpoint("redactions")
     current = room.current_state
     if update is not None:
-        current = await _apply_room_update(tx, cache, batch, room, update)
+        assert enc.current_state is not None
+        current = await _apply_room_update(tx, cache, batch, room, update, enc.current_state)
     tx.checkpoint("room_update")
     batch.outbox.extend((room_nid, o.msg_id, o.output_type, o.payload) for o in w.outbox)
     if w.outbox_sent:
@@ -481,17 +455,6 @@ def _outbox_entry(row: Row) -> OutboxEntry:
     return OutboxEntry(row[0], row[1], bytes(row[2]), int(row[3]))
 
 
-async def _mark_sent(tx: Tx, room_nid: int, sequences: list[int]) -> None:
-    """Entries sent keep their message IDs (deduplication); their payloads are dropped."""
-    for part in chunks(sequences):
-        await tx.execute(
-            "UPDATE outbox SET sent = 1, payload = ? WHERE sequence IN @LIST AND room_nid = ?",
-            b"",
-            part,
-            room_nid,
-        )
-
-
 async def pending_outbox(tx: Tx, room_id: str) -> list[OutboxEntry]:
     rows = await tx.fetch(
         "SELECT o.msg_id, o.output_type, o.payload, o.sequence FROM outbox o "
@@ -515,7 +478,7 @@ async def rooms_with_unsent_outbox(tx: Tx) -> list[RoomId]:
 async def mark_outbox_sent(tx: Tx, room_id: str, sequences: list[int]) -> None:
     row = await tx.fetchrow("SELECT room_nid FROM rooms WHERE room_id = ?", room_id)
     if row is not None:
-        await _mark_sent(tx, int(row[0]), sequences)
+        await mark_sent(tx, int(row[0]), sequences)
 
 
 async def referenced_as_prev(tx: Tx, room_id: str, event_ids: list[str]) -> set[EventId]:

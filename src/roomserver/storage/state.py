@@ -18,12 +18,14 @@ An unchanged state (empty effective delta) reuses its base's ID. See ``docs/stor
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 
 from roomserver.core.ids import EventId
 from roomserver.ports import CorruptData, StateDelta, StorageError
 from roomserver.storage.cache import SnapshotMeta, TxCache
 from roomserver.storage.engine import Tx
 from roomserver.storage.ids import (
+    CHUNK,
     StateKey,
     chunks,
     event_nids,
@@ -71,39 +73,6 @@ async def stored_chain(tx: Tx, cache: TxCache, snapshot_id: int) -> list[Snapsho
         if len(out) > 128:
             raise CorruptData(f"state snapshot {snapshot_id}: stored chain does not end")
     return out
-
-
-async def _nid_entries(
-    tx: Tx, chain: list[SnapshotMeta], key_nids: Collection[int] | None
-) -> dict[int, int]:
-    """``key_nid -> event_nid`` of the snapshot heading ``chain`` (only ``key_nids`` if given)."""
-    ids = [m.snapshot_id for m in chain]
-    rank = {sid: i for i, sid in enumerate(ids)}
-    best: dict[int, tuple[int, int | None]] = {}
-    if key_nids is None:
-        parts: list[list[int] | None] = [None]
-    else:
-        parts = [list(p) for p in chunks(sorted(key_nids))]
-    for part in parts:
-        if part is None:
-            rows = await tx.fetch(
-                "SELECT snapshot_id, key_nid, event_nid FROM state_deltas "
-                "WHERE snapshot_id IN @LIST",
-                ids,
-            )
-        else:
-            rows = await tx.fetch(
-                "SELECT snapshot_id, key_nid, event_nid FROM state_deltas "
-                "WHERE snapshot_id IN @LIST AND key_nid IN @LIST",
-                ids,
-                part,
-            )
-        for sid, key_nid, event_nid in rows:
-            r = rank[sid]
-            seen = best.get(key_nid)
-            if seen is None or r < seen[0]:
-                best[key_nid] = (r, event_nid)
-    return {k: e for k, (_, e) in best.items() if e is not None}
 
 
 async def _entries(
@@ -196,8 +165,39 @@ async def state_entries(
     return await _entries(tx, chain, set(nids.values()))
 
 
-async def write_snapshot(tx: Tx, cache: TxCache, delta: StateDelta, *, room_nid: int) -> int | None:
-    """Store ``delta`` and return its snapshot ID (its base's if nothing really changes)."""
+class PendingDeltas:
+    """The ``state_deltas`` rows of the snapshots written in one transaction, inserted together
+    by ``flush`` (before the transaction ends) instead of one statement per snapshot. Later
+    snapshot writes of the transaction read these rows from here."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[int, int | None]] = {}
+
+    def take(self) -> list[tuple[int, int, int | None]]:
+        """The rows kept since the last ``flush`` or ``take``, which the caller inserts."""
+        rows = [
+            (sid, k, v) for sid, entries in self.rows.items() for k, v in sorted(entries.items())
+        ]
+        self.rows = {}
+        return rows
+
+    async def flush(self, tx: Tx) -> None:
+        rows = self.take()
+        await tx.executemany(
+            "INSERT INTO state_deltas (snapshot_id, key_nid, event_nid) VALUES (?, ?, ?)", rows
+        )
+
+
+async def write_snapshot(
+    tx: Tx,
+    cache: TxCache,
+    delta: StateDelta,
+    *,
+    room_nid: int,
+    pending: PendingDeltas | None = None,
+) -> int | None:
+    """Store ``delta`` and return its snapshot ID (its base's if nothing really changes).
+    With ``pending``, its rows wait there for ``pending.flush``."""
     if not delta.changes:
         return delta.base
     key_ids = await state_key_nids(tx, cache, delta.changes.keys(), create=True)
@@ -210,31 +210,36 @@ async def write_snapshot(tx: Tx, cache: TxCache, delta: StateDelta, *, room_nid:
         key_ids[k]: (None if v is None else event_ids[v]) for k, v in delta.changes.items()
     }
     if delta.base is None:
-        return await _write_root(tx, cache, room_nid, changes)
+        return await _write_root(tx, cache, room_nid, changes, pending)
 
     parent = await snapshot_meta(tx, cache, delta.base)
     chain = await stored_chain(tx, cache, parent.snapshot_id)
-    current = await _nid_entries(tx, chain, changes.keys())
+    position = parent.position + 1
+    target = position - _lowbit(position)
+    skipped = [m for m in chain if m.position > target]  # nearest first
+    stored_base = chain[len(skipped)] if len(skipped) < len(chain) else None
+    if stored_base is None or stored_base.position != target:
+        raise CorruptData(f"state snapshot {parent.snapshot_id}: broken stored chain")
+    skipped_ids = {m.snapshot_id for m in skipped}
+    rows = await _chain_rows(tx, chain, changes.keys(), skipped_ids, pending)
+    rank = {m.snapshot_id: i for i, m in enumerate(chain)}
+    best: dict[int, tuple[int, int | None]] = {}
+    for sid, key_nid, event_nid in rows:
+        if key_nid in changes:
+            seen = best.get(key_nid)
+            if seen is None or rank[sid] < seen[0]:
+                best[key_nid] = (rank[sid], event_nid)
+    current = {k: e for k, (_, e) in best.items() if e is not None}
     effective = {k: v for k, v in changes.items() if current.get(k) != v}
     if not effective:
         return parent.snapshot_id
 
-    position = parent.position + 1
-    target = position - _lowbit(position)
-    skipped = [m for m in chain if m.position > target]  # nearest first
-    stored_base = chain[len(skipped)]
-    if stored_base.position != target:
-        raise CorruptData(f"state snapshot {parent.snapshot_id}: broken stored chain")
     stored: dict[int, int | None] = {}
-    if skipped:
-        rows = await tx.fetch(
-            "SELECT snapshot_id, key_nid, event_nid FROM state_deltas WHERE snapshot_id IN @LIST",
-            [m.snapshot_id for m in skipped],
-        )
-        order = {m.snapshot_id: i for i, m in enumerate(skipped)}
-        # Oldest first, so nearer snapshots overwrite.
-        for _, key_nid, event_nid in sorted(rows, key=lambda r: -order[r[0]]):
-            stored[key_nid] = event_nid
+    # Oldest first, so nearer snapshots overwrite.
+    for _, key_nid, event_nid in sorted(
+        (r for r in rows if r[0] in skipped_ids), key=lambda r: -rank[r[0]]
+    ):
+        stored[key_nid] = event_nid
     stored.update(effective)
     return await _insert_snapshot(
         tx,
@@ -242,17 +247,82 @@ async def write_snapshot(tx: Tx, cache: TxCache, delta: StateDelta, *, room_nid:
         SnapshotMeta(0, room_nid, parent.snapshot_id, stored_base.snapshot_id, position),
         changed=sorted(effective),
         rows=stored,
+        pending=pending,
     )
 
 
+async def _chain_rows(
+    tx: Tx,
+    chain: list[SnapshotMeta],
+    key_nids: Collection[int],
+    skipped_ids: AbstractSet[int],
+    pending: PendingDeltas | None,
+) -> list[tuple[int, int, int | None]]:
+    """The stored rows of ``chain`` for ``key_nids``, and all rows of ``skipped_ids`` (a part
+    of ``chain``): rows written in this transaction from ``pending``, the others in one query
+    (two when the keys are many)."""
+    written = pending.rows if pending is not None else {}
+    out: list[tuple[int, int, int | None]] = []
+    ids: list[int] = []
+    for m in chain:
+        entries = written.get(m.snapshot_id)
+        if entries is None:
+            ids.append(m.snapshot_id)
+        elif m.snapshot_id in skipped_ids:
+            out.extend((m.snapshot_id, k, v) for k, v in entries.items())
+        else:
+            out.extend((m.snapshot_id, k, entries[k]) for k in key_nids if k in entries)
+    if not ids:
+        return out
+    unread = [i for i in ids if i in skipped_ids]
+    others = [i for i in ids if i not in skipped_ids]
+    if len(key_nids) <= CHUNK:
+        # Two indexed reads in one statement: by (snapshot, key) for the keys, whole snapshots
+        # for the skipped ones (never a root: a root holds a whole state).
+        rows = await tx.fetch(
+            "SELECT snapshot_id, key_nid, event_nid FROM state_deltas "
+            "WHERE snapshot_id IN @LIST AND key_nid IN @LIST UNION ALL "
+            "SELECT snapshot_id, key_nid, event_nid FROM state_deltas WHERE snapshot_id IN @LIST",
+            others,
+            sorted(key_nids),
+            unread,
+        )
+        out.extend((r[0], r[1], r[2]) for r in rows)
+        return out
+    for part in chunks(sorted(key_nids)):
+        rows = await tx.fetch(
+            "SELECT snapshot_id, key_nid, event_nid FROM state_deltas "
+            "WHERE snapshot_id IN @LIST AND key_nid IN @LIST",
+            others,
+            list(part),
+        )
+        out.extend((r[0], r[1], r[2]) for r in rows)
+    if unread:
+        rows = await tx.fetch(
+            "SELECT snapshot_id, key_nid, event_nid FROM state_deltas WHERE snapshot_id IN @LIST",
+            unread,
+        )
+        out.extend((r[0], r[1], r[2]) for r in rows)
+    return out
+
+
 async def _write_root(
-    tx: Tx, cache: TxCache, room_nid: int, changes: Mapping[int, int | None]
+    tx: Tx,
+    cache: TxCache,
+    room_nid: int,
+    changes: Mapping[int, int | None],
+    pending: PendingDeltas | None,
 ) -> int | None:
     entries = {k: v for k, v in changes.items() if v is not None}
     if not entries:
         return None
     return await _insert_snapshot(
-        tx, cache, SnapshotMeta(0, room_nid, None, None, 0), changed=sorted(entries), rows=entries
+        tx,
+        cache,
+        SnapshotMeta(0, room_nid, None, None, 0),
+        changed=sorted(entries),
+        rows=entries,
+        pending=pending,
     )
 
 
@@ -263,6 +333,7 @@ async def _insert_snapshot(
     *,
     changed: list[int],
     rows: Mapping[int, int | None],
+    pending: PendingDeltas | None,
 ) -> int:
     row = await tx.fetchrow(
         "INSERT INTO state_snapshots (room_nid, parent, base, position, changed_keys) "
@@ -275,10 +346,13 @@ async def _insert_snapshot(
     )
     assert row is not None
     sid = int(row[0])
-    await tx.executemany(
-        "INSERT INTO state_deltas (snapshot_id, key_nid, event_nid) VALUES (?, ?, ?)",
-        [(sid, k, v) for k, v in sorted(rows.items())],
-    )
+    if pending is not None:
+        pending.rows[sid] = dict(rows)
+    else:
+        await tx.executemany(
+            "INSERT INTO state_deltas (snapshot_id, key_nid, event_nid) VALUES (?, ?, ?)",
+            [(sid, k, v) for k, v in sorted(rows.items())],
+        )
     cache.snapshots[sid] = SnapshotMeta(sid, meta.room_nid, meta.parent, meta.base, meta.position)
     return sid
 

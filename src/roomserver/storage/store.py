@@ -24,10 +24,11 @@ from roomserver.ports import (
     ServerKeyRecord,
     SnapshotId,
     StateKey,
+    StorageError,
     record_placeholders,
-    with_placeholders_resolved,
 )
 from roomserver.storage import authchain, bulk, events, inspect, state
+from roomserver.storage.batch import WriteBatch
 from roomserver.storage.cache import Caches, TxCache
 from roomserver.storage.dialect import Dialect
 from roomserver.storage.engine import Engine, Tx
@@ -52,16 +53,6 @@ def _encode(write: EventWrite) -> events.EncodedWrite:
     if encoded is None:
         encoded = canonical_json(write.event.pdu, strict=strict)
     return events.EncodedWrite(write, encoded, redacted)
-
-
-def _resolved_so_far(
-    enc: events.EncodedWrite, resolved: dict[int, int | None]
-) -> events.EncodedWrite:
-    """``enc`` with the placeholders known so far resolved (others left as they are)."""
-    write = with_placeholders_resolved(enc.write, resolved, partial=True)
-    return (
-        enc if write is enc.write else events.EncodedWrite(write, enc.event_json, enc.redacted_json)
-    )
 
 
 class SqlStorage:
@@ -151,18 +142,20 @@ class SqlStorage:
 
         async def fn(tx: Tx, cache: TxCache) -> list[PersistResult]:
             resolved: dict[int, int | None] = {}
-            batch = events.WriteBatch()
+            batch = WriteBatch()
             results: list[PersistResult] = []
             room_nids: dict[int, int] = {}
             ahead_until = 0  # writes before this index had their event rows inserted ahead
             for index, enc in enumerate(encoded):
                 if index >= ahead_until:
-                    ahead = (_resolved_so_far(e, resolved) for e in encoded[index:])
+                    # Resolved as far as the writes before them allow (the rest stay negative).
+                    ahead = (e.resolve(resolved) for e in encoded[index:])
                     run = await events.insert_run(tx, cache, batch, ahead, repeated=repeated)
                     ahead_until = index + max(run, 1)
-                write = with_placeholders_resolved(enc.write, resolved)
-                if write is not enc.write:
-                    enc = events.EncodedWrite(write, enc.event_json, enc.redacted_json)
+                placeholder = enc.resolve(resolved).unresolved()
+                if placeholder is not None:
+                    raise StorageError(f"snapshot placeholder {placeholder} is not defined")
+                write = enc.write
                 result, room_nid = await events.persist_in_batch(tx, cache, batch, enc)
                 record_placeholders(write, result, resolved)
                 results.append(result)
