@@ -24,6 +24,7 @@ from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
 from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.core.pdu import Event
 from roomserver.core.room_versions import room_version as _room_version_rules
+from roomserver.wire_json import dumps as _dumps
 
 WIRE_VERSION = 1
 #: The version of input messages and of the sync replies to them (a batch of events / results).
@@ -286,13 +287,6 @@ class OutputEvent:
 # ---------------------------------------------------------------------------------------------
 
 
-def _dumps(value: Mapping[str, Any]) -> bytes:
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except RecursionError:  # a hostile event nested thousands deep: say so, as ValueError does
-        raise ValueError("event: nested too deeply to encode") from None
-
-
 def _loads(
     data: bytes | str, versions: frozenset[int] = frozenset({WIRE_VERSION})
 ) -> dict[str, Any]:
@@ -330,6 +324,8 @@ def _str_tuple(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 def _event_ids(obj: Mapping[str, Any], key: str) -> tuple[EventId, ...]:
     """A list of event IDs (as named: their grammar is the room version's, checked later)."""
+    if key not in obj:
+        return ()
     return tuple(EventId(v) for v in _str_tuple(obj, key))
 
 
@@ -371,7 +367,11 @@ def _txn_from_json(value: Any) -> TransactionId | None:
 
 
 def _input_item_to_json(item: InputRoomEvent) -> dict[str, Any]:
-    body: dict[str, Any] = {"event": dict(item.event), "kind": int(item.kind)}
+    event = item.event
+    body: dict[str, Any] = {
+        "event": event if type(event) is dict else dict(event),
+        "kind": int(item.kind),
+    }
     if item.origin is not None:
         body["origin"] = item.origin
     if item.has_state:
@@ -389,15 +389,20 @@ def _input_item_to_json(item: InputRoomEvent) -> dict[str, Any]:
     return body
 
 
+_KIND_NEW = int(Kind.NEW)
+_KINDS = {k.value: k for k in Kind}
+
+
 def _input_item_from_json(body: Mapping[str, Any]) -> InputRoomEvent:
     if STATE_LIST_REF_FIELD in body:
         raise WireFormatError(f"{STATE_LIST_REF_FIELD}: a state list reference not resolved")
-    kind_value = body.get("kind", int(Kind.NEW))
-    if type(kind_value) is not int or kind_value not in {k.value for k in Kind}:
+    kind_value = body.get("kind", _KIND_NEW)
+    kind = _KINDS.get(kind_value) if type(kind_value) is int else None
+    if kind is None:
         raise WireFormatError(f"kind: unknown value {kind_value!r}")
     return InputRoomEvent(
         event=_object(body, "event"),
-        kind=Kind(kind_value),
+        kind=kind,
         origin=_server_name(body, "origin"),
         has_state=_bool(body, "has_state"),
         state_event_ids=_event_ids(body, "state_event_ids"),
@@ -459,9 +464,14 @@ def decode_input_message(data: bytes | str) -> tuple[int, list[InputRoomEvent]]:
     return INPUT_WIRE_VERSION, out
 
 
+_PAYLOAD_FIELDS = {cls: tuple(cls.__dataclass_fields__) for cls in _PAYLOAD_TYPES.values()}
+
+
 def _payload_to_json(payload: OutputPayload) -> dict[str, Any]:
+    """The payload's fields as JSON values (the encoder only reads them: a ``dict`` is passed
+    as it is, other mappings are copied into one)."""
     out: dict[str, Any] = {}
-    for name in type(payload).__dataclass_fields__:
+    for name in _PAYLOAD_FIELDS[type(payload)]:
         value = getattr(payload, name)
         kind = type(value)
         if kind is str or value is None or kind is bool or kind is dict:
@@ -565,11 +575,14 @@ def _result_to_json(result: EventResult) -> dict[str, Any]:
     return {"event_id": result.event_id, "outcome": result.outcome.value, "reason": result.reason}
 
 
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
 def _result_from_json(body: Mapping[str, Any]) -> EventResult:
-    try:
-        outcome = Outcome(body.get("outcome"))
-    except ValueError:
-        raise WireFormatError(f"outcome: unknown value {body.get('outcome')!r}") from None
+    value = body.get("outcome")
+    outcome = _OUTCOMES.get(value) if isinstance(value, str) else None
+    if outcome is None:
+        raise WireFormatError(f"outcome: unknown value {value!r}")
     event_id = _opt_str(body, "event_id")
     return EventResult(
         None if event_id is None else EventId(event_id), outcome, _opt_str(body, "reason")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from roomserver.core.canonical_json import canonical_json
+from roomserver.core.errors import CanonicalJSONError
 from roomserver.core.room_versions import room_version
 
 V12_ROOM_ID = "!" + "A" * 42 + "Q"  # "!" + 43 URL-safe base64 characters
@@ -52,3 +57,17 @@ def valid_pdu(version: str, **overrides: Any) -> dict[str, Any]:
         pdu["event_id"] = "$msg1:example.org"
     pdu.update(copy.deepcopy(overrides))
     return pdu
+
+
+def whole_or_same_error(
+    encode: Callable[..., object], value: Any, strict: bool, integral_floats: bool
+) -> bytes | None:
+    """``canonical_json(value)``; or, when that raises, None once ``encode`` (a variant taking
+    the same arguments) is seen to raise the same error."""
+    try:
+        return canonical_json(value, strict=strict, integral_floats=integral_floats)
+    except CanonicalJSONError as exc:
+        with pytest.raises(CanonicalJSONError) as caught:
+            encode(value, strict=strict, integral_floats=integral_floats)
+        assert str(caught.value) == str(exc)
+        return None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from roomserver.core.base64 import encode_base64
-from roomserver.core.canonical_json import canonical_json, join_members, member
+from roomserver.core.canonical_json import canonical_json
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.ids import EventId, RoomId
-from roomserver.core.redaction import redacted_view
+from roomserver.core.redaction import redacted_view_keeping, top_level_keys_kept
 from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for
 
@@ -28,11 +28,11 @@ def content_hash_bytes(pdu: Mapping[str, Any], *, strict: bool = False) -> bytes
     return hashlib.sha256(encoded).digest()
 
 
-def content_hash_from_members(members: Mapping[str, str]) -> bytes:
-    """``content_hash_bytes`` of the PDU whose ``canonical_json_members`` are ``members``
-    (lax; or strict for an event ``parse_event`` accepted, where the modes agree)."""
-    kept = {k: v for k, v in members.items() if k not in _NOT_HASHED}
-    return hashlib.sha256(join_members(kept)).digest()
+def content_hash_of_checked(checked: Mapping[str, Any], encode: Callable[[Any], bytes]) -> bytes:
+    """``content_hash_bytes`` of a PDU from ``canonical_json_parts``: the object as checked and
+    the encoder (lax; or strict for an event ``parse_event`` accepted, where the modes agree)."""
+    kept = {k: v for k, v in checked.items() if k not in _NOT_HASHED}
+    return hashlib.sha256(encode(kept)).digest()
 
 
 def compute_content_hash(pdu: Mapping[str, Any]) -> str:
@@ -52,27 +52,30 @@ def reference_bytes(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:
 
 
 def _reference_view(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any]:
-    redacted = redacted_view(pdu, rules)
-    redacted.pop("signatures", None)
-    redacted.pop("unsigned", None)
-    if rules.event_id_format is not EventIdFormat.SERVER_ASSIGNED:
-        redacted.pop("event_id", None)
-    return redacted
+    return redacted_view_keeping(pdu, rules, _reference_keys(rules))
 
 
-def reference_bytes_from_members(
-    pdu: Mapping[str, Any], rules: RoomVersion, members: Mapping[str, str]
+def _reference_keys(rules: RoomVersion) -> frozenset[str]:
+    """The top-level keys of a reference view: those redaction keeps, but ``signatures`` and
+    ``unsigned`` (and, from v3, ``event_id``)."""
+    kept = top_level_keys_kept(rules)
+    server_assigned = rules.event_id_format is EventIdFormat.SERVER_ASSIGNED
+    keys = _REFERENCE_KEYS.get((kept, server_assigned))
+    if keys is None:
+        keys = kept - {"signatures", "unsigned"} - (set() if server_assigned else {"event_id"})
+        _REFERENCE_KEYS[(kept, server_assigned)] = keys
+    return keys
+
+
+_REFERENCE_KEYS: dict[tuple[frozenset[str], bool], frozenset[str]] = {}
+
+
+def reference_bytes_of_checked(
+    checked: Mapping[str, Any], rules: RoomVersion, encode: Callable[[Any], bytes]
 ) -> bytes:
-    """``reference_bytes(pdu, rules)``, reusing ``members`` (``canonical_json_members`` of
-    ``pdu``, in a mode that agrees with lax for it) for the members redaction keeps as they
-    are: only the redacted ``content`` is encoded again."""
-    redacted = _reference_view(pdu, rules)
-    return join_members(
-        {
-            k: members[k] if k in members and v is pdu.get(k) else member(k, v)
-            for k, v in redacted.items()
-        }
-    )
+    """``reference_bytes`` of a PDU from ``canonical_json_parts`` (the object as checked, in a
+    mode that agrees with lax for it, and the encoder): its values are not checked again."""
+    return encode(_reference_view(checked, rules))
 
 
 def reference_hash(pdu: Mapping[str, Any], rules: RoomVersion) -> bytes:

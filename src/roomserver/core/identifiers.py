@@ -19,7 +19,6 @@ _IPV4 = re.compile(r"\A(?:[0-9]{1,3}\.){3}[0-9]{1,3}\Z")
 _IPV6 = re.compile(r"\A\[[0-9A-Fa-f:.]{2,45}\]\Z")
 _DNS = re.compile(r"\A[A-Za-z0-9.\-]{1,255}\Z")
 _PORT = re.compile(r"\A[0-9]{1,5}\Z")
-_B64_STD_43 = re.compile(r"\A[A-Za-z0-9+/]{43}\Z")
 _B64_URL_43 = re.compile(r"\A[A-Za-z0-9_\-]{43}\Z")
 _BAD_CODE_POINTS = re.compile("[\x00\ud800-\udfff]")
 
@@ -93,6 +92,11 @@ def is_valid_room_id(value: object, *, hashed: bool = False) -> bool:
     return _is_sigil_id(value, "!")
 
 
+# "$" and 43 base64 characters (v3; v4+), matched whole without slicing the sigil off.
+_EVENT_ID_STD = re.compile(r"\$[A-Za-z0-9+/]{43}").fullmatch
+_EVENT_ID_URL = re.compile(r"\$[A-Za-z0-9_\-]{43}").fullmatch
+
+
 def is_valid_event_id(value: object, *, format_name: str) -> bool:
     """Event ID grammar for a room version's ``EventIdFormat`` value."""
     if not isinstance(value, str) or not value.startswith("$"):
@@ -100,8 +104,8 @@ def is_valid_event_id(value: object, *, format_name: str) -> bool:
     if format_name == "server_assigned":
         return _is_sigil_id(value, "$")
     if format_name == "base64":
-        return bool(_B64_STD_43.match(value[1:]))
-    return bool(_B64_URL_43.match(value[1:]))
+        return _EVENT_ID_STD(value) is not None
+    return _EVENT_ID_URL(value) is not None
 
 
 def server_name_of(identifier: str) -> ServerName:

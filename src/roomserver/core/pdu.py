@@ -9,20 +9,21 @@ message starts with the offending field. Hashes and signatures are checked elsew
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from roomserver.core.canonical_json import (
     MAX_SAFE_INTEGER,
     MIN_SAFE_INTEGER,
-    canonical_json_members,
+    CanonicalParts,
+    canonical_json_parts,
 )
 from roomserver.core.errors import InvalidEvent
 from roomserver.core.hashes import (
     compute_content_hash,
-    content_hash_from_members,
+    content_hash_of_checked,
     event_id_for,
     event_id_from_reference_bytes,
-    reference_bytes_from_members,
+    reference_bytes_of_checked,
     room_id_from_create_event_id,
 )
 from roomserver.core.identifiers import (
@@ -205,22 +206,24 @@ def _check_bytes(field: str, value: str) -> None:
         raise _fail(field, f"longer than {MAX_ID_BYTES} bytes")
 
 
-def _check_size(pdu: Mapping[str, Any], rules: RoomVersion) -> tuple[bytes, dict[str, str]]:
+def _check_size(pdu: Mapping[str, Any], rules: RoomVersion) -> CanonicalParts:
     """Spec size limits: the whole PDU is at most 65,536 bytes of canonical JSON.
 
     Encoding also enforces canonical JSON itself: from room version 6, integers outside
     +-(2**53 - 1) and floats (integral ones too, as other servers do) make the event invalid
     (``CanonicalJSONError``, an ``InvalidEvent``). So the events of those versions hash alike
-    whichever canonical JSON mode a hash uses, and the members (``canonical_json_members``,
-    returned with the bytes) serve the content hash and the reference hash as they are.
+    whichever canonical JSON mode a hash uses, and the checked PDU and its encoder
+    (``canonical_json_parts``, returned with the bytes) serve the content hash and the
+    reference hash as they are.
     """
     strict = rules.strict_canonical_json
-    encoded, members = canonical_json_members(pdu, strict=strict, integral_floats=not strict)
+    parts = canonical_json_parts(pdu, strict=strict, integral_floats=not strict)
+    encoded = parts[0]
     if len(encoded) > MAX_PDU_BYTES:
         raise _fail(
             "event", f"is {len(encoded)} bytes as canonical JSON, the limit is {MAX_PDU_BYTES}"
         )
-    return encoded, members
+    return parts
 
 
 def _parse_integers(pdu: Mapping[str, Any], rules: RoomVersion) -> tuple[int, int]:
@@ -241,19 +244,24 @@ def _check_hashes_and_signatures(pdu: Mapping[str, Any]) -> None:
     Their values are checked by ``signatures.verify_event`` and ``check_content_hash``.
     """
     hashes = pdu.get("hashes")
-    if not isinstance(hashes, Mapping):
+    if not _is_mapping(hashes):
         raise _fail("hashes", "missing or not an object")
     if not isinstance(hashes.get("sha256"), str):
         raise _fail("hashes.sha256", "missing or not a string")
     signatures = pdu.get("signatures")
-    if not isinstance(signatures, Mapping):
+    if not _is_mapping(signatures):
         raise _fail("signatures", "missing or not an object")
     for server, sigs in signatures.items():
-        if not isinstance(sigs, Mapping) or not all(isinstance(s, str) for s in sigs.values()):
+        if not _is_mapping(sigs) or not all(isinstance(s, str) for s in sigs.values()):
             where = server if len(server) <= 64 else server[:61] + "..."
             raise _fail(f"signatures.{where}", "must map key IDs to strings")
-    if "unsigned" in pdu and not isinstance(pdu["unsigned"], Mapping):
+    if "unsigned" in pdu and not _is_mapping(pdu["unsigned"]):
         raise _fail("unsigned", "must be an object")
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, at once for the dicts JSON gives."""
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _edge_ids(
@@ -269,10 +277,11 @@ def _edge_ids(
     if limit is not None and len(raw) > limit:
         raise _fail(key, f"has {len(raw)} entries, at most {limit} are allowed")
     fmt = rules.event_id_format.value
+    pairs = rules.prev_auth_events_with_hashes
     ids: list[EventId] = []  # checked below (``entry`` is untyped JSON: no wrapping needed)
     for i, entry in enumerate(raw):
-        if rules.prev_auth_events_with_hashes:
-            if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], Mapping):
+        if pairs:
+            if not isinstance(entry, list) or len(entry) != 2 or not _is_mapping(entry[1]):
                 raise _fail(f"{key}[{i}]", "must be an [event_id, {hashes}] pair")
             entry = entry[0]
         if not is_valid_event_id(entry, format_name=fmt):
@@ -282,7 +291,7 @@ def _edge_ids(
 
 
 def _parse_event_id(
-    pdu: Mapping[str, Any], rules: RoomVersion, given: str | None, members: Mapping[str, str]
+    pdu: Mapping[str, Any], rules: RoomVersion, given: str | None, parts: CanonicalParts
 ) -> tuple[EventId, bytes | None]:
     """The event ID: given (trusted), read from the PDU (v1-v2) or the reference hash (v3+);
     and the reference bytes when they were computed for it."""
@@ -292,8 +301,9 @@ def _parse_event_id(
     elif rules.event_id_format is EventIdFormat.SERVER_ASSIGNED:
         event_id = event_id_for(pdu, rules)
     else:
-        signed = reference_bytes_from_members(pdu, rules, members)
-        event_id = event_id_from_reference_bytes(signed, rules)
+        signed = reference_bytes_of_checked(parts[1], rules, parts[2])
+        # "$" and the unpadded base64 of a SHA-256: always of the version's grammar.
+        return event_id_from_reference_bytes(signed, rules), signed
     if not is_valid_event_id(event_id, format_name=rules.event_id_format.value):
         raise _fail(
             "event_id", f"{_show(event_id)} is not valid for room version {rules.identifier}"
@@ -377,7 +387,7 @@ def parse_event(
         pdu = {k: v for k, v in pdu.items() if k != "event_id"}
     elif not isinstance(pdu, dict):
         pdu = dict(pdu)
-    encoded, members = _check_size(pdu, rules)
+    parts = _check_size(pdu, rules)
 
     event_type = _require_str(pdu, "type")
     _check_bytes("type", event_type)
@@ -391,7 +401,7 @@ def parse_event(
     if "content" not in pdu:
         raise _fail("content", "missing")
     content = pdu["content"]
-    if not isinstance(content, Mapping):
+    if not _is_mapping(content):
         raise _fail("content", "must be an object")
     origin_server_ts, depth = _parse_integers(pdu, rules)
     _check_hashes_and_signatures(pdu)
@@ -404,7 +414,7 @@ def parse_event(
     prev_event_ids = tuple(dict.fromkeys(_edge_ids(pdu, "prev_events", rules, prev_limit)))
     auth_event_ids = _edge_ids(pdu, "auth_events", rules, auth_limit)
 
-    event_id, signed = _parse_event_id(pdu, rules, event_id, members)
+    event_id, signed = _parse_event_id(pdu, rules, event_id, parts)
     return Event(
         event_id=event_id,
         room_id=_parse_room_id(pdu, rules, event_type, state_key, event_id),
@@ -419,7 +429,7 @@ def parse_event(
         rules=rules,
         redacts=_parse_redacts(pdu, rules, event_type, content),
         pdu=pdu,
-        canonical_bytes=encoded,
+        canonical_bytes=parts[0],
         signed_bytes=signed,
-        content_hash=content_hash_from_members(members),
+        content_hash=content_hash_of_checked(parts[1], parts[2]),
     )

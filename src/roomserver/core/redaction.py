@@ -70,7 +70,9 @@ def content_keys_kept(event_type: str, rules: RoomVersion) -> frozenset[str] | N
 
 
 def _redacted_content(event_type: object, content: object, rules: RoomVersion) -> dict[str, Any]:
-    if not isinstance(content, Mapping) or not isinstance(event_type, str):
+    if type(content) is not dict and not isinstance(content, Mapping):
+        return {}
+    if type(event_type) is not str and not isinstance(event_type, str):
         return {}
     keys = content_keys_kept(event_type, rules)
     if keys is _ALL_CONTENT:
@@ -95,7 +97,14 @@ def redacted_view(pdu: Mapping[str, Any], rules: RoomVersion) -> dict[str, Any]:
 
     Read-only use (hashing, signature checks): mutating nested values would change ``pdu``.
     """
-    keep_top = top_level_keys_kept(rules)
+    return redacted_view_keeping(pdu, rules, top_level_keys_kept(rules))
+
+
+def redacted_view_keeping(
+    pdu: Mapping[str, Any], rules: RoomVersion, keep_top: frozenset[str]
+) -> dict[str, Any]:
+    """``redacted_view`` keeping only the top-level keys in ``keep_top`` (a subset of
+    ``top_level_keys_kept(rules)`` that includes ``content``)."""
     out: dict[str, Any] = {k: v for k, v in pdu.items() if k in keep_top}
     # Always a ``content`` object, even when the PDU has none (as Synapse and
     # gomatrixserverlib do): hashes and signatures of such a PDU cover ``"content": {}``.
