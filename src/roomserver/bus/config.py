@@ -80,6 +80,11 @@ class BusConfig:
     #: How long such a request waits for the server's answer. Long, so that a request the
     #: server still has queued is not sent a second time (which only lengthens its queue).
     api_timeout: float = 60.0
+    #: How long one attempt to create a room consumer again (after its consumer was found
+    #: gone: a cluster node died, an election) waits for the answer before it is sent
+    #: again. Short: a request sent while the JetStream cluster elects a leader may never be
+    #: answered, and a room must move again within seconds (creating is idempotent).
+    recreate_timeout: float = 5.0
     #: While the input stream holds more than this many messages (or rooms wait to be
     #: admitted), quiet rooms' consumers are not deleted at once but queued, and deleted one
     #: at a time while no other API request is outstanding (all at once below it): on an
@@ -109,8 +114,10 @@ class BusConfig:
             raise ValueError("consumer_inactive_threshold must exceed idle_timeout")
         if self.max_workers < 1 or self.discovery_batch < 1 or self.max_api_requests < 1:
             raise ValueError("max_workers, max_api_requests and discovery_batch must be positive")
-        if self.api_timeout <= 0 or self.delete_backlog < 0:
-            raise ValueError("api_timeout must be positive and delete_backlog not negative")
+        if self.api_timeout <= 0 or self.recreate_timeout <= 0 or self.delete_backlog < 0:
+            raise ValueError(
+                "api_timeout and recreate_timeout must be positive, delete_backlog not negative"
+            )
         if self.progress_interval <= 0 or self.progress_interval * 2 > self.ack_wait:
             raise ValueError("progress_interval must be positive and at most half of ack_wait")
         if self.unit_max_messages < 1 or self.unit_max_bytes < 1:

@@ -254,7 +254,10 @@ class WorkerPool:
             self.api_in_flight -= 1
             self._api_calls.release()
 
-    async def ensure_consumer(self, room_id: str) -> None:
+    async def ensure_consumer(self, room_id: str, *, answer_within: float | None = None) -> None:
+        """Create the room's consumer (or bring it up to date); ``answer_within``: how long the
+        requests wait for their answers (default ``api_timeout``)."""
+        timeout = self.config.api_timeout if answer_within is None else answer_within
         config = ConsumerConfig(
             name=room_consumer_name(self.config.prefix, room_id),
             durable_name=room_consumer_name(self.config.prefix, room_id),
@@ -268,9 +271,7 @@ class WorkerPool:
         )
         # Creating is idempotent, and brings a consumer made with older settings up to date.
         try:
-            await self.api_call(
-                self.api.add_consumer(self.stream, config, timeout=self.config.api_timeout)
-            )
+            await self.api_call(self.api.add_consumer(self.stream, config, timeout=timeout))
         except APIError as exc:
             # nats-server 2.15 can fail to update an existing consumer whose store a concurrent
             # delete and create (by two processes) left without its directory ("meta.inf.tmp:
@@ -278,9 +279,7 @@ class WorkerPool:
             # room has its consumer.
             try:
                 info = await self.api_call(
-                    self.api.consumer_info(
-                        self.stream, config.name or "", timeout=self.config.api_timeout
-                    )
+                    self.api.consumer_info(self.stream, config.name or "", timeout=timeout)
                 )
             except Exception:
                 raise exc from None

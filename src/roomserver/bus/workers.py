@@ -289,7 +289,9 @@ class RoomWorker:
         attempt = 0
         while not self.pool.stopping:
             try:
-                await self.pool.ensure_consumer(self.room_id)
+                await self.pool.ensure_consumer(
+                    self.room_id, answer_within=self.pool.config.recreate_timeout
+                )
                 return
             except Exception as exc:
                 log.warning(
