@@ -86,7 +86,9 @@ class MemoryStorage:
                 return stored.event.room_version
         return None
 
-    def _snapshot(self, delta: StateDelta) -> SnapshotId:
+    def _snapshot(self, delta: StateDelta) -> SnapshotId | None:
+        if not delta.changes:
+            return delta.base  # as storage does: nothing changes, the base is the snapshot
         state = dict(self.snapshots[delta.base]) if delta.base is not None else {}
         for key, value in delta.changes.items():
             if value is None:

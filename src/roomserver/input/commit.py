@@ -50,9 +50,14 @@ class Commit:
             self.pending[event.room_id] = persisted.pending_outbox
         else:
             self.pending.pop(event.room_id, None)
-        if planned.fresh and write.state_before is not None and self._snapshots is not None:
-            self._snapshots.derived(persisted.state_before, write.state_before, event.room_id)
         update = write.room_update
+        if planned.fresh and self._snapshots is not None:
+            if write.state_before is not None:
+                self._snapshots.derived(persisted.state_before, write.state_before, event.room_id)
+            if update is not None:  # after a state event: the next event's state before
+                self._snapshots.derived(
+                    persisted.current_state, update.current_state, event.room_id
+                )
         if update is not None:
             self._rooms.remember(
                 RoomInfo(

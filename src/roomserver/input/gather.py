@@ -162,7 +162,7 @@ class Gatherer:
         if missing or not prevs:
             return None
         ordered = [prevs[p] for p in job.event.prev_event_ids]
-        return await state_from_prevs(self._store, self._resolver, job.event.rules, ordered)
+        return await state_from_prevs(self._store, self._resolver, job.event.rules, ordered, room)
 
     async def needed_state(self, job: Job, state: StateBefore | None) -> dict[StateKey, Event]:
         """Spec 7.5: the entries of the state before the event that the rules (and the

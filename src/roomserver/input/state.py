@@ -57,14 +57,23 @@ class StateBefore:
 
 
 async def state_from_prevs(
-    store: InputStore, resolver: StateResolver, rules: RoomVersion, prevs: Sequence[StoredEvent]
+    store: InputStore,
+    resolver: StateResolver,
+    rules: RoomVersion,
+    prevs: Sequence[StoredEvent],
+    room: RoomInfo | None = None,
 ) -> StateBefore:
     """Spec 11.1: the state before an event is the resolution of the states after its prev
-    events. One prev: its snapshot plus itself, as a delta (nothing loaded). ``prevs`` have
-    state (outliers count as missing prevs); a rejected prev contributes the state before it,
-    a soft-failed one the state after it (``state_after_delta``)."""
+    events. One prev: its snapshot plus itself, as a delta (nothing loaded), or, when it is
+    the room's only forward extremity, the room's current state (the snapshot written for the
+    state after it: ``room`` as the pipeline read it). ``prevs`` have state (outliers count as
+    missing prevs); a rejected prev contributes the state before it, a soft-failed one the
+    state after it (``state_after_delta``)."""
     if len(prevs) == 1:
-        return StateBefore(state_after_delta(prevs[0]))
+        prev = prevs[0]
+        if room is not None and _current_is_after(room, prev):
+            return StateBefore(StateDelta(room.current_state, {}))
+        return StateBefore(state_after_delta(prev))
     ordered = sorted(prevs, key=lambda s: s.event.event_id)
     base = ordered[0]
     base_map = await store.state_map(snapshot_of(base)) if base.state_snapshot is not None else {}
@@ -80,6 +89,21 @@ async def state_from_prevs(
     resolved = await resolver.resolve(rules, sets)
     delta = StateDelta(snapshot_of(base), changes_between(base_map, resolved))
     return StateBefore(delta, resolved)
+
+
+def _current_is_after(room: RoomInfo, prev: StoredEvent) -> bool:
+    """Whether the room's current state is the state after ``prev``, an accepted state event:
+    current state is the resolution of the states after the forward extremities, so it is when
+    ``prev`` is the only one. The next event then reuses that snapshot instead of writing an
+    equal one (``state_after_delta`` of ``prev``) as its state before."""
+    return (
+        room.current_state is not None
+        and room.forward_extremities == (prev.event.event_id,)
+        and prev.event.state_key is not None
+        and not prev.outlier
+        and not prev.rejected
+        and not prev.soft_failed
+    )
 
 
 async def supplied_state(
