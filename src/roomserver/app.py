@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,54 +28,37 @@ from typing import IO, Any
 from nacl.signing import SigningKey, VerifyKey
 
 from roomserver.api import (
-    INPUT_WIRE_VERSION,
-    STATE_LIST_REF_FIELD,
-    EventResult,
-    InputRoomEvent,
     InputRoomEventsRequest,
     InputRoomEventsResponse,
-    Kind,
-    Outcome,
     OutputEvent,
     StoredEvent,
-    WireFormatError,
-    decode_event_results,
-    decode_input_message,
     decode_output_event,
-    encode_event_results,
-    encode_input_item,
-    join_input_batch,
-    route_room_id,
 )
-from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, HandlerResult
+from roomserver.bus import Bus, BusConfig, EmbeddedNatsServer
 from roomserver.bus.admin import Intervention, InterventionOutcome, QueuedRoom, SkippedMessage
 from roomserver.bus.blobs import JetStreamBlobStore
 from roomserver.bus.subjects import input_stream_name
-from roomserver.bus.types import SyncReplyTimeout
 from roomserver.config import KEY_ID_RE, Config, FederationConfig
 from roomserver.core.base64 import decode_base64, encode_base64
-from roomserver.core.hashes import compute_event_id
 from roomserver.core.ids import EventId, RoomId
 from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
 from roomserver.federation.fetcher import FederationFetcher
 from roomserver.federation.keyring import KeyRing, Notary
+from roomserver.handler import InputHandler
 from roomserver.input import (
-    Decision,
     InputConfig,
     InputProcessor,
-    handle_message,
-    handle_messages,
     statelists,
 )
 from roomserver.input.bulk import BulkStore, OutlierImporter
-from roomserver.input.store import rejected_for_missing_data
 from roomserver.metrics import Metrics
-from roomserver.ports import Disposition, RoomInfo, Storage
+from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
 from roomserver.storage import open_storage
 from roomserver.storage.inspect import EventCounts, RoomOverview
+from roomserver.submit import submit_input
 
 log = logging.getLogger(__name__)
 
@@ -183,70 +165,9 @@ async def flush_unsent_outboxes(storage: Storage, processor: InputProcessor) -> 
     return len(rooms)
 
 
-# ---------------------------------------------------------------------------------------------
-# Routing an input event to its room
-
-
-def _event_id_hint(item: InputRoomEvent) -> EventId | None:
-    """The event ID if it can be told without knowing the room (best effort, for replies)."""
-    try:
-        if item.room_version is not None:
-            return compute_event_id(item.event, item.room_version)
-        value = item.event.get("event_id")
-        return EventId(value) if isinstance(value, str) else None
-    except Exception:
-        return None
-
-
 #: Time a room worker's handler gets beyond the message's fetch deadline, to process and
 #: commit its batch of events (a batch of a few hundred events takes well under a second).
 BATCH_PROCESSING_MARGIN_S = 30.0
-
-#: The most a batched input message carries (its events' encoded size): well under NATS's
-#: default 1 MiB ``max_payload``. A larger single event travels alone.
-MAX_INPUT_MESSAGE_BYTES = 256 * 1024
-
-
-#: Present in an encoded input message that holds an outlier (``kind`` 1).
-_OUTLIER_MARK = b'"kind":1'
-
-
-class _Batch:
-    """The events of one request for one room that travel as one input message."""
-
-    __slots__ = ("encoded", "indexes", "room_id", "size")
-
-    def __init__(self, room_id: str) -> None:
-        self.room_id = room_id
-        self.indexes: list[int] = []  # positions in the request
-        self.encoded: list[bytes] = []
-        self.size = 0
-
-    def add(self, index: int, encoded: bytes) -> None:
-        self.indexes.append(index)
-        self.encoded.append(encoded)
-        self.size += len(encoded) + 1
-
-    def payload(self) -> bytes:
-        return join_input_batch(self.encoded)
-
-
-def _decode_replies(reply: bytes | None, count: int) -> list[EventResult | None]:
-    """The results in a sync reply to a message of ``count`` events (``None``: unknown)."""
-    if reply is None:
-        return [None] * count
-    try:
-        results: list[EventResult | None] = list(decode_event_results(reply))
-    except WireFormatError as exc:
-        log.error("undecodable reply to an input message: %s", exc)
-        return [None] * count
-    if len(results) == 1 and count > 1 and results[0] is not None:
-        # The whole message failed as one (undecodable): every event shares its result.
-        return results * count
-    if len(results) != count:
-        log.error("reply to an input message of %d events has %d results", count, len(results))
-        return [None] * count
-    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +220,6 @@ class Roomserver:
         self.config = config
         self.storage = storage
         self.bus = bus
-        self.processor = processor
         self.keyring = keyring
         self.federation_client = federation_client
         self.metrics = metrics
@@ -308,11 +228,41 @@ class Roomserver:
         self.inspector = RoomInspector(catalog) if catalog is not None else None
         self._exit_stack = exit_stack
         self._closed = False
-        #: Where large ``state_event_ids`` lists travel (``input/statelists.py``).
-        self.blobs = blobs
+        #: The room workers' handler of input messages (``handler.py``).
+        self.handler = InputHandler(
+            processor=processor, storage=storage, metrics=metrics, blobs=blobs, bulk=bulk
+        )
+        #: A ``state_event_ids`` list larger than this (encoded) travels as a blob.
         self.inline_state_ids_max_bytes = statelists.INLINE_STATE_IDS_MAX_BYTES
-        #: The bulk path for messages of many outliers (``input/bulk.py``); None: off.
-        self.bulk = bulk
+
+    # The handler's parts, read and set through the roomserver.
+
+    @property
+    def processor(self) -> InputProcessor | None:
+        """The input pipeline of the room workers; None in a process without them."""
+        return self.handler.processor
+
+    @processor.setter
+    def processor(self, processor: InputProcessor | None) -> None:
+        self.handler.processor = processor
+
+    @property
+    def blobs(self) -> statelists.BlobStore | None:
+        """Where large ``state_event_ids`` lists travel (``input/statelists.py``)."""
+        return self.handler.blobs
+
+    @blobs.setter
+    def blobs(self, blobs: statelists.BlobStore | None) -> None:
+        self.handler.blobs = blobs
+
+    @property
+    def bulk(self) -> OutlierImporter | None:
+        """The bulk path for messages of many outliers (``input/bulk.py``); None: off."""
+        return self.handler.bulk
+
+    @bulk.setter
+    def bulk(self, bulk: OutlierImporter | None) -> None:
+        self.handler.bulk = bulk
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -519,7 +469,7 @@ class Roomserver:
             assert processor is not None
             await flush_unsent_outboxes(storage, processor)
             # Workers stop first on close (the stack unwinds in reverse).
-            await bus.start_workers(rs._handle, unit_handler=rs._handle_unit)
+            await bus.start_workers(rs.handler.handle, unit_handler=rs.handler.handle_unit)
             stack.push_async_callback(bus.stop_workers)
         return rs
 
@@ -561,225 +511,23 @@ class Roomserver:
             return
         self.metrics.queue_depth.set(info.state.messages)
 
-    # -- the bus handler -----------------------------------------------------------------------
-
-    async def _handle(self, room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult:
-        assert self.processor is not None
-        started = time.perf_counter()
-        if info.num_delivered > 1:
-            self.metrics.redeliveries.inc()
-        try:
-            resolved = await statelists.resolve_payload(payload, self.blobs, self._final_and_stored)
-        except statelists.StateListLost as exc:
-            log.error("input message %d of %s: %s", info.stream_seq, room_id, exc)
-            return HandlerResult.terminate(str(exc))
-        except Exception as exc:  # the blob store is unreachable: try again later
-            return HandlerResult.retry(1.0, reason=f"state list not read: {exc}")
-        if self.bulk is not None and _OUTLIER_MARK in resolved.payload:
-            try:
-                answered = await self._import_outliers(RoomId(room_id), resolved.payload)
-            except Exception as exc:  # nothing decided is lost: the normal path does it all
-                log.warning("bulk path for message %d failed: %s", info.stream_seq, exc)
-                answered = None
-            if answered is not None:  # every event of the message has its stored outcome
-                self.metrics.processing_seconds.observe(time.perf_counter() - started)
-                for result in answered:
-                    self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
-                return HandlerResult.ack(encode_event_results(answered))
-        decision = await handle_message(
-            self.processor, RoomId(room_id), resolved.payload, info, max_attempts=10
-        )
-        if resolved.refs and decision.disposition is Disposition.ACK:
-            assert self.blobs is not None
-            try:
-                await statelists.release(self.blobs, resolved.refs, self._final_and_stored)
-            except Exception as exc:  # kept until the bucket's max age removes them
-                log.warning("state lists of message %d not deleted: %s", info.stream_seq, exc)
-        self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        return self._handler_result(decision)
-
-    async def _handle_unit(
-        self, room_id: str, messages: Sequence[tuple[bytes, DeliveryInfo]]
-    ) -> list[HandlerResult]:
-        """Several queued messages of one room as one unit (see ``handle_messages``). A message
-        with a state list reference or outliers is handled on its own (``_handle``: it resolves
-        the references and takes the bulk path): the unit stops before it, and when it is the
-        head, no result tells the worker to handle the head alone (with its retry backoff)."""
-        assert self.processor is not None
-        if self._handled_alone(messages[0][0]):
-            return []
-        cut = next(
-            (i for i, (payload, _) in enumerate(messages) if self._handled_alone(payload)),
-            len(messages),
-        )
-        messages = messages[:cut]
-        started = time.perf_counter()
-        decisions = await handle_messages(
-            self.processor, RoomId(room_id), messages, max_attempts=10
-        )
-        self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        return [self._handler_result(decision) for decision in decisions]
-
-    def _handled_alone(self, payload: bytes) -> bool:
-        """Whether a message needs ``_handle`` itself: it carries a state list reference (to
-        resolve before decoding) or outliers (the bulk path's), which units do not handle."""
-        return (
-            self.blobs is not None and STATE_LIST_REF_FIELD.encode() in payload
-        ) or (self.bulk is not None and _OUTLIER_MARK in payload)
-
-    def _handler_result(self, decision: Decision) -> HandlerResult:
-        if decision.disposition is Disposition.RETRY:
-            return HandlerResult.retry(decision.delay_s, reason=decision.reason)
-        for result in decision.results:
-            self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
-        if decision.disposition is Disposition.TERMINATE:
-            reason = decision.results[0].reason if decision.results else None
-            return HandlerResult.terminate(reason or "terminated", decision.reply)
-        return HandlerResult.ack(decision.reply)
-
-    async def _import_outliers(
-        self, room_id: RoomId, payload: bytes
-    ) -> list[EventResult] | None:
-        """The bulk path over the message's outliers. Returns the reply's results when it
-        answered every event of the message; otherwise the normal path handles the message
-        (answering what the bulk path stored from storage)."""
-        assert self.bulk is not None
-        try:
-            version, items = decode_input_message(payload)
-        except WireFormatError:
-            return None  # handle_message terminates it
-        if sum(1 for i in items if i.kind is Kind.OUTLIER) < self.bulk.min_outliers:
-            return None
-        report = await self.bulk.import_outliers(room_id, items)
-        if version != INPUT_WIRE_VERSION or len(report.results) != len(items):
-            return None
-        return [report.results[i] for i in range(len(items))]
-
-    async def _final_and_stored(self, item_json: dict[str, Any]) -> bool:
-        """Whether the event of an input item (its JSON) is stored with a final outcome."""
-        pdu = item_json.get("event")
-        room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
-        if not isinstance(pdu, dict) or not isinstance(room_id, str):
-            return False
-        version = await self.storage.room_version_of(RoomId(room_id))
-        if version is None:
-            return False
-        try:
-            event_id = compute_event_id(pdu, version)
-        except Exception:
-            return False
-        stored = (await self.storage.get_events([event_id])).get(event_id)
-        return stored is not None and not rejected_for_missing_data(stored)
-
-    # -- input ---------------------------------------------------------------------------------
+    # -- input -------------------------------------------------------------------------------
 
     async def input_room_events(self, request: InputRoomEventsRequest) -> InputRoomEventsResponse:
         """Queue the events on the input stream; for a synchronous request wait for each
         event's outcome (results in request order).
 
         The events of one room travel together: one message per (request, room), split in
-        order beyond ``MAX_INPUT_MESSAGE_BYTES``. Never raises for bad input or a failing
-        stream: an event that cannot be routed is ``INVALID``; one that could not be queued, or
-        whose outcome did not arrive in time, is ``ERROR`` (submitting it again is safe)."""
-        results: list[EventResult | None] = [None] * len(request.events)
-        encoded = await self._encode_items(request.events, results)
-        batches = self._batches(request.events, encoded, results)
-        if request.asynchronous:
-            await self._publish_async(request.events, batches, results)
-        elif batches:
-            await self._submit_sync(request.events, batches, results)
-        return InputRoomEventsResponse(results=[r for r in results if r is not None])
-
-    async def _encode_items(
-        self, events: Sequence[InputRoomEvent], results: list[EventResult | None]
-    ) -> list[bytes | None]:
-        """Each item encoded; a large ``state_event_ids`` list stored as a blob first. An item
-        whose blob could not be stored gets an ``ERROR`` result (resubmitting is safe)."""
-        out: list[bytes | None] = []
-        for index, item in enumerate(events):
-            try:
-                out.append(
-                    await statelists.encode_item(
-                        item, self.blobs, inline_max_bytes=self.inline_state_ids_max_bytes
-                    )
-                )
-            except (ValueError, TypeError, RecursionError):
-                out.append(None)  # _batches gives the INVALID result
-            except Exception as exc:
-                log.warning("storing a state list failed: %s: %s", type(exc).__name__, exc)
-                results[index] = EventResult(
-                    _event_id_hint(item),
-                    Outcome.ERROR,
-                    f"could not store its state list: {type(exc).__name__}: {exc}",
-                )
-                out.append(None)
-        return out
-
-    def _batches(
-        self,
-        events: Sequence[InputRoomEvent],
-        encoded_items: Sequence[bytes | None],
-        results: list[EventResult | None],
-    ) -> list[_Batch]:
-        """Group routable events into messages per room, in request order; the others get their
-        ``INVALID`` result in ``results``."""
-        open_batches: dict[str, _Batch] = {}
-        batches: list[_Batch] = []
-        for index, item in enumerate(events):
-            if results[index] is not None:
-                continue
-            try:
-                room_id = route_room_id(item)
-                encoded = encoded_items[index] or encode_input_item(item)
-            except (ValueError, TypeError, RecursionError) as exc:
-                results[index] = EventResult(_event_id_hint(item), Outcome.INVALID, str(exc))
-                continue
-            batch = open_batches.get(room_id)
-            if batch is None or batch.size + len(encoded) > MAX_INPUT_MESSAGE_BYTES:
-                batch = open_batches[room_id] = _Batch(room_id)
-                batches.append(batch)
-            batch.add(index, encoded)
-        return batches
-
-    async def _publish_async(
-        self,
-        events: Sequence[InputRoomEvent],
-        batches: Sequence[_Batch],
-        results: list[EventResult | None],
-    ) -> None:
-        failure: str | None = None
-        try:
-            await self.bus.publish_inputs([(b.room_id, b.payload()) for b in batches])
-        except Exception as exc:  # some may be stored: resubmitting is idempotent
-            log.warning("queueing input failed: %s: %s", type(exc).__name__, exc)
-            failure = f"could not queue the event: {type(exc).__name__}: {exc}"
-        for batch in batches:
-            for index in batch.indexes:
-                outcome = Outcome.QUEUED if failure is None else Outcome.ERROR
-                results[index] = EventResult(_event_id_hint(events[index]), outcome, failure)
-
-    async def _submit_sync(
-        self,
-        events: Sequence[InputRoomEvent],
-        batches: Sequence[_Batch],
-        results: list[EventResult | None],
-    ) -> None:
-        replies: Sequence[bytes | None]
-        failure = "timed out waiting for the outcome; the event stays queued"
-        try:
-            replies = await self.bus.submit_sync([(b.room_id, b.payload()) for b in batches])
-        except SyncReplyTimeout as exc:
-            replies = exc.replies
-        except Exception as exc:  # some may be stored: resubmitting is idempotent
-            log.warning("submitting input failed: %s: %s", type(exc).__name__, exc)
-            replies = [None] * len(batches)
-            failure = f"could not queue the event: {type(exc).__name__}: {exc}"
-        for batch, reply in zip(batches, replies, strict=True):
-            answers = _decode_replies(reply, len(batch.indexes))
-            for index, answer in zip(batch.indexes, answers, strict=True):
-                results[index] = answer or EventResult(
-                    _event_id_hint(events[index]), Outcome.ERROR, failure
-                )
+        order beyond ``submit.MAX_INPUT_MESSAGE_BYTES``. Never raises for bad input or a
+        failing stream: an event that cannot be routed is ``INVALID``; one that could not be
+        queued, or whose outcome did not arrive in time, is ``ERROR`` (submitting it again is
+        safe)."""
+        return await submit_input(
+            self.bus,
+            request,
+            blobs=self.blobs,
+            inline_max_bytes=self.inline_state_ids_max_bytes,
+        )
 
     # -- queries -------------------------------------------------------------------------------
 
