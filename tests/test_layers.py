@@ -1,10 +1,10 @@
 """The import rules between layers (docs: README "How it works"), checked on the source.
 
-``app.py`` is the composition root (with ``handler.py``, the room workers' handler, and
-``submit.py``, the submission side, that it composes) and ``service/`` sits on top of it: none
-of them imports ``service/``. ``query/`` reads through the state read model (``state_view``), never
-through the input pipeline's modules. ``input``, ``storage``, ``bus`` and ``federation`` meet
-only through ``ports.py``.
+``app.py`` is the composition root (with ``startup.py``, opening the parts, ``handler.py``, the
+room workers' handler, and ``submit.py``, the submission side) and ``service/`` sits on top of
+it: none of them imports ``service/``. ``query/`` reads through the state read model
+(``state_view``), never through the input pipeline's modules. ``input``, ``storage``, ``bus``
+and ``federation`` meet only through ``ports.py``.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ FORBIDDEN = [
     ("app.py", "roomserver.service"),
     ("handler.py", "roomserver.service"),
     ("submit.py", "roomserver.service"),
+    ("startup.py", "roomserver.service"),
     ("handler.py", "roomserver.app"),
     ("submit.py", "roomserver.app"),
+    ("startup.py", "roomserver.app"),
     ("config.py", "roomserver.service"),
     ("metrics.py", "roomserver.service"),
     ("state_view.py", "roomserver.input"),

@@ -1,7 +1,10 @@
 """The composition root: config ► storage ► bus ► federation ► input ► the ``Roomserver`` facade.
 
-This is the only module that knows every adapter. ``Roomserver.open(...)`` (or
-``Roomserver.from_config(config)``) is an async context manager::
+``startup.py`` opens the parts (signing key, storage, the stream, federation, the input
+pipeline): it and this module are the only ones that know every adapter. ``Roomserver``
+composes them with the room workers' handler of input messages (``handler.py``) and the
+submission side (``submit.py``), and answers queries and operators' requests.
+``Roomserver.open(...)`` (or ``Roomserver.from_config(config)``) is an async context manager::
 
     async with Roomserver.open(data_dir="./data", server_name="example.org") as rs:
         response = await rs.input_room_events(InputRoomEventsRequest(events=[...]))
@@ -13,19 +16,16 @@ port, its store under ``data_dir``) and SQLite under ``data_dir``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
 import logging
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from roomserver.api import (
     InputRoomEventsRequest,
@@ -34,140 +34,37 @@ from roomserver.api import (
     StoredEvent,
     decode_output_event,
 )
-from roomserver.bus import Bus, BusConfig, EmbeddedNatsServer
+from roomserver.bus import Bus
 from roomserver.bus.admin import Intervention, InterventionOutcome, QueuedRoom, SkippedMessage
-from roomserver.bus.blobs import JetStreamBlobStore
 from roomserver.bus.subjects import input_stream_name
-from roomserver.config import KEY_ID_RE, Config, FederationConfig
-from roomserver.core.base64 import decode_base64, encode_base64
+from roomserver.config import Config, FederationConfig
 from roomserver.core.ids import EventId, RoomId
 from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
-from roomserver.federation.fetcher import FederationFetcher
-from roomserver.federation.keyring import KeyRing, Notary
+from roomserver.federation.keyring import KeyRing
 from roomserver.handler import InputHandler
 from roomserver.input import (
-    InputConfig,
     InputProcessor,
     statelists,
 )
-from roomserver.input.bulk import BulkStore, OutlierImporter
+from roomserver.input.bulk import OutlierImporter
 from roomserver.metrics import Metrics
 from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
+from roomserver.startup import (
+    DEFAULT_KEY_ID,
+    DEFAULT_OUTPUT_DURABLE,
+    check_key_id,
+    flush_unsent_outboxes,
+    open_parts,
+)
+from roomserver.startup import SharedSQLiteError as SharedSQLiteError
 from roomserver.storage import open_storage
 from roomserver.storage.inspect import EventCounts, RoomOverview
 from roomserver.submit import submit_input
 
 log = logging.getLogger(__name__)
-
-
-#: The file (under data_dir) where a running embedded nats-server's URL is written, so that
-#: ``roomserver input`` / ``state`` on the same data directory can reach the running service.
-NATS_URL_FILE = "nats.url"
-
-#: The durable output subscription every roomserver creates on start, so that outputs are kept
-#: (the output stream has interest retention) until a consumer reads them with ``outputs()``.
-DEFAULT_OUTPUT_DURABLE = "roomserver-outputs"
-
-
-# ---------------------------------------------------------------------------------------------
-# Signing key
-
-
-#: The key ID of a signing key given without one, and of key files written before key files
-#: carried their ID (a bare base64 seed).
-DEFAULT_KEY_ID = "ed25519:auto"
-
-
-def check_key_id(key_id: str) -> str:
-    """``key_id`` if it is an ed25519 signing key ID (``config.KEY_ID_RE``); else ``ValueError``."""
-    if not KEY_ID_RE.fullmatch(key_id):
-        raise ValueError(f"signing key ID {key_id!r}: expected 'ed25519:' then [a-zA-Z0-9_-]")
-    return key_id
-
-
-def load_or_create_signing_key(path: Path) -> tuple[str, SigningKey]:
-    """Read ``ed25519 <version> <unpadded base64 seed>`` from ``path`` (key ID
-    ``ed25519:<version>``), creating it if missing. A file holding only the base64 seed (or
-    ``ed25519 <seed>``) is an older key file: its key ID is ``ed25519:auto``."""
-    if path.exists():
-        parts = path.read_text(encoding="ascii").split()
-        if len(parts) == 1 or (len(parts) == 2 and parts[0] == "ed25519"):
-            key_id, encoded = DEFAULT_KEY_ID, parts[-1]
-        elif len(parts) == 3 and parts[0] == "ed25519":
-            key_id, encoded = f"ed25519:{parts[1]}", parts[2]
-        else:
-            raise ValueError(f"{path}: expected 'ed25519 <version> <base64 seed>'")
-        if not KEY_ID_RE.fullmatch(key_id):
-            raise ValueError(f"{path}: the key version must be [a-zA-Z0-9_-]")
-        try:
-            seed = decode_base64(encoded)
-        except ValueError:
-            raise ValueError(f"{path}: the key seed is not valid base64") from None
-        if len(seed) != 32:
-            raise ValueError(f"{path}: the key seed must be 32 bytes")
-        return key_id, SigningKey(seed)
-    key = SigningKey.generate()
-    version = "a_" + encode_base64(bytes(key.verify_key)[:3], url_safe=True).replace("-", "_")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"ed25519 {version} {encode_base64(bytes(key))}\n", encoding="ascii")
-    path.chmod(0o600)
-    return f"ed25519:{version}", key
-
-
-# ---------------------------------------------------------------------------------------------
-# Start-up
-
-
-class SharedSQLiteError(RuntimeError):
-    """A second process running room workers on one SQLite database."""
-
-
-def lock_sqlite_for_workers(database_url: str) -> IO[bytes]:
-    """Take ``<database>.workers.lock``: one process with room workers per SQLite file.
-
-    Several processes sharing one SQLite file would serialise every write on the file lock,
-    each holding its own write-ahead-log view; scale-out is tested and supported on PostgreSQL
-    only, so a second process is refused here rather than left to fail under load. Processes
-    that only submit and query (``run_workers=False``) may share the file. Blocking file I/O:
-    call it in a thread."""
-    path = Path(database_url.removeprefix("sqlite:").removeprefix("//"))
-    lock_path = path.with_name(path.name + ".workers.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "ab")  # noqa: SIM115 - held open until the roomserver closes
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise SharedSQLiteError(
-            f"the SQLite database {path} is already used by another roomserver process "
-            "running room workers; several processes need one PostgreSQL database "
-            "(database.url: postgresql://...), see docs/scale-out.md"
-        ) from None
-    return handle
-
-
-async def flush_unsent_outboxes(storage: Storage, processor: InputProcessor) -> int:
-    """Publish what a process that died left committed but not marked sent (in every room).
-
-    Outputs are marked sent a little after they are published; a process that dies in between
-    leaves them unsent, and without this sweep they would be published again only with the
-    room's next input, perhaps after the stream's duplicate window. Republishing them now, with
-    their stable message IDs, lets the output stream drop them as duplicates. Returns the number
-    of rooms swept."""
-    rooms = await storage.rooms_with_unsent_outbox()
-    for room_id in rooms:
-        await processor.flush_outbox(room_id)
-    if rooms:
-        log.info("published the unsent outputs of %d rooms", len(rooms))
-    return len(rooms)
-
-
-#: Time a room worker's handler gets beyond the message's fetch deadline, to process and
-#: commit its batch of events (a batch of a few hundred events takes well under a second).
-BATCH_PROCESSING_MARGIN_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,8 +183,9 @@ class Roomserver:
         base URL (overrides for tests and private deployments), ``False`` to never fetch over
         federation, or ``None`` for the defaults. ``max_missing_processing_s`` bounds the time
         one input message (a batch of one room's events) may spend fetching missing data (its
-        handler gets ``BATCH_PROCESSING_MARGIN_S`` more; a live handler keeps its message with
-        in-progress acks, so the stream's short AckWait only bounds a dead process).
+        handler gets ``startup.BATCH_PROCESSING_MARGIN_S`` more; a live handler keeps its
+        message with in-progress acks, so the stream's short AckWait only bounds a dead
+        process).
         ``signing_key`` signs as ``signing_key_id`` (default ``ed25519:auto``); without it the
         key and its ID come from ``<data_dir>/signing.key``, generated when missing.
         ``nats_url`` may name several servers of a cluster (comma-separated);
@@ -352,125 +250,26 @@ class Roomserver:
         own_key: tuple[str, SigningKey] | None,
         run_workers: bool,
     ) -> Roomserver:
-        data_dir = Path(config.data_dir)
-        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-        key: SigningKey
-        if own_key is None:
-            key_id, key = await asyncio.to_thread(
-                load_or_create_signing_key, config.signing_key_file
-            )
-        else:
-            key_id, key = own_key
-
-        if run_workers and config.database_url.startswith("sqlite:"):
-            lock = await asyncio.to_thread(lock_sqlite_for_workers, config.database_url)
-            stack.callback(lock.close)
-        storage = await open_storage(config.database_url)
-        stack.push_async_callback(storage.close)
-
-        nats_url = config.nats.url
-        url_file = data_dir / NATS_URL_FILE
-        if nats_url is None:
-            server = EmbeddedNatsServer(data_dir)
-            await stack.enter_async_context(server)
-            nats_url = server.url
-            await asyncio.to_thread(url_file.write_text, nats_url + "\n")
-            stack.push_async_callback(asyncio.to_thread, url_file.unlink, True)
-
-        # A message's fetches share max_missing_processing_s; the handler also gets time to
-        # process and commit the whole batch.
-        handler_timeout = config.input.max_missing_processing_s + BATCH_PROCESSING_MARGIN_S
-        bus_config = BusConfig(
-            prefix=config.nats.stream_prefix,
-            replicas=config.nats.replicas,
-            **config.nats.bus_limits(),
-            # AckWait stays short (the failover time): in-progress acks keep a message while
-            # its handler runs.
-            handler_timeout=handler_timeout,
-            output_max_age=7 * 24 * 3600.0,
-        )
-        bus = await Bus.connect(
-            nats_url, config=bus_config, name=f"roomserver {config.server_name}"
-        )
-        stack.push_async_callback(bus.close)
-        blobs = await JetStreamBlobStore.open(bus.js, bus.config)
-        if run_workers:
-            subscription = await bus.output_subscription(DEFAULT_OUTPUT_DURABLE)
-            await subscription.close()
-
-        fed = config.federation
-        client = FederationClient(
-            server_name=config.server_name,
-            signing_key=key,
-            key_id=key_id,
-            overrides=fed.server_overrides,
-            verify_tls=fed.verify_tls,
-            request_timeout=fed.request_timeout_s,
-        )
-        stack.push_async_callback(client.close)
-        keyring = KeyRing(
-            client,
-            cache=storage,
-            notaries=[Notary(name) for name in fed.notary_servers],
-        )
-        keyring.add_verify_key(config.server_name, key_id, key.verify_key)
-        for trusted_server, keys in sorted(fed.trusted_keys.items()):
-            for trusted_id, verify_key in sorted(keys.items()):
-                keyring.add_verify_key(
-                    trusted_server, trusted_id, VerifyKey(decode_base64(verify_key))
-                )
-        fetcher = (
-            FederationFetcher(
-                client,
-                keyring,
-                server_name=config.server_name,
-                max_missing_processing_time=config.input.max_missing_processing_s,
-                request_timeout=fed.request_timeout_s,
-            )
-            if fed.enabled
-            else None
-        )
-        metrics = Metrics()
-        processor: InputProcessor | None = None
-        bulk: OutlierImporter | None = None
-        if run_workers and isinstance(storage, BulkStore):
-            pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bulk-verify")
-            stack.callback(pool.shutdown, wait=False)
-            bulk = OutlierImporter(storage, keyring, server_name=config.server_name, executor=pool)
-        if run_workers:
-            processor = InputProcessor(
-                storage,
-                keyring,
-                fetcher,
-                bus,
-                server_name=config.server_name,
-                config=InputConfig(
-                    max_missing_processing_s=config.input.max_missing_processing_s,
-                    verify_threads=config.input.verify_threads,
-                    # The federation fetcher verifies what it returns already.
-                    verify_fetched_events=False,
-                ),
-            )
+        parts = await open_parts(stack, config, own_key, run_workers)
         rs = cls(
             config=config,
-            storage=storage,
-            bus=bus,
-            processor=processor,
-            keyring=keyring,
-            federation_client=client,
-            metrics=metrics,
+            storage=parts.storage,
+            bus=parts.bus,
+            processor=parts.processor,
+            keyring=parts.keyring,
+            federation_client=parts.federation_client,
+            metrics=Metrics(),
             exit_stack=stack,
-            nats_url=nats_url,
-            catalog=storage,
-            blobs=blobs,
-            bulk=bulk,
+            nats_url=parts.nats_url,
+            catalog=parts.storage,
+            blobs=parts.blobs,
+            bulk=parts.bulk,
         )
-        if run_workers:
-            assert processor is not None
-            await flush_unsent_outboxes(storage, processor)
+        if parts.processor is not None:
+            await flush_unsent_outboxes(parts.storage, parts.processor)
             # Workers stop first on close (the stack unwinds in reverse).
-            await bus.start_workers(rs.handler.handle, unit_handler=rs.handler.handle_unit)
-            stack.push_async_callback(bus.stop_workers)
+            await parts.bus.start_workers(rs.handler.handle, unit_handler=rs.handler.handle_unit)
+            stack.push_async_callback(parts.bus.stop_workers)
         return rs
 
     async def close(self, *, grace: float = 30.0) -> None:

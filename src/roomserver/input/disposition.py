@@ -11,7 +11,7 @@
 | any other exception (a bug, corrupt data)        | RETRY with backoff up to           |
 |                                                  | ``max_attempts``, then TERMINATE   |
 
-``Disposition`` is ``roomserver.ports.Disposition``, the bus's vocabulary too; ``app.py``
+``Disposition`` is ``roomserver.ports.Disposition``, the bus's vocabulary too; ``handler.py``
 translates a ``Decision`` into the bus's ``HandlerResult``.
 """
 
