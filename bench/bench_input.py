@@ -5,11 +5,11 @@
                                           [--database-url URL]
 
 Drives ``handle_message(InputProcessor, ...)`` directly (the same call the bus handler makes in
-``app.py``: decode the input message, process its events, publish, encode the reply), with
+``handler.py``: decode the input message, process its events, publish, encode the reply), with
 messages of ``--batch`` events of one room (1: one event per message), against
 real storage (SQLite in a temp dir by default) with a no-op publisher and the real ``KeyRing``
 (signature verification on, the signer's key given out of band, storage as its key cache, as
-``app.py`` wires it). One room of ``--events`` events is processed sequentially, as the bus
+``startup.py`` wires it). One room of ``--events`` events is processed sequentially, as the bus
 delivers them; ``--rooms R`` additionally runs R rooms x ``--per-room`` events, interleaved
 round-robin (the order a busy worker pool sees them). Each run uses a fresh database; the
 median of ``--repeat`` runs is reported.

@@ -30,6 +30,8 @@ from roomserver.api import (
     encode_input_room_event,
     encode_output_event,
 )
+from roomserver.core.hashes import compute_event_id
+from roomserver.input.errors import event_id_of_failure
 
 PDU = {"type": "m.room.message", "content": {"body": "é"}, "room_id": "!r:x"}
 
@@ -152,3 +154,28 @@ def test_event_result_round_trip() -> None:
         EventResult(None, Outcome.INVALID, "bad"),
     ):
         assert decode_event_result(encode_event_result(result)) == result
+
+
+def test_event_id_hint() -> None:
+    """Computed under the item's room version; else the PDU's ``event_id``; never raises."""
+    computed = InputRoomEvent(event=PDU, room_version="10").event_id_hint()
+    assert computed == compute_event_id(PDU, "10")
+    assert computed is not None and computed.startswith("$")
+    v1 = {**PDU, "event_id": "$abc:x"}
+    assert InputRoomEvent(event=v1).event_id_hint() == "$abc:x"
+    assert InputRoomEvent(event=v1, room_version="1").event_id_hint() == "$abc:x"
+    assert InputRoomEvent(event=PDU).event_id_hint() is None
+    assert InputRoomEvent(event={**PDU, "event_id": 5}).event_id_hint() is None
+    assert InputRoomEvent(event=PDU, room_version="no such version").event_id_hint() is None
+    assert InputRoomEvent(event=PDU, room_version="1").event_id_hint() is None  # no event_id
+    assert InputRoomEvent(event="not an object").event_id_hint() is None  # type: ignore[arg-type]
+
+
+def test_event_id_of_failure() -> None:
+    """The ID the pipeline noted on the exception first, else the item's hint."""
+    item = InputRoomEvent(event={**PDU, "event_id": "$abc:x"})
+    assert event_id_of_failure(RuntimeError("boom"), item) == "$abc:x"
+    noted = RuntimeError("boom")
+    noted.input_event_id = "$noted"  # type: ignore[attr-defined]
+    assert event_id_of_failure(noted, item) == "$noted"
+    assert event_id_of_failure(RuntimeError("boom"), InputRoomEvent(event=PDU)) is None

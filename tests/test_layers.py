@@ -1,9 +1,10 @@
 """The import rules between layers (docs: README "How it works"), checked on the source.
 
-``app.py`` is the composition root and ``service/`` sits on top of it: ``app.py`` never
-imports ``service/``. ``query/`` reads through the state read model (``state_view``), never
-through the input pipeline's modules. ``input``, ``storage``, ``bus`` and ``federation`` meet
-only through ``ports.py``.
+``app.py`` is the composition root (with ``startup.py``, opening the parts, ``handler.py``, the
+room workers' handler, and ``submit.py``, the submission side) and ``service/`` sits on top of
+it: none of them imports ``service/``. ``query/`` reads through the state read model
+(``state_view``), never through the input pipeline's modules. ``input``, ``storage``, ``bus``
+and ``federation`` meet only through ``ports.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def _sources(target: str) -> list[Path]:
 
 FORBIDDEN = [
     ("app.py", "roomserver.service"),
+    ("handler.py", "roomserver.service"),
+    ("submit.py", "roomserver.service"),
+    ("startup.py", "roomserver.service"),
+    ("handler.py", "roomserver.app"),
+    ("submit.py", "roomserver.app"),
+    ("startup.py", "roomserver.app"),
     ("config.py", "roomserver.service"),
     ("metrics.py", "roomserver.service"),
     ("state_view.py", "roomserver.input"),

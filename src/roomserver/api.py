@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roomserver.core.errors import CoreError
-from roomserver.core.hashes import compute_room_id
+from roomserver.core.hashes import compute_event_id, compute_room_id
 from roomserver.core.identifiers import MAX_ID_BYTES, is_valid_room_id
 from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.core.pdu import Event
@@ -81,6 +81,18 @@ class InputRoomEvent:
     transaction_id: TransactionId | None = None
     verified: bool = False
     room_version: str | None = None
+
+    def event_id_hint(self) -> EventId | None:
+        """The event's ID if it can be told from the item alone, without knowing the room
+        (best effort, for results): computed under ``room_version`` when given, else the PDU's
+        ``event_id`` field; None otherwise, never an exception."""
+        try:
+            if self.room_version is not None:
+                return compute_event_id(self.event, self.room_version)
+            value = self.event.get("event_id")
+            return EventId(value) if isinstance(value, str) else None
+        except Exception:
+            return None
 
 
 @dataclass(frozen=True, slots=True)

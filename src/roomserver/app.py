@@ -1,7 +1,10 @@
 """The composition root: config ► storage ► bus ► federation ► input ► the ``Roomserver`` facade.
 
-This is the only module that knows every adapter. ``Roomserver.open(...)`` (or
-``Roomserver.from_config(config)``) is an async context manager::
+``startup.py`` opens the parts (signing key, storage, the stream, federation, the input
+pipeline): it and this module are the only ones that know every adapter. ``Roomserver``
+composes them with the room workers' handler of input messages (``handler.py``) and the
+submission side (``submit.py``), and answers queries and operators' requests.
+``Roomserver.open(...)`` (or ``Roomserver.from_config(config)``) is an async context manager::
 
     async with Roomserver.open(data_dir="./data", server_name="example.org") as rs:
         response = await rs.input_room_events(InputRoomEventsRequest(events=[...]))
@@ -13,240 +16,55 @@ port, its store under ``data_dir``) and SQLite under ``data_dir``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
 import logging
-import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from roomserver.api import (
-    INPUT_WIRE_VERSION,
-    STATE_LIST_REF_FIELD,
-    EventResult,
-    InputRoomEvent,
     InputRoomEventsRequest,
     InputRoomEventsResponse,
-    Kind,
-    Outcome,
     OutputEvent,
     StoredEvent,
-    WireFormatError,
-    decode_event_results,
-    decode_input_message,
     decode_output_event,
-    encode_event_results,
-    encode_input_item,
-    join_input_batch,
-    route_room_id,
 )
-from roomserver.bus import Bus, BusConfig, DeliveryInfo, EmbeddedNatsServer, HandlerResult
+from roomserver.bus import Bus
 from roomserver.bus.admin import Intervention, InterventionOutcome, QueuedRoom, SkippedMessage
-from roomserver.bus.blobs import JetStreamBlobStore
 from roomserver.bus.subjects import input_stream_name
-from roomserver.bus.types import SyncReplyTimeout
-from roomserver.config import KEY_ID_RE, Config, FederationConfig
-from roomserver.core.base64 import decode_base64, encode_base64
-from roomserver.core.hashes import compute_event_id
+from roomserver.config import Config, FederationConfig
 from roomserver.core.ids import EventId, RoomId
 from roomserver.core.state_keys import StateKey
 from roomserver.federation.client import FederationClient
-from roomserver.federation.fetcher import FederationFetcher
-from roomserver.federation.keyring import KeyRing, Notary
+from roomserver.federation.keyring import KeyRing
+from roomserver.handler import InputHandler
 from roomserver.input import (
-    Decision,
-    InputConfig,
     InputProcessor,
-    handle_message,
-    handle_messages,
     statelists,
 )
-from roomserver.input.bulk import BulkStore, OutlierImporter
-from roomserver.input.store import rejected_for_missing_data
+from roomserver.input.bulk import OutlierImporter
 from roomserver.metrics import Metrics
-from roomserver.ports import Disposition, RoomInfo, Storage
+from roomserver.ports import RoomInfo, Storage
 from roomserver.query import Queries
 from roomserver.query.inspect import RoomCatalog, RoomInspector
+from roomserver.startup import (
+    DEFAULT_KEY_ID,
+    DEFAULT_OUTPUT_DURABLE,
+    check_key_id,
+    flush_unsent_outboxes,
+    open_parts,
+)
+from roomserver.startup import SharedSQLiteError as SharedSQLiteError
 from roomserver.storage import open_storage
 from roomserver.storage.inspect import EventCounts, RoomOverview
+from roomserver.submit import submit_input
 
 log = logging.getLogger(__name__)
-
-
-#: The file (under data_dir) where a running embedded nats-server's URL is written, so that
-#: ``roomserver input`` / ``state`` on the same data directory can reach the running service.
-NATS_URL_FILE = "nats.url"
-
-#: The durable output subscription every roomserver creates on start, so that outputs are kept
-#: (the output stream has interest retention) until a consumer reads them with ``outputs()``.
-DEFAULT_OUTPUT_DURABLE = "roomserver-outputs"
-
-
-# ---------------------------------------------------------------------------------------------
-# Signing key
-
-
-#: The key ID of a signing key given without one, and of key files written before key files
-#: carried their ID (a bare base64 seed).
-DEFAULT_KEY_ID = "ed25519:auto"
-
-
-def check_key_id(key_id: str) -> str:
-    """``key_id`` if it is an ed25519 signing key ID (``config.KEY_ID_RE``); else ``ValueError``."""
-    if not KEY_ID_RE.fullmatch(key_id):
-        raise ValueError(f"signing key ID {key_id!r}: expected 'ed25519:' then [a-zA-Z0-9_-]")
-    return key_id
-
-
-def load_or_create_signing_key(path: Path) -> tuple[str, SigningKey]:
-    """Read ``ed25519 <version> <unpadded base64 seed>`` from ``path`` (key ID
-    ``ed25519:<version>``), creating it if missing. A file holding only the base64 seed (or
-    ``ed25519 <seed>``) is an older key file: its key ID is ``ed25519:auto``."""
-    if path.exists():
-        parts = path.read_text(encoding="ascii").split()
-        if len(parts) == 1 or (len(parts) == 2 and parts[0] == "ed25519"):
-            key_id, encoded = DEFAULT_KEY_ID, parts[-1]
-        elif len(parts) == 3 and parts[0] == "ed25519":
-            key_id, encoded = f"ed25519:{parts[1]}", parts[2]
-        else:
-            raise ValueError(f"{path}: expected 'ed25519 <version> <base64 seed>'")
-        if not KEY_ID_RE.fullmatch(key_id):
-            raise ValueError(f"{path}: the key version must be [a-zA-Z0-9_-]")
-        try:
-            seed = decode_base64(encoded)
-        except ValueError:
-            raise ValueError(f"{path}: the key seed is not valid base64") from None
-        if len(seed) != 32:
-            raise ValueError(f"{path}: the key seed must be 32 bytes")
-        return key_id, SigningKey(seed)
-    key = SigningKey.generate()
-    version = "a_" + encode_base64(bytes(key.verify_key)[:3], url_safe=True).replace("-", "_")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"ed25519 {version} {encode_base64(bytes(key))}\n", encoding="ascii")
-    path.chmod(0o600)
-    return f"ed25519:{version}", key
-
-
-# ---------------------------------------------------------------------------------------------
-# Start-up
-
-
-class SharedSQLiteError(RuntimeError):
-    """A second process running room workers on one SQLite database."""
-
-
-def lock_sqlite_for_workers(database_url: str) -> IO[bytes]:
-    """Take ``<database>.workers.lock``: one process with room workers per SQLite file.
-
-    Several processes sharing one SQLite file would serialise every write on the file lock,
-    each holding its own write-ahead-log view; scale-out is tested and supported on PostgreSQL
-    only, so a second process is refused here rather than left to fail under load. Processes
-    that only submit and query (``run_workers=False``) may share the file. Blocking file I/O:
-    call it in a thread."""
-    path = Path(database_url.removeprefix("sqlite:").removeprefix("//"))
-    lock_path = path.with_name(path.name + ".workers.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "ab")  # noqa: SIM115 - held open until the roomserver closes
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise SharedSQLiteError(
-            f"the SQLite database {path} is already used by another roomserver process "
-            "running room workers; several processes need one PostgreSQL database "
-            "(database.url: postgresql://...), see docs/scale-out.md"
-        ) from None
-    return handle
-
-
-async def flush_unsent_outboxes(storage: Storage, processor: InputProcessor) -> int:
-    """Publish what a process that died left committed but not marked sent (in every room).
-
-    Outputs are marked sent a little after they are published; a process that dies in between
-    leaves them unsent, and without this sweep they would be published again only with the
-    room's next input, perhaps after the stream's duplicate window. Republishing them now, with
-    their stable message IDs, lets the output stream drop them as duplicates. Returns the number
-    of rooms swept."""
-    rooms = await storage.rooms_with_unsent_outbox()
-    for room_id in rooms:
-        await processor.flush_outbox(room_id)
-    if rooms:
-        log.info("published the unsent outputs of %d rooms", len(rooms))
-    return len(rooms)
-
-
-# ---------------------------------------------------------------------------------------------
-# Routing an input event to its room
-
-
-def _event_id_hint(item: InputRoomEvent) -> EventId | None:
-    """The event ID if it can be told without knowing the room (best effort, for replies)."""
-    try:
-        if item.room_version is not None:
-            return compute_event_id(item.event, item.room_version)
-        value = item.event.get("event_id")
-        return EventId(value) if isinstance(value, str) else None
-    except Exception:
-        return None
-
-
-#: Time a room worker's handler gets beyond the message's fetch deadline, to process and
-#: commit its batch of events (a batch of a few hundred events takes well under a second).
-BATCH_PROCESSING_MARGIN_S = 30.0
-
-#: The most a batched input message carries (its events' encoded size): well under NATS's
-#: default 1 MiB ``max_payload``. A larger single event travels alone.
-MAX_INPUT_MESSAGE_BYTES = 256 * 1024
-
-
-#: Present in an encoded input message that holds an outlier (``kind`` 1).
-_OUTLIER_MARK = b'"kind":1'
-
-
-class _Batch:
-    """The events of one request for one room that travel as one input message."""
-
-    __slots__ = ("encoded", "indexes", "room_id", "size")
-
-    def __init__(self, room_id: str) -> None:
-        self.room_id = room_id
-        self.indexes: list[int] = []  # positions in the request
-        self.encoded: list[bytes] = []
-        self.size = 0
-
-    def add(self, index: int, encoded: bytes) -> None:
-        self.indexes.append(index)
-        self.encoded.append(encoded)
-        self.size += len(encoded) + 1
-
-    def payload(self) -> bytes:
-        return join_input_batch(self.encoded)
-
-
-def _decode_replies(reply: bytes | None, count: int) -> list[EventResult | None]:
-    """The results in a sync reply to a message of ``count`` events (``None``: unknown)."""
-    if reply is None:
-        return [None] * count
-    try:
-        results: list[EventResult | None] = list(decode_event_results(reply))
-    except WireFormatError as exc:
-        log.error("undecodable reply to an input message: %s", exc)
-        return [None] * count
-    if len(results) == 1 and count > 1 and results[0] is not None:
-        # The whole message failed as one (undecodable): every event shares its result.
-        return results * count
-    if len(results) != count:
-        log.error("reply to an input message of %d events has %d results", count, len(results))
-        return [None] * count
-    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +117,6 @@ class Roomserver:
         self.config = config
         self.storage = storage
         self.bus = bus
-        self.processor = processor
         self.keyring = keyring
         self.federation_client = federation_client
         self.metrics = metrics
@@ -308,11 +125,41 @@ class Roomserver:
         self.inspector = RoomInspector(catalog) if catalog is not None else None
         self._exit_stack = exit_stack
         self._closed = False
-        #: Where large ``state_event_ids`` lists travel (``input/statelists.py``).
-        self.blobs = blobs
+        #: The room workers' handler of input messages (``handler.py``).
+        self.handler = InputHandler(
+            processor=processor, storage=storage, metrics=metrics, blobs=blobs, bulk=bulk
+        )
+        #: A ``state_event_ids`` list larger than this (encoded) travels as a blob.
         self.inline_state_ids_max_bytes = statelists.INLINE_STATE_IDS_MAX_BYTES
-        #: The bulk path for messages of many outliers (``input/bulk.py``); None: off.
-        self.bulk = bulk
+
+    # The handler's parts, read and set through the roomserver.
+
+    @property
+    def processor(self) -> InputProcessor | None:
+        """The input pipeline of the room workers; None in a process without them."""
+        return self.handler.processor
+
+    @processor.setter
+    def processor(self, processor: InputProcessor | None) -> None:
+        self.handler.processor = processor
+
+    @property
+    def blobs(self) -> statelists.BlobStore | None:
+        """Where large ``state_event_ids`` lists travel (``input/statelists.py``)."""
+        return self.handler.blobs
+
+    @blobs.setter
+    def blobs(self, blobs: statelists.BlobStore | None) -> None:
+        self.handler.blobs = blobs
+
+    @property
+    def bulk(self) -> OutlierImporter | None:
+        """The bulk path for messages of many outliers (``input/bulk.py``); None: off."""
+        return self.handler.bulk
+
+    @bulk.setter
+    def bulk(self, bulk: OutlierImporter | None) -> None:
+        self.handler.bulk = bulk
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -336,8 +183,9 @@ class Roomserver:
         base URL (overrides for tests and private deployments), ``False`` to never fetch over
         federation, or ``None`` for the defaults. ``max_missing_processing_s`` bounds the time
         one input message (a batch of one room's events) may spend fetching missing data (its
-        handler gets ``BATCH_PROCESSING_MARGIN_S`` more; a live handler keeps its message with
-        in-progress acks, so the stream's short AckWait only bounds a dead process).
+        handler gets ``startup.BATCH_PROCESSING_MARGIN_S`` more; a live handler keeps its
+        message with in-progress acks, so the stream's short AckWait only bounds a dead
+        process).
         ``signing_key`` signs as ``signing_key_id`` (default ``ed25519:auto``); without it the
         key and its ID come from ``<data_dir>/signing.key``, generated when missing.
         ``nats_url`` may name several servers of a cluster (comma-separated);
@@ -402,125 +250,26 @@ class Roomserver:
         own_key: tuple[str, SigningKey] | None,
         run_workers: bool,
     ) -> Roomserver:
-        data_dir = Path(config.data_dir)
-        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-        key: SigningKey
-        if own_key is None:
-            key_id, key = await asyncio.to_thread(
-                load_or_create_signing_key, config.signing_key_file
-            )
-        else:
-            key_id, key = own_key
-
-        if run_workers and config.database_url.startswith("sqlite:"):
-            lock = await asyncio.to_thread(lock_sqlite_for_workers, config.database_url)
-            stack.callback(lock.close)
-        storage = await open_storage(config.database_url)
-        stack.push_async_callback(storage.close)
-
-        nats_url = config.nats.url
-        url_file = data_dir / NATS_URL_FILE
-        if nats_url is None:
-            server = EmbeddedNatsServer(data_dir)
-            await stack.enter_async_context(server)
-            nats_url = server.url
-            await asyncio.to_thread(url_file.write_text, nats_url + "\n")
-            stack.push_async_callback(asyncio.to_thread, url_file.unlink, True)
-
-        # A message's fetches share max_missing_processing_s; the handler also gets time to
-        # process and commit the whole batch.
-        handler_timeout = config.input.max_missing_processing_s + BATCH_PROCESSING_MARGIN_S
-        bus_config = BusConfig(
-            prefix=config.nats.stream_prefix,
-            replicas=config.nats.replicas,
-            **config.nats.bus_limits(),
-            # AckWait stays short (the failover time): in-progress acks keep a message while
-            # its handler runs.
-            handler_timeout=handler_timeout,
-            output_max_age=7 * 24 * 3600.0,
-        )
-        bus = await Bus.connect(
-            nats_url, config=bus_config, name=f"roomserver {config.server_name}"
-        )
-        stack.push_async_callback(bus.close)
-        blobs = await JetStreamBlobStore.open(bus.js, bus.config)
-        if run_workers:
-            subscription = await bus.output_subscription(DEFAULT_OUTPUT_DURABLE)
-            await subscription.close()
-
-        fed = config.federation
-        client = FederationClient(
-            server_name=config.server_name,
-            signing_key=key,
-            key_id=key_id,
-            overrides=fed.server_overrides,
-            verify_tls=fed.verify_tls,
-            request_timeout=fed.request_timeout_s,
-        )
-        stack.push_async_callback(client.close)
-        keyring = KeyRing(
-            client,
-            cache=storage,
-            notaries=[Notary(name) for name in fed.notary_servers],
-        )
-        keyring.add_verify_key(config.server_name, key_id, key.verify_key)
-        for trusted_server, keys in sorted(fed.trusted_keys.items()):
-            for trusted_id, verify_key in sorted(keys.items()):
-                keyring.add_verify_key(
-                    trusted_server, trusted_id, VerifyKey(decode_base64(verify_key))
-                )
-        fetcher = (
-            FederationFetcher(
-                client,
-                keyring,
-                server_name=config.server_name,
-                max_missing_processing_time=config.input.max_missing_processing_s,
-                request_timeout=fed.request_timeout_s,
-            )
-            if fed.enabled
-            else None
-        )
-        metrics = Metrics()
-        processor: InputProcessor | None = None
-        bulk: OutlierImporter | None = None
-        if run_workers and isinstance(storage, BulkStore):
-            pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bulk-verify")
-            stack.callback(pool.shutdown, wait=False)
-            bulk = OutlierImporter(storage, keyring, server_name=config.server_name, executor=pool)
-        if run_workers:
-            processor = InputProcessor(
-                storage,
-                keyring,
-                fetcher,
-                bus,
-                server_name=config.server_name,
-                config=InputConfig(
-                    max_missing_processing_s=config.input.max_missing_processing_s,
-                    verify_threads=config.input.verify_threads,
-                    # The federation fetcher verifies what it returns already.
-                    verify_fetched_events=False,
-                ),
-            )
+        parts = await open_parts(stack, config, own_key, run_workers)
         rs = cls(
             config=config,
-            storage=storage,
-            bus=bus,
-            processor=processor,
-            keyring=keyring,
-            federation_client=client,
-            metrics=metrics,
+            storage=parts.storage,
+            bus=parts.bus,
+            processor=parts.processor,
+            keyring=parts.keyring,
+            federation_client=parts.federation_client,
+            metrics=Metrics(),
             exit_stack=stack,
-            nats_url=nats_url,
-            catalog=storage,
-            blobs=blobs,
-            bulk=bulk,
+            nats_url=parts.nats_url,
+            catalog=parts.storage,
+            blobs=parts.blobs,
+            bulk=parts.bulk,
         )
-        if run_workers:
-            assert processor is not None
-            await flush_unsent_outboxes(storage, processor)
+        if parts.processor is not None:
+            await flush_unsent_outboxes(parts.storage, parts.processor)
             # Workers stop first on close (the stack unwinds in reverse).
-            await bus.start_workers(rs._handle, unit_handler=rs._handle_unit)
-            stack.push_async_callback(bus.stop_workers)
+            await parts.bus.start_workers(rs.handler.handle, unit_handler=rs.handler.handle_unit)
+            stack.push_async_callback(parts.bus.stop_workers)
         return rs
 
     async def close(self, *, grace: float = 30.0) -> None:
@@ -561,225 +310,23 @@ class Roomserver:
             return
         self.metrics.queue_depth.set(info.state.messages)
 
-    # -- the bus handler -----------------------------------------------------------------------
-
-    async def _handle(self, room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult:
-        assert self.processor is not None
-        started = time.perf_counter()
-        if info.num_delivered > 1:
-            self.metrics.redeliveries.inc()
-        try:
-            resolved = await statelists.resolve_payload(payload, self.blobs, self._final_and_stored)
-        except statelists.StateListLost as exc:
-            log.error("input message %d of %s: %s", info.stream_seq, room_id, exc)
-            return HandlerResult.terminate(str(exc))
-        except Exception as exc:  # the blob store is unreachable: try again later
-            return HandlerResult.retry(1.0, reason=f"state list not read: {exc}")
-        if self.bulk is not None and _OUTLIER_MARK in resolved.payload:
-            try:
-                answered = await self._import_outliers(RoomId(room_id), resolved.payload)
-            except Exception as exc:  # nothing decided is lost: the normal path does it all
-                log.warning("bulk path for message %d failed: %s", info.stream_seq, exc)
-                answered = None
-            if answered is not None:  # every event of the message has its stored outcome
-                self.metrics.processing_seconds.observe(time.perf_counter() - started)
-                for result in answered:
-                    self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
-                return HandlerResult.ack(encode_event_results(answered))
-        decision = await handle_message(
-            self.processor, RoomId(room_id), resolved.payload, info, max_attempts=10
-        )
-        if resolved.refs and decision.disposition is Disposition.ACK:
-            assert self.blobs is not None
-            try:
-                await statelists.release(self.blobs, resolved.refs, self._final_and_stored)
-            except Exception as exc:  # kept until the bucket's max age removes them
-                log.warning("state lists of message %d not deleted: %s", info.stream_seq, exc)
-        self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        return self._handler_result(decision)
-
-    async def _handle_unit(
-        self, room_id: str, messages: Sequence[tuple[bytes, DeliveryInfo]]
-    ) -> list[HandlerResult]:
-        """Several queued messages of one room as one unit (see ``handle_messages``). A message
-        with a state list reference or outliers is handled on its own (``_handle``: it resolves
-        the references and takes the bulk path): the unit stops before it, and when it is the
-        head, no result tells the worker to handle the head alone (with its retry backoff)."""
-        assert self.processor is not None
-        if self._handled_alone(messages[0][0]):
-            return []
-        cut = next(
-            (i for i, (payload, _) in enumerate(messages) if self._handled_alone(payload)),
-            len(messages),
-        )
-        messages = messages[:cut]
-        started = time.perf_counter()
-        decisions = await handle_messages(
-            self.processor, RoomId(room_id), messages, max_attempts=10
-        )
-        self.metrics.processing_seconds.observe(time.perf_counter() - started)
-        return [self._handler_result(decision) for decision in decisions]
-
-    def _handled_alone(self, payload: bytes) -> bool:
-        """Whether a message needs ``_handle`` itself: it carries a state list reference (to
-        resolve before decoding) or outliers (the bulk path's), which units do not handle."""
-        return (
-            self.blobs is not None and STATE_LIST_REF_FIELD.encode() in payload
-        ) or (self.bulk is not None and _OUTLIER_MARK in payload)
-
-    def _handler_result(self, decision: Decision) -> HandlerResult:
-        if decision.disposition is Disposition.RETRY:
-            return HandlerResult.retry(decision.delay_s, reason=decision.reason)
-        for result in decision.results:
-            self.metrics.events_processed.labels(outcome=result.outcome.value).inc()
-        if decision.disposition is Disposition.TERMINATE:
-            reason = decision.results[0].reason if decision.results else None
-            return HandlerResult.terminate(reason or "terminated", decision.reply)
-        return HandlerResult.ack(decision.reply)
-
-    async def _import_outliers(
-        self, room_id: RoomId, payload: bytes
-    ) -> list[EventResult] | None:
-        """The bulk path over the message's outliers. Returns the reply's results when it
-        answered every event of the message; otherwise the normal path handles the message
-        (answering what the bulk path stored from storage)."""
-        assert self.bulk is not None
-        try:
-            version, items = decode_input_message(payload)
-        except WireFormatError:
-            return None  # handle_message terminates it
-        if sum(1 for i in items if i.kind is Kind.OUTLIER) < self.bulk.min_outliers:
-            return None
-        report = await self.bulk.import_outliers(room_id, items)
-        if version != INPUT_WIRE_VERSION or len(report.results) != len(items):
-            return None
-        return [report.results[i] for i in range(len(items))]
-
-    async def _final_and_stored(self, item_json: dict[str, Any]) -> bool:
-        """Whether the event of an input item (its JSON) is stored with a final outcome."""
-        pdu = item_json.get("event")
-        room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
-        if not isinstance(pdu, dict) or not isinstance(room_id, str):
-            return False
-        version = await self.storage.room_version_of(RoomId(room_id))
-        if version is None:
-            return False
-        try:
-            event_id = compute_event_id(pdu, version)
-        except Exception:
-            return False
-        stored = (await self.storage.get_events([event_id])).get(event_id)
-        return stored is not None and not rejected_for_missing_data(stored)
-
-    # -- input ---------------------------------------------------------------------------------
+    # -- input -------------------------------------------------------------------------------
 
     async def input_room_events(self, request: InputRoomEventsRequest) -> InputRoomEventsResponse:
         """Queue the events on the input stream; for a synchronous request wait for each
         event's outcome (results in request order).
 
         The events of one room travel together: one message per (request, room), split in
-        order beyond ``MAX_INPUT_MESSAGE_BYTES``. Never raises for bad input or a failing
-        stream: an event that cannot be routed is ``INVALID``; one that could not be queued, or
-        whose outcome did not arrive in time, is ``ERROR`` (submitting it again is safe)."""
-        results: list[EventResult | None] = [None] * len(request.events)
-        encoded = await self._encode_items(request.events, results)
-        batches = self._batches(request.events, encoded, results)
-        if request.asynchronous:
-            await self._publish_async(request.events, batches, results)
-        elif batches:
-            await self._submit_sync(request.events, batches, results)
-        return InputRoomEventsResponse(results=[r for r in results if r is not None])
-
-    async def _encode_items(
-        self, events: Sequence[InputRoomEvent], results: list[EventResult | None]
-    ) -> list[bytes | None]:
-        """Each item encoded; a large ``state_event_ids`` list stored as a blob first. An item
-        whose blob could not be stored gets an ``ERROR`` result (resubmitting is safe)."""
-        out: list[bytes | None] = []
-        for index, item in enumerate(events):
-            try:
-                out.append(
-                    await statelists.encode_item(
-                        item, self.blobs, inline_max_bytes=self.inline_state_ids_max_bytes
-                    )
-                )
-            except (ValueError, TypeError, RecursionError):
-                out.append(None)  # _batches gives the INVALID result
-            except Exception as exc:
-                log.warning("storing a state list failed: %s: %s", type(exc).__name__, exc)
-                results[index] = EventResult(
-                    _event_id_hint(item),
-                    Outcome.ERROR,
-                    f"could not store its state list: {type(exc).__name__}: {exc}",
-                )
-                out.append(None)
-        return out
-
-    def _batches(
-        self,
-        events: Sequence[InputRoomEvent],
-        encoded_items: Sequence[bytes | None],
-        results: list[EventResult | None],
-    ) -> list[_Batch]:
-        """Group routable events into messages per room, in request order; the others get their
-        ``INVALID`` result in ``results``."""
-        open_batches: dict[str, _Batch] = {}
-        batches: list[_Batch] = []
-        for index, item in enumerate(events):
-            if results[index] is not None:
-                continue
-            try:
-                room_id = route_room_id(item)
-                encoded = encoded_items[index] or encode_input_item(item)
-            except (ValueError, TypeError, RecursionError) as exc:
-                results[index] = EventResult(_event_id_hint(item), Outcome.INVALID, str(exc))
-                continue
-            batch = open_batches.get(room_id)
-            if batch is None or batch.size + len(encoded) > MAX_INPUT_MESSAGE_BYTES:
-                batch = open_batches[room_id] = _Batch(room_id)
-                batches.append(batch)
-            batch.add(index, encoded)
-        return batches
-
-    async def _publish_async(
-        self,
-        events: Sequence[InputRoomEvent],
-        batches: Sequence[_Batch],
-        results: list[EventResult | None],
-    ) -> None:
-        failure: str | None = None
-        try:
-            await self.bus.publish_inputs([(b.room_id, b.payload()) for b in batches])
-        except Exception as exc:  # some may be stored: resubmitting is idempotent
-            log.warning("queueing input failed: %s: %s", type(exc).__name__, exc)
-            failure = f"could not queue the event: {type(exc).__name__}: {exc}"
-        for batch in batches:
-            for index in batch.indexes:
-                outcome = Outcome.QUEUED if failure is None else Outcome.ERROR
-                results[index] = EventResult(_event_id_hint(events[index]), outcome, failure)
-
-    async def _submit_sync(
-        self,
-        events: Sequence[InputRoomEvent],
-        batches: Sequence[_Batch],
-        results: list[EventResult | None],
-    ) -> None:
-        replies: Sequence[bytes | None]
-        failure = "timed out waiting for the outcome; the event stays queued"
-        try:
-            replies = await self.bus.submit_sync([(b.room_id, b.payload()) for b in batches])
-        except SyncReplyTimeout as exc:
-            replies = exc.replies
-        except Exception as exc:  # some may be stored: resubmitting is idempotent
-            log.warning("submitting input failed: %s: %s", type(exc).__name__, exc)
-            replies = [None] * len(batches)
-            failure = f"could not queue the event: {type(exc).__name__}: {exc}"
-        for batch, reply in zip(batches, replies, strict=True):
-            answers = _decode_replies(reply, len(batch.indexes))
-            for index, answer in zip(batch.indexes, answers, strict=True):
-                results[index] = answer or EventResult(
-                    _event_id_hint(events[index]), Outcome.ERROR, failure
-                )
+        order beyond ``submit.MAX_INPUT_MESSAGE_BYTES``. Never raises for bad input or a
+        failing stream: an event that cannot be routed is ``INVALID``; one that could not be
+        queued, or whose outcome did not arrive in time, is ``ERROR`` (submitting it again is
+        safe)."""
+        return await submit_input(
+            self.bus,
+            request,
+            blobs=self.blobs,
+            inline_max_bytes=self.inline_state_ids_max_bytes,
+        )
 
     # -- queries -------------------------------------------------------------------------------
 

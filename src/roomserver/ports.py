@@ -1,6 +1,6 @@
 """The async Protocols through which ``input`` meets storage, the bus and federation.
 
-``input``, ``storage``, ``bus`` and ``federation`` never import each other; ``app.py`` wires the
+``input``, ``storage``, ``bus`` and ``federation`` never import each other; ``startup.py`` wires the
 concrete adapters to these Protocols. Constructors take the smallest Protocol they use.
 
 State snapshots are opaque integers (``SnapshotId``) issued by storage. A snapshot is written as

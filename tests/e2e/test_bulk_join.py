@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from nacl.signing import SigningKey
 
-from roomserver import app as app_module
+from roomserver import submit as submit_module
 from roomserver.api import (
     InputRoomEvent,
     InputRoomEventsRequest,
@@ -45,7 +45,7 @@ async def _blob_names(rs: Roomserver) -> set[str]:
 async def test_join_of_a_few_hundred_members(
     open_roomserver: OpenRoomserver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app_module, "MAX_INPUT_MESSAGE_BYTES", 64 * 1024)
+    monkeypatch.setattr(submit_module, "MAX_INPUT_MESSAGE_BYTES", 64 * 1024)
     rs = await open_roomserver()
     rs.inline_state_ids_max_bytes = 4 * 1024  # the state list travels as a blob
     room = build_join_room(300, seed=11, odd=True)
@@ -93,14 +93,14 @@ async def test_state_list_survives_redelivery_and_is_kept_until_final(
 
     # The outliers are not stored yet: the state IDs are unknown, the join is INVALID, and
     # the blob stays (a resubmission after the outliers must find the same list).
-    first = await rs._handle(room.room_id, payload, _info(1))
+    first = await rs.handler.handle(room.room_id, payload, _info(1))
     assert first.disposition is Disposition.ACK and first.reply is not None
     assert decode_event_results(first.reply)[0].outcome is Outcome.INVALID
     assert len(await _blob_names(rs)) == 1
 
     outliers = [InputRoomEvent(event=p, kind=Kind.OUTLIER) for p in room.outliers]
     await rs.input_room_events(InputRoomEventsRequest(events=outliers))
-    second = await rs._handle(room.room_id, payload, _info(2))
+    second = await rs.handler.handle(room.room_id, payload, _info(2))
     assert second.reply is not None
     [accepted] = decode_event_results(second.reply)
     assert accepted.outcome is Outcome.ACCEPTED
@@ -108,7 +108,7 @@ async def test_state_list_survives_redelivery_and_is_kept_until_final(
 
     # A crash between the deletion and the ack: the redelivery finds no blob, but the event
     # is stored, so it is answered from storage.
-    third = await rs._handle(room.room_id, payload, _info(3))
+    third = await rs.handler.handle(room.room_id, payload, _info(3))
     assert third.disposition is Disposition.ACK and third.reply is not None
     assert decode_event_results(third.reply) == [accepted]
 
@@ -122,7 +122,7 @@ async def test_lost_state_list_of_an_unstored_event_terminates(
     encoded = await statelists.encode_item(_join_item(room), rs.blobs, inline_max_bytes=64)
     for name in await _blob_names(rs):
         await rs.blobs.delete(name)
-    result = await rs._handle(room.room_id, join_input_batch([encoded]), _info(1))
+    result = await rs.handler.handle(room.room_id, join_input_batch([encoded]), _info(1))
     assert result.disposition is Disposition.TERMINATE
     assert result.reason is not None and "is gone" in result.reason
 
@@ -133,7 +133,7 @@ async def test_join_queued_behind_and_ahead_of_other_messages(
     """Outliers and a join whose state list travels as a blob, queued together, so the room's
     worker takes them as units: a message with a state list reference (or outliers for the
     bulk path) is handled on its own, never decoded with its reference unresolved."""
-    monkeypatch.setattr(app_module, "MAX_INPUT_MESSAGE_BYTES", 64 * 1024)
+    monkeypatch.setattr(submit_module, "MAX_INPUT_MESSAGE_BYTES", 64 * 1024)
     rs = await open_roomserver()
     rs.inline_state_ids_max_bytes = 4 * 1024
     room = build_join_room(200, seed=12)

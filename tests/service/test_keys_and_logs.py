@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from roomserver.app import load_or_create_signing_key
 from roomserver.config import ConfigError, load_config
 from roomserver.core.base64 import encode_base64
 from roomserver.service.logs import JsonFormatter
+from roomserver.startup import load_or_create_signing_key
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = SigningKey(b"\x11" * 32)

@@ -11,7 +11,7 @@
 | any other exception (a bug, corrupt data)        | RETRY with backoff up to           |
 |                                                  | ``max_attempts``, then TERMINATE   |
 
-``Disposition`` is ``roomserver.ports.Disposition``, the bus's vocabulary too; ``app.py``
+``Disposition`` is ``roomserver.ports.Disposition``, the bus's vocabulary too; ``handler.py``
 translates a ``Decision`` into the bus's ``HandlerResult``.
 """
 
@@ -33,8 +33,8 @@ from roomserver.api import (
     encode_event_results,
     route_room_id,
 )
-from roomserver.core.ids import EventId, RoomId
-from roomserver.input.errors import MissingData, is_transient_fetch_error
+from roomserver.core.ids import RoomId
+from roomserver.input.errors import MissingData, event_id_of_failure, is_transient_fetch_error
 from roomserver.ports import Disposition as Disposition
 from roomserver.ports import StorageError, backoff_delay
 
@@ -118,14 +118,6 @@ class Decision:
     reply: bytes | None
     delay_s: float = 0.0
     reason: str | None = None  # why a message is retried (for operators)
-
-
-def _event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> EventId | None:
-    known = getattr(exc, "input_event_id", None)
-    if isinstance(known, str):
-        return EventId(known)
-    value = item.event.get("event_id")
-    return EventId(value) if isinstance(value, str) else None
 
 
 def _foreign_room(item: InputRoomEvent, room_id: RoomId) -> str | None:
@@ -298,10 +290,9 @@ async def _process_items(
                 "input message seq=%s for room %s carries an event of room %r: not processed",
                 info.stream_seq, room_id, foreign,
             )  # fmt: skip
-            hint = item.event.get("event_id")
             results.append(
                 EventResult(
-                    EventId(hint) if isinstance(hint, str) else None,
+                    item.event_id_hint(),
                     Outcome.INVALID,
                     f"the event is of room {foreign!r}, sent as input of room {room_id!r}",
                 )
@@ -313,7 +304,7 @@ async def _process_items(
         except Exception as exc:
             disposition = disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts)
             reason = f"{type(exc).__name__}: {exc}"
-            failed = EventResult(_event_id_of_failure(exc, item), Outcome.ERROR, reason)
+            failed = EventResult(event_id_of_failure(exc, item), Outcome.ERROR, reason)
         if disposition is Disposition.RETRY:
             log.warning(
                 "input for room %s failed (attempt %d), retrying: %s", room_id, attempt, reason

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from roomserver.api import InputRoomEvent
+from roomserver.core.ids import EventId
+
 
 class InputError(Exception):
     """Base of the input pipeline's own errors."""
@@ -50,3 +53,10 @@ def is_transient_fetch_error(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError | OSError):
         return True
     return isinstance(exc, MayBeTransient) and exc.transient is True
+
+
+def event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> EventId | None:
+    """The ID of the event whose processing raised ``exc``: the one the pipeline noted on the
+    exception (``input_event_id``) when it got that far, else ``item.event_id_hint()``."""
+    known = getattr(exc, "input_event_id", None)
+    return EventId(known) if isinstance(known, str) else item.event_id_hint()

@@ -35,7 +35,7 @@ from roomserver.input.acl import ServerAclChecker, StoredAclChecker
 from roomserver.input.commit import Commit
 from roomserver.input.config import InputConfig
 from roomserver.input.effects import Effects
-from roomserver.input.errors import InputInvalid
+from roomserver.input.errors import InputInvalid, event_id_of_failure
 from roomserver.input.fetch import FetchMissing, already_done
 from roomserver.input.gather import Gatherer, Parsed, cited_ids, parse_input
 from roomserver.input.job import Job
@@ -293,7 +293,7 @@ class InputProcessor:
         try:
             event, room = await self._parse(item)
         except (InvalidEvent, UnknownRoomVersion, InputInvalid) as exc:
-            return EventResult(_event_id_hint(item), Outcome.INVALID, str(exc))
+            return EventResult(item.event_id_hint(), Outcome.INVALID, str(exc))
         # One read for the event itself and its prev events (usually cached: just processed),
         # with what the write will need to know (which events are cited as prevs; redactions).
         cached_prevs = self._gatherer.stateful_cached(event.prev_event_ids)
@@ -411,14 +411,3 @@ def _created_by(room_id: RoomId, items: Sequence[InputRoomEvent]) -> RoomInfo | 
 def _stored_result(stored: StoredEvent) -> EventResult:
     reason = stored.rejection_reason if stored.rejected else None
     return EventResult(stored.event.event_id, stored.outcome, reason)
-
-
-def _event_id_hint(item: InputRoomEvent) -> EventId | None:
-    value = item.event.get("event_id") if isinstance(item.event, Mapping) else None
-    return EventId(value) if isinstance(value, str) else None
-
-
-def event_id_of_failure(exc: BaseException, item: InputRoomEvent) -> EventId | None:
-    """The ID of the event whose processing raised ``exc``, when known."""
-    known = getattr(exc, "input_event_id", None)
-    return EventId(known) if isinstance(known, str) else _event_id_hint(item)

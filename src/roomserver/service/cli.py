@@ -143,7 +143,7 @@ class _Progress:
 def _client_or_standalone(config: Config) -> tuple[Config, bool]:
     """When a ``roomserver serve`` with an embedded nats-server runs on the same data directory,
     submit through its stream (its workers process the events); otherwise run standalone."""
-    from roomserver.app import NATS_URL_FILE
+    from roomserver.startup import NATS_URL_FILE
 
     url_file = Path(config.data_dir) / NATS_URL_FILE
     if config.nats.url is None and url_file.exists():
