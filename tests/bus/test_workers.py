@@ -219,3 +219,54 @@ async def test_a_handler_over_its_time_limit_is_retried(nats_server: EmbeddedNat
     assert replies == [b"ok:1"]
     assert [d.info.num_delivered for d in recorder.deliveries] == [1, 2]
     await bus.close()
+
+
+async def test_input_of_a_running_room_is_announced_without_waiting(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """Input for a room whose worker runs is acked by both discovery consumers at once
+    (``WorkerPool.announce_now``), without ``announce``; a room without a worker goes
+    through ``announce``, which creates its consumer first."""
+    release = asyncio.Event()
+
+    async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> None:
+        if payload == b"blocked":
+            await release.wait()
+        return None
+
+    recorder = Recorder(decide)
+    bus = await open_bus(nats_server, recorder)
+    assert bus.pool is not None and bus.discovery is not None
+    assert bus.shared_discovery is not None
+    announced: list[tuple[str, int]] = []
+    announce = bus.pool.announce
+
+    async def counted(room_id: str, seq: int) -> None:
+        announced.append((room_id, seq))
+        await announce(room_id, seq)
+
+    bus.pool.announce = counted  # type: ignore[method-assign]
+    await bus.publish_inputs([("!busy:x", b"blocked")])
+    await recorder.wait_for(lambda: "!busy:x" in recorder.active)
+    assert {room for room, _ in announced} == {"!busy:x"}
+    first_announcements = len(announced)
+    seqs = await bus.publish_inputs([("!busy:x", b"%d" % i) for i in range(20)])
+    names = [bus.discovery.name, bus.shared_discovery.name]
+
+    async def discovery_acked_all() -> bool:
+        for name in names:
+            info = await bus.js.consumer_info("InputRoomEvent", name)
+            if info.ack_floor is None or info.ack_floor.stream_seq != seqs[-1]:
+                return False
+        return True
+
+    await eventually(discovery_acked_all, timeout=10)
+    # The worker still holds its first message: the twenty were announced to it directly.
+    assert recorder.by_room["!busy:x"] == [b"blocked"]
+    assert len(announced) == first_announcements
+    assert bus.pool.worker_of("!busy:x") is not None
+    assert bus.pool.worker_of("!busy:x").announced == seqs[-1]  # type: ignore[union-attr]
+    release.set()
+    await recorder.wait_for(lambda: len(recorder.acked["!busy:x"]) == 21)
+    assert recorder.acked["!busy:x"] == [b"blocked"] + [b"%d" % i for i in range(20)]
+    await bus.close()

@@ -3,7 +3,8 @@
 Two consumers over the whole input stream feed a process's :class:`WorkerPool`, both headers
 only and deliver-all; each room of a chunk of announcements is announced to the pool (which
 returns once the room is admitted and its durable consumer exists), and only then are that
-room's messages acked.
+room's messages acked. A room whose worker runs with its consumer is announced by the pull loop
+itself (``WorkerPool.announce_now``) and its messages acked at once, without a task.
 Under interest retention a discovery consumer's interest is what keeps a message alive until
 its room consumer exists.
 
@@ -107,6 +108,8 @@ class Discovery:
         self._queue: asyncio.Queue[Msg | _Wake] = asyncio.Queue()
         self._request = 0
         self._received = 0  # messages delivered for the current request
+        self._last_key: tuple[str, str | None] = ("", None)
+        self._last_room: str | None = None
         self._check_consumer = False
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}"
 
@@ -182,13 +185,19 @@ class Discovery:
                 if need_request:
                     await self._pull()
                 chunk, need_request = await self._next_chunk()
-                if chunk:
+                if not chunk:
+                    continue
+                # Rooms whose worker runs are announced here, at once (most messages).
+                rest, acks = self._announce_ready(chunk)
+                if rest:
                     # Not awaited: rooms of this chunk may wait for worker slots, which rooms
                     # of later chunks free (their input must be acked for them to go quiet).
                     # The consumer's max_ack_pending bounds what is announced at once.
-                    task = asyncio.create_task(self._announce_chunk(chunk))
+                    task = asyncio.create_task(self._announce_chunk(rest))
                     self._chunks.add(task)
                     task.add_done_callback(self._chunk_done)
+                for reply in acks:
+                    await self.nc.publish(reply, b"+ACK")
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -208,12 +217,14 @@ class Discovery:
     async def _next_chunk(self) -> tuple[list[Msg], bool]:
         """The messages delivered so far (waiting for the first one), and whether the current
         pull request is over (a new one is needed)."""
-        timeout = self.config.pull_expires + 2.0
         try:
-            async with asyncio.timeout(timeout):
-                first = await self._queue.get()
-        except TimeoutError:
-            return [], True  # the server forgot the request (restart): ask again
+            first = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            try:
+                async with asyncio.timeout(self.config.pull_expires + 2.0):
+                    first = await self._queue.get()
+            except TimeoutError:
+                return [], True  # the server forgot the request (restart): ask again
         chunk: list[Msg] = []
         item: Msg | _Wake = first
         while True:
@@ -236,6 +247,32 @@ class Discovery:
             except asyncio.QueueEmpty:
                 return chunk, False
 
+    def _room_of(self, msg: Msg) -> str | None:
+        """``room_of_announcement``, remembered for the last subject and header seen (a
+        room's messages tend to come in runs)."""
+        key = (msg.subject, (msg.headers or {}).get(HEADER_ROOM_ID))
+        if key != self._last_key:
+            self._last_key = key
+            self._last_room = room_of_announcement(self.config.prefix, msg)
+        return self._last_room
+
+    def _announce_ready(self, msgs: list[Msg]) -> tuple[list[Msg], list[str]]:
+        """Announce the messages of rooms whose worker runs with its consumer
+        (``WorkerPool.announce_now``: ``announce`` would not wait); returns the others, for
+        ``_announce_chunk``, and the ack subjects of these, which may be acked now."""
+        rest: list[Msg] = []
+        acks: list[str] = []
+        for msg in msgs:
+            assert msg.reply is not None
+            room_id = self._room_of(msg)
+            seq = parse_ack_subject(msg.reply)[0]
+            if room_id is not None and self.pool.announce_now(room_id, seq):
+                acks.append(msg.reply)
+                self.announced = max(self.announced, seq)
+            else:
+                rest.append(msg)
+        return rest, acks
+
     async def _announce_chunk(self, msgs: list[Msg]) -> None:
         """Announce each room of the chunk; a room's messages are acked as soon as it has its
         consumer (a room may wait for a worker slot first: the others are acked meanwhile, so
@@ -244,7 +281,7 @@ class Discovery:
         for msg in msgs:
             assert msg.reply is not None
             seq = parse_ack_subject(msg.reply)[0]
-            room_id = room_of_announcement(self.config.prefix, msg)
+            room_id = self._room_of(msg)
             if room_id is None:
                 log.error("input message seq %s on %r names no room; dropped", seq, msg.subject)
                 await self.nc.publish(msg.reply, b"+ACK")

@@ -122,22 +122,29 @@ class WorkerPool:
 
     # -- announcements ---------------------------------------------------------------------
 
+    def announce_now(self, room_id: str, seq: int) -> bool:
+        """``announce`` when it need not wait (the room's worker runs with its consumer)."""
+        worker = self._workers.get(room_id)
+        if worker is None or not worker.consumer_ready.is_set():
+            return False
+        worker.note_announced(seq)
+        return True
+
     async def announce(self, room_id: str, seq: int) -> None:
         """Room ``room_id`` has work up to stream sequence ``seq``. Returns once its durable
         consumer exists and a worker runs (so the announcement may be acked): a room that
         must wait for a free slot makes its announcer wait too, since it has no consumer
         until it is admitted. Raises ``PoolStopping`` if the pool stops first."""
         while True:
+            if self.announce_now(room_id, seq):
+                return
             worker = self._workers.get(room_id)
-            while worker is not None and not worker.consumer_ready.is_set():
+            if worker is not None:
                 # It is deleting the room's consumer: once it noted this announcement, it
                 # brings the consumer back (or retires first, and then we admit the room).
                 worker.note_announced(seq)
                 await worker.consumer_ready.wait()
-                worker = self._workers.get(room_id)
-            if worker is not None:
-                worker.note_announced(seq)
-                return
+                continue
             deleting = self.deletions.deleting.get(room_id)
             if deleting is not None:
                 # Its consumer is being deleted (deferred): admit the room once that is done.
