@@ -18,6 +18,7 @@ def run(argv: list[str]) -> int:
 def main() -> int:
     failures = 0
     failures += run([PY, str(HERE / "bench_e2e.py"), *sys.argv[1:]]) != 0
+    failures += run([PY, str(HERE / "bench_phases.py")]) != 0
     failures += run([PY, str(HERE / "bench_auth.py")]) != 0
     failures += run([PY, str(HERE / "bench_storage.py"), "--backend", "both"]) != 0
     failures += run(["bash", str(HERE / "run_stateres.sh")]) != 0
