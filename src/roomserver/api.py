@@ -35,7 +35,6 @@ INPUT_WIRE_VERSION = 2
 STATE_LIST_REF_FIELD = "state_event_ids_ref"
 
 
-
 class WireFormatError(ValueError):
     """A message body that is not a valid wire message of a supported version."""
 

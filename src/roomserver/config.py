@@ -154,9 +154,7 @@ class NatsConfig:
         if not self.api_timeout_s > 0:
             raise ConfigError(f"nats.api_timeout_s: must be positive, got {self.api_timeout_s}")
         if self.delete_backlog < 0:
-            raise ConfigError(
-                f"nats.delete_backlog: must be 0 or more, got {self.delete_backlog}"
-            )
+            raise ConfigError(f"nats.delete_backlog: must be 0 or more, got {self.delete_backlog}")
 
     def bus_limits(self) -> dict[str, Any]:
         """The ``BusConfig`` fields these settings stand for."""

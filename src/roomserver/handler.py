@@ -120,9 +120,9 @@ class InputHandler:
     def _handled_alone(self, payload: bytes) -> bool:
         """Whether a message needs ``handle`` itself: it carries a state list reference (to
         resolve before decoding) or outliers (the bulk path's), which units do not handle."""
-        return (
-            self.blobs is not None and STATE_LIST_REF_FIELD.encode() in payload
-        ) or (self.bulk is not None and _OUTLIER_MARK in payload)
+        return (self.blobs is not None and STATE_LIST_REF_FIELD.encode() in payload) or (
+            self.bulk is not None and _OUTLIER_MARK in payload
+        )
 
     def _handler_result(self, decision: Decision) -> HandlerResult:
         if decision.disposition is Disposition.RETRY:
@@ -134,9 +134,7 @@ class InputHandler:
             return HandlerResult.terminate(reason or "terminated", decision.reply)
         return HandlerResult.ack(decision.reply)
 
-    async def _import_outliers(
-        self, room_id: RoomId, payload: bytes
-    ) -> list[EventResult] | None:
+    async def _import_outliers(self, room_id: RoomId, payload: bytes) -> list[EventResult] | None:
         """The bulk path over the message's outliers. Returns the reply's results when it
         answered every event of the message; otherwise the normal path handles the message
         (answering what the bulk path stored from storage)."""

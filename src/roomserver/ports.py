@@ -445,9 +445,7 @@ class KeyRing(Protocol):
         ...
 
 
-HaveEvents = (
-    AbstractSet[EventId] | Callable[[Sequence[EventId]], Awaitable[AbstractSet[EventId]]]
-)
+HaveEvents = AbstractSet[EventId] | Callable[[Sequence[EventId]], Awaitable[AbstractSet[EventId]]]
 """What the caller already holds: a set of event IDs, or an async callback returning the subset
 of the given IDs it holds (decides what a fetcher fetches and when a gap is closed)."""
 
@@ -542,9 +540,7 @@ class MissingEventFetcher(Protocol):
 
 
 class OutputPublisher(Protocol):
-    async def publish_room_outputs(
-        self, room_id: RoomId, outputs: Sequence[OutboxEntry]
-    ) -> None:
+    async def publish_room_outputs(self, room_id: RoomId, outputs: Sequence[OutboxEntry]) -> None:
         """Publish a room's outputs in order (pipelined); return once the stream stored all of
         them. Each carries its ``msg_id``, so the stream drops a repeat."""
         ...

@@ -171,9 +171,7 @@ async def open_parts(
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     key: SigningKey
     if own_key is None:
-        key_id, key = await asyncio.to_thread(
-            load_or_create_signing_key, config.signing_key_file
-        )
+        key_id, key = await asyncio.to_thread(load_or_create_signing_key, config.signing_key_file)
     else:
         key_id, key = own_key
 
@@ -204,9 +202,7 @@ async def open_parts(
         handler_timeout=handler_timeout,
         output_max_age=7 * 24 * 3600.0,
     )
-    bus = await Bus.connect(
-        nats_url, config=bus_config, name=f"roomserver {config.server_name}"
-    )
+    bus = await Bus.connect(nats_url, config=bus_config, name=f"roomserver {config.server_name}")
     stack.push_async_callback(bus.close)
     blobs = await JetStreamBlobStore.open(bus.js, bus.config)
     if run_workers:
@@ -231,9 +227,7 @@ async def open_parts(
     keyring.add_verify_key(config.server_name, key_id, key.verify_key)
     for trusted_server, keys in sorted(fed.trusted_keys.items()):
         for trusted_id, verify_key in sorted(keys.items()):
-            keyring.add_verify_key(
-                trusted_server, trusted_id, VerifyKey(decode_base64(verify_key))
-            )
+            keyring.add_verify_key(trusted_server, trusted_id, VerifyKey(decode_base64(verify_key)))
     fetcher = (
         FederationFetcher(
             client,

@@ -64,7 +64,7 @@ def canonical_json_seeds() -> list[bytes]:
         {"b": 1, "a": [True, False, None, "é", "\u2028"], "c": {"d": -(2**53) + 1}},
         [1.0, -0.0, 1e10, 2**53 - 1],
         {"auth": {"success": True, "mxid": "@john.doe:example.com", "profile": {"x": "日本"}}},
-        "string with \\ and \" and \u0000",
+        'string with \\ and " and \u0000',
         {"nested": [[[[{"k": [1, 2, {"z": 0}]}]]]]},
     ]
     return [bytes([mode]) + json.dumps(v).encode() for v in values for mode in range(3)]

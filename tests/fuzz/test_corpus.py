@@ -26,9 +26,7 @@ def test_every_target_has_seeds_and_regressions() -> None:
         assert any(n.startswith("crash-") for n in names), target
 
 
-@pytest.mark.parametrize(
-    ("target", "path"), INPUTS, ids=[f"{t}/{p.name}" for t, p in INPUTS]
-)
+@pytest.mark.parametrize(("target", "path"), INPUTS, ids=[f"{t}/{p.name}" for t, p in INPUTS])
 def test_corpus_input_keeps_the_invariant(target: str, path: Path) -> None:
     TARGETS[target](path.read_bytes())
 

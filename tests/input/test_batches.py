@@ -115,9 +115,7 @@ async def test_an_event_needing_a_fetch_commits_the_batch_so_far(
     unknown = builder.message(BOB, "never sent to us")  # the third event's missing prev
     third = builder.message(ALICE, "three")
     fetcher = FakeFetcher(events=dict(builder.events), hang=True)
-    h = await harness(
-        builder, fetcher=fetcher, config=InputConfig(max_missing_processing_s=0.3)
-    )
+    h = await harness(builder, fetcher=fetcher, config=InputConfig(max_missing_processing_s=0.3))
     await h.accept_all(h_events)
     payload = _batch([first, second, third])
     decision = await handle_message(h.processor, builder.room_id, payload, Info())

@@ -223,9 +223,7 @@ async def test_servers_to_ask_are_ordered_deduplicated_and_valid(harness: Harnes
     ]
     assert await ask(Job(event=msg, kind=Kind.NEW, origin="remote.test"), room) == ["remote.test"]
     # A name that is no server name is never asked.
-    assert await ask(Job(event=msg, kind=Kind.NEW, origin="not a server"), room) == [
-        "remote.test"
-    ]
+    assert await ask(Job(event=msg, kind=Kind.NEW, origin="not a server"), room) == ["remote.test"]
 
 
 async def test_state_event_rejected_for_missing_auth_is_fetched_again_for_state(

@@ -2,7 +2,6 @@
 SQLite unless a test parametrizes ``backend`` itself (the HTTP layer is backend-neutral; the
 overview queries it adds run on both backends in tests/storage/test_inspect.py)."""
 
-
 import pytest
 
 from tests.e2e.conftest import database_url, hanging_remote, open_roomserver, pg_database
@@ -13,5 +12,3 @@ __all__ = ["database_url", "hanging_remote", "open_roomserver", "pg_database"]
 @pytest.fixture
 def backend() -> str:
     return "sqlite"
-
-

@@ -197,11 +197,7 @@ class RoomWorker:
                     # Giving the slot up early needs the stream to keep nothing of the room
                     # (on a cluster an empty no_wait pull may come from a consumer replica
                     # that has not stored the latest message yet).
-                    if (
-                        idle
-                        and await self._consumer_holds_nothing()
-                        and self.announced <= covered
-                    ):
+                    if idle and await self._consumer_holds_nothing() and self.announced <= covered:
                         # Only processed input is retained, by a discovery consumer that has
                         # not announced it yet (rooms waiting for a slot may hold it back):
                         # give the slot up, keep the consumer; the pool deletes it once the
@@ -640,8 +636,12 @@ class RoomWorker:
         if action is Intervention.RELEASE:
             self.head = None  # its message is gone; nothing to release
             return InterventionOutcome.APPLIED_WAITING
-        payload = b"-NAK" if action is Intervention.RETRY else self._ack_payload(
-            result, DeliveryInfo(head.stream_seq, head.num_delivered, 0, 0, None)
+        payload = (
+            b"-NAK"
+            if action is Intervention.RETRY
+            else self._ack_payload(
+                result, DeliveryInfo(head.stream_seq, head.num_delivered, 0, 0, None)
+            )
         )
         await self.pool.nc.request(head.ack_subject, payload, timeout=10.0)
         if action is Intervention.SKIP:

@@ -256,9 +256,7 @@ class OutlierImporter:
         done = await asyncio.gather(*(loop.run_in_executor(self._executor, fn, p) for p in parts))
         return [x for part in done for x in part]
 
-    async def import_outliers(
-        self, room_id: RoomId, items: Sequence[InputRoomEvent]
-    ) -> BulkReport:
+    async def import_outliers(self, room_id: RoomId, items: Sequence[InputRoomEvent]) -> BulkReport:
         """Store what the bulk path can decide of ``items`` (one message's events for
         ``room_id``); the rest is left for the normal path."""
         report = BulkReport()

@@ -309,9 +309,7 @@ async def _process_items(
             log.warning(
                 "input for room %s failed (attempt %d), retrying: %s", room_id, attempt, reason
             )
-            return Decision(
-                disposition, (*results, failed), None, retry_delay_s(attempt), reason
-            )
+            return Decision(disposition, (*results, failed), None, retry_delay_s(attempt), reason)
         log.error(
             "input event %s of room %s failed for good after %d attempts (seq=%s): %s",
             failed.event_id, room_id, attempt, info.stream_seq, reason,

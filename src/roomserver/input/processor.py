@@ -358,9 +358,7 @@ class InputProcessor:
     async def _parse(self, item: InputRoomEvent) -> tuple[Event, RoomInfo | None]:
         """Spec 7.1 (``gather.parse_input``), with the events parsed when the message began."""
         room_id = item.event.get("room_id") if isinstance(item.event, Mapping) else None
-        message = (
-            self._messages.get(RoomId(room_id)) if isinstance(room_id, str) else None
-        )
+        message = self._messages.get(RoomId(room_id)) if isinstance(room_id, str) else None
         parsed = message.parsed if message is not None else None
         return await parse_input(item, self._store, self._rooms, parsed)
 

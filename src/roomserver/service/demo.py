@@ -56,7 +56,6 @@ CAROL = "@carol:east.example"
 DAVE = "@dave:south.example"
 
 
-
 def demo_signing_key(server_name: str) -> SigningKey:
     """The demo key of ``server_name``: deterministic, so every run builds the same room and a
     running ``serve`` can be given the keys in advance. Its seed is public: demo use only."""
@@ -358,7 +357,6 @@ def _as_json(
 
 # ---------------------------------------------------------------------------------------------
 # The DAG picture
-
 
 
 __all__ = [

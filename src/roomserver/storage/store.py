@@ -265,9 +265,7 @@ class SqlStorage:
         wanted = list(event_ids)
         return await self._run(lambda tx, cache: authchain.auth_chain(tx, cache, wanted))
 
-    async def auth_chain_difference(
-        self, state_sets: Sequence[Collection[str]]
-    ) -> set[EventId]:
+    async def auth_chain_difference(self, state_sets: Sequence[Collection[str]]) -> set[EventId]:
         sets = [list(s) for s in state_sets]
         return await self._run(lambda tx, cache: authchain.auth_chain_difference(tx, cache, sets))
 
@@ -332,9 +330,7 @@ class SqlStorage:
                 server_name,
             )
             return {
-                r[0]: ServerKeyRecord(
-                    ServerName(server_name), r[0], bytes(r[1]), int(r[2]), r[3]
-                )
+                r[0]: ServerKeyRecord(ServerName(server_name), r[0], bytes(r[1]), int(r[2]), r[3])
                 for r in rows
             }
 

@@ -28,6 +28,7 @@ def test_signing_key(seed_byte: int = 1) -> SigningKey:
 
 _BUILDERS = itertools.count(1)
 
+
 class RoomBuilder:
     """Builds one room's events. Every event is signed by the server of its sender.
 
