@@ -261,3 +261,26 @@ async def test_lost_postgres_connections_are_unavailable_then_recover(
         assert info is not None and info.version == room.version
     finally:
         await store.close()
+
+
+async def test_a_stored_event_with_malformed_json_is_corrupt_data(tmp_path: Path) -> None:
+    """Reading facts from a stored event whose JSON was damaged outside the roomserver names
+    what is wrong (``CorruptData``, "cannot be decoded"), not a damaged database file."""
+    store = await open_storage(f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        room = LinearRoom(store, ROOM)
+        await room.create()
+        event = room.next_event("damaged")
+        await room.send(event)
+        assert event.event_id in await store.member_facts([event.event_id])
+
+        async def damage(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE events SET json = ? WHERE event_id = ?", b"{bad", event.event_id
+            )
+
+        await store.engine.run(damage, write=True)
+        with pytest.raises(CorruptData, match="cannot be decoded"):
+            await store.member_facts([event.event_id])
+    finally:
+        await store.close()

@@ -63,6 +63,8 @@ def storage_error_from_sqlite(exc: sqlite3.Error) -> StorageError:
         return StorageUnavailable(f"sqlite: {exc}")
     if isinstance(exc, sqlite3.IntegrityError):
         return StorageError(f"sqlite: constraint violated: {exc}")
+    if "malformed json" in text:  # a stored JSON value read with SQLite's JSON operators
+        return CorruptData(f"sqlite: a stored JSON value cannot be decoded: {exc}")
     if isinstance(exc, sqlite3.DatabaseError) and (
         "malformed" in text or "not a database" in text or "corrupt" in text
     ):
