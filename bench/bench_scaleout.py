@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e.child
 
 import asyncpg
 
@@ -48,8 +48,8 @@ from roomserver.bus.embedded import EmbeddedNatsServer
 from roomserver.bus.subjects import input_stream_name
 from roomserver.core.base64 import encode_base64
 from roomserver.testing.builder import RoomBuilder
+from tests.e2e.child import start_child, stop_children
 
-REPO = Path(__file__).resolve().parents[1]
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -79,23 +79,6 @@ def memory_kib(pid: int, field: str) -> int:
 
 def load() -> float:
     return os.getloadavg()[0]
-
-
-# -- a roomserver process ------------------------------------------------------------------------
-
-
-async def start_child(config: Path, log_path: Path) -> asyncio.subprocess.Process:
-    with log_path.open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.e2e.child", str(config), cwd=REPO,
-            env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"},
-            stdout=asyncio.subprocess.PIPE, stderr=log,
-        )  # fmt: skip
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
-    if line.strip() != b"ready":
-        raise SystemExit(f"roomserver process did not start: {line!r}")
-    return process
 
 
 # -- a scenario ----------------------------------------------------------------------------------
@@ -166,20 +149,14 @@ async def run_scenario(
                             "database_url": database_url, "keys": keys,
                         }))  # fmt: skip
                         log_path = args.logs / f"{name}-{n}.log"
-                        children.append(await start_child(config, log_path))
+                        with log_path.open("ab") as log:
+                            children.append(await start_child(config, stderr=log))
                     return await _measure(
                         label, builders, client, server.pid, children, database_url, args,
                         count_consumers=count_consumers,
                     )  # fmt: skip
                 finally:
-                    for process in children:
-                        process.send_signal(signal.SIGTERM)
-                    for process in children:
-                        try:
-                            await asyncio.wait_for(process.wait(), timeout=60)
-                        except TimeoutError:
-                            process.kill()
-                            await process.wait()
+                    await stop_children(children)
                     await client.close(grace=2.0)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -2,20 +2,63 @@
 
 CONFIG: {"data_dir", "nats_url", "database_url", "keys": {server: [key_id, seed_b64]},
 "max_missing_processing_s", "replicas"}. Prints "ready" once its workers run; runs until killed.
+
+``start_child`` and ``stop_children`` run such processes for the fault and cluster tests and
+for ``bench/bench_scaleout.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from nacl.signing import SigningKey
 
 from roomserver.app import Roomserver
 from roomserver.core.base64 import decode_base64
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def start_child(
+    config_path: Path, *, ready_within: float = 120.0, stderr: IO[bytes] | None = None
+) -> asyncio.subprocess.Process:
+    """Start ``python -m tests.e2e.child CONFIG`` and wait until it prints "ready"."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.e2e.child", str(config_path), cwd=REPO,
+        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"},
+        stdout=asyncio.subprocess.PIPE, stderr=stderr,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=ready_within)
+    if line.strip() != b"ready":
+        raise RuntimeError(f"roomserver process did not start: {line!r}")
+    return process
+
+
+async def stop_children(
+    processes: Sequence[asyncio.subprocess.Process], *, within: float = 60.0
+) -> list[asyncio.subprocess.Process]:
+    """SIGTERM the processes still running, wait up to ``within`` seconds for each, kill the
+    ones that did not stop (returned)."""
+    running = [p for p in processes if p.returncode is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    killed = []
+    for process in running:
+        try:
+            await asyncio.wait_for(process.wait(), timeout=within)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            killed.append(process)
+    return killed
 
 
 async def main(path: str) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -32,12 +30,12 @@ from roomserver.ports import OutboxEntry
 from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
 from tests.bus.helpers import Recorder, fast_config
+from tests.e2e.child import start_child, stop_children
 from tests.e2e.helpers import ALICE, BOB, drain_outputs, submit, wait_for
 from tests.natsutil import running_nats
 from tests.pgutil import fresh_schema_url
 from tests.storage.helpers import LinearRoom
 
-REPO = Path(__file__).resolve().parents[2]
 ROOMS = 20
 MESSAGES = 60
 
@@ -52,17 +50,6 @@ def _rooms() -> list[RoomBuilder]:
             b.message(BOB if i % 3 else ALICE, f"r{r} m{i}")
         builders.append(b)
     return builders
-
-
-async def _start_child(config_path: Path) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.e2e.child", str(config_path),
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
-    assert line.strip() == b"ready", line
-    return process
 
 
 @pytest.mark.slow
@@ -89,7 +76,7 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
                     "database_url": database_url, "keys": keys, "replicas": 3,
                     "max_missing_processing_s": 5.0,
                 }))  # fmt: skip
-                children.append(await _start_child(config))
+                children.append(await start_child(config))
             # Interleave the rooms' events so that every room is busy throughout.
             pdus = [b.pdus() for b in builders]
             for start in range(0, max(len(p) for p in pdus), 8):
@@ -178,14 +165,7 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
                 assert await client.current_state(b.room_id) == b.state
                 assert await client.latest_events(b.room_id) == b.latest
         finally:
-            for child in children:
-                if child.returncode is None:
-                    child.send_signal(signal.SIGTERM)
-                    try:
-                        await asyncio.wait_for(child.wait(), timeout=60)
-                    except TimeoutError:
-                        child.kill()
-                        await child.wait()
+            await stop_children(children)
             await client.close(grace=2.0)
 
 
@@ -332,7 +312,7 @@ async def _run_processes(
                     "data_dir": str(base / f"child{n}"), "nats_url": server.url,
                     "database_url": database_url, "keys": keys,
                 }))  # fmt: skip
-                children.append(await _start_child(config))
+                children.append(await start_child(config))
             pdus = [b.pdus() for b in builders]
             for start in range(0, max(len(p) for p in pdus), 5):
                 await submit(client, [p for room in pdus for p in room[start : start + 5]],
@@ -357,14 +337,7 @@ async def _run_processes(
             }
             return outcomes, dict(outputs), states
         finally:
-            for child in children:
-                child.send_signal(signal.SIGTERM)
-            for child in children:
-                try:
-                    await asyncio.wait_for(child.wait(), timeout=60)
-                except TimeoutError:
-                    child.kill()
-                    await child.wait()
+            await stop_children(children)
             await client.close(grace=2.0)
 
 

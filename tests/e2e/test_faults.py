@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +29,7 @@ from roomserver.core.base64 import encode_base64
 from roomserver.core.hashes import compute_event_id
 from roomserver.testing.builder import RoomBuilder
 from roomserver.testing.joins import build_join_room
+from tests.e2e.child import start_child, stop_children
 from tests.e2e.helpers import (
     ALICE,
     BOB,
@@ -43,8 +42,6 @@ from tests.e2e.helpers import (
 from tests.natsutil import running_nats
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -62,15 +59,29 @@ def _room(messages: int) -> RoomBuilder:
     return b
 
 
-async def _start_child(config_path: Path) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.e2e.child", str(config_path),
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+def _child_config(
+    tmp_path: Path,
+    nats: EmbeddedNatsServer,
+    database_url: str,
+    keys: dict[str, tuple[str, bytes]],
+    **extra: object,
+) -> Path:
+    """The config of a roomserver process (``tests.e2e.child``) trusting ``keys`` (server ->
+    key ID, 32-byte seed)."""
+    config = tmp_path / "child.json"
+    config.write_text(json.dumps({
+        "data_dir": str(tmp_path / "child"), "nats_url": nats.url, "database_url": database_url,
+        "keys": {s: [kid, encode_base64(seed)] for s, (kid, seed) in keys.items()}, **extra,
+    }))  # fmt: skip
+    return config
+
+
+async def _client(tmp_path: Path, nats: EmbeddedNatsServer, database_url: str) -> Roomserver:
+    """A roomserver without workers: it submits, the child process handles."""
+    return await Roomserver.open(
+        data_dir=tmp_path / "client", server_name="rs.test", nats_url=nats.url,
+        database_url=database_url, federation=False, run_workers=False,
     )  # fmt: skip
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
-    assert line.strip() == b"ready", line
-    return process
 
 
 def _new_event_ids(outputs: list[object]) -> list[str]:
@@ -101,17 +112,10 @@ async def test_sigkill_mid_room_then_restart_processes_everything_once(
     tmp_path: Path, nats: EmbeddedNatsServer, database_url: str
 ) -> None:
     b = _room(1500)
-    config = tmp_path / "child.json"
-    config.write_text(json.dumps({
-        "data_dir": str(tmp_path / "child"), "nats_url": nats.url, "database_url": database_url,
-        "keys": {s: [kid, encode_base64(bytes(k))] for s, (kid, k) in b.keys.items()},
-        "max_missing_processing_s": 2.0,
-    }))  # fmt: skip
-    child = await _start_child(config)
-    client = await Roomserver.open(
-        data_dir=tmp_path / "client", server_name="rs.test", nats_url=nats.url,
-        database_url=database_url, federation=False, run_workers=False,
-    )  # fmt: skip
+    keys = {s: (kid, bytes(k)) for s, (kid, k) in b.keys.items()}
+    config = _child_config(tmp_path, nats, database_url, keys, max_missing_processing_s=2.0)
+    child = await start_child(config, ready_within=60)
+    client = await _client(tmp_path, nats, database_url)
     try:
         subscription = await client.bus.output_subscription("fault-kill")
         pdus = b.pdus()
@@ -122,13 +126,12 @@ async def test_sigkill_mid_room_then_restart_processes_everything_once(
         await child.wait()
         processed_before = len(seen)
         assert processed_before < len(b.events), "the child finished before it was killed"
-        child = await _start_child(config)
+        child = await start_child(config, ready_within=60)
         await _check_final(client, b, subscription, seen)
     finally:
-        if child.returncode is None:
-            child.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(child.wait(), timeout=30)
+        killed = await stop_children([child], within=30)
         await client.close(grace=2.0)
+    assert not killed, "the roomserver process did not stop on SIGTERM within 30 s"
 
 
 async def test_nats_server_restart_under_load_loses_nothing(
@@ -172,16 +175,9 @@ async def test_sigkill_while_a_join_with_a_state_list_blob_is_handled(
     outcome (accepted), one output, the state it names, and the blob is deleted once that is
     stored."""
     room = build_join_room(1500, seed=3)
-    config = tmp_path / "child.json"
-    config.write_text(json.dumps({
-        "data_dir": str(tmp_path / "child"), "nats_url": nats.url, "database_url": database_url,
-        "keys": {s: [kid, encode_base64(seed)] for s, (kid, seed) in room.keys.items()},
-    }))  # fmt: skip
-    child = await _start_child(config)
-    client = await Roomserver.open(
-        data_dir=tmp_path / "client", server_name="rs.test", nats_url=nats.url,
-        database_url=database_url, federation=False, run_workers=False,
-    )  # fmt: skip
+    config = _child_config(tmp_path, nats, database_url, room.keys)
+    child = await start_child(config, ready_within=60)
+    client = await _client(tmp_path, nats, database_url)
     client.inline_state_ids_max_bytes = 4 * 1024  # the state list goes as a blob
     assert isinstance(client.blobs, JetStreamBlobStore)
     try:
@@ -201,7 +197,7 @@ async def test_sigkill_while_a_join_with_a_state_list_blob_is_handled(
         child.send_signal(signal.SIGKILL)
         await child.wait()
         join_id = compute_event_id(room.join, room.room_version)
-        child = await _start_child(config)
+        child = await start_child(config, ready_within=60)
 
         async def final() -> bool:
             found = await client.event(join_id)
@@ -215,7 +211,6 @@ async def test_sigkill_while_a_join_with_a_state_list_blob_is_handled(
         outputs = _new_event_ids(await drain_outputs(subscription, quiet=3.0))
         assert outputs.count(join_id) == 1, outputs.count(join_id)
     finally:
-        if child.returncode is None:
-            child.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(child.wait(), timeout=30)
+        killed = await stop_children([child], within=30)
         await client.close(grace=2.0)
+    assert not killed, "the roomserver process did not stop on SIGTERM within 30 s"
