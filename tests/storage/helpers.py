@@ -112,18 +112,12 @@ class LinearRoom:
                     )
                 )
         result = await self.store.persist(
-            EventWrite(
-                event=event,
-                status=EventStatus.STATEFUL,
+            linear_write(
+                event,
+                expected_version=self.version,
                 state_before=StateDelta(self.current, {}),
-                room_update=RoomUpdate(
-                    expected_version=self.version,
-                    room_version=VERSION,
-                    forward_extremities=(event.event_id,),
-                    current_state=StateDelta(self.current, changes),
-                    last_sent_event_id=event.event_id,
-                    membership_changes=memberships,
-                ),
+                current_state=StateDelta(self.current, changes),
+                memberships=memberships,
                 **write,
             )
         )
@@ -152,3 +146,29 @@ class LinearRoom:
         await self.send(
             self.next_event("power", event_type="m.room.power_levels", state_key="", sender=creator)
         )
+
+
+def linear_write(
+    event: Event,
+    *,
+    expected_version: int | None,
+    state_before: StateDelta,
+    current_state: StateDelta,
+    memberships: Sequence[MembershipChange] = (),
+    **write: Any,
+) -> EventWrite:
+    """The write of an accepted event that becomes its room's only forward extremity."""
+    return EventWrite(
+        event=event,
+        status=EventStatus.STATEFUL,
+        state_before=state_before,
+        room_update=RoomUpdate(
+            expected_version=expected_version,
+            room_version=VERSION,
+            forward_extremities=(event.event_id,),
+            current_state=current_state,
+            last_sent_event_id=event.event_id,
+            membership_changes=memberships,
+        ),
+        **write,
+    )

@@ -18,7 +18,7 @@ from roomserver.ports import (
     StorageError,
 )
 from roomserver.storage import SqlStorage
-from tests.storage.helpers import VERSION, LinearRoom
+from tests.storage.helpers import VERSION, LinearRoom, linear_write
 
 ROOM = "!many:example.org"
 
@@ -57,17 +57,11 @@ class _Chain:
         changes = {event.state_tuple: event.event_id} if event.state_key is not None else {}
         # The state before chains through the previous write's placeholder too.
         marker = {("x.after", ""): self.latest[0]}
-        w = EventWrite(
-            event=event,
-            status=EventStatus.STATEFUL,
+        w = linear_write(
+            event,
+            expected_version=self.version,
             state_before=StateDelta(self.before or self.current, marker),
-            room_update=RoomUpdate(
-                expected_version=self.version,
-                room_version=VERSION,
-                forward_extremities=(event.event_id,),
-                current_state=StateDelta(self.current, changes),
-                last_sent_event_id=event.event_id,
-            ),
+            current_state=StateDelta(self.current, changes),
             snapshot_placeholders=(before, current),
             **write,
         )

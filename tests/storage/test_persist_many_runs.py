@@ -26,7 +26,7 @@ from roomserver.ports import (
 )
 from roomserver.storage import SqlStorage, dialect, events, open_storage
 from tests.pgutil import fresh_schema_url
-from tests.storage.helpers import VERSION, LinearRoom, make_event
+from tests.storage.helpers import VERSION, LinearRoom, linear_write, make_event
 from tests.storage.test_transactions import row_counts
 
 ROOM = "!runs:example.org"
@@ -95,18 +95,12 @@ class _Message:
             else []
         )
         current = self._placeholder() if changes else None
-        write = EventWrite(
-            event=event,
-            status=EventStatus.STATEFUL,
+        write = linear_write(
+            event,
+            expected_version=self.version,
             state_before=StateDelta(self.current, {}),
-            room_update=RoomUpdate(
-                expected_version=self.version,
-                room_version=VERSION,
-                forward_extremities=(event.event_id,),
-                current_state=StateDelta(self.current, changes),
-                last_sent_event_id=event.event_id,
-                membership_changes=members,
-            ),
+            current_state=StateDelta(self.current, changes),
+            memberships=members,
             outbox=outbox,
             snapshot_placeholders=(None, current),
         )
