@@ -33,26 +33,58 @@ class Delivery:
     at: float
 
 
+class OverlapCheck:
+    """Counts the handlings of a room that began while another handling of that room ran (a
+    broken per-room exclusivity); one check may be shared by several processes' handlers."""
+
+    def __init__(self) -> None:
+        self.overlaps = 0
+        self.active: set[str] = set()
+
+    def enter(self, room_id: str) -> None:
+        if room_id in self.active:
+            self.overlaps += 1
+        self.active.add(room_id)
+
+    def leave(self, room_id: str) -> None:
+        self.active.discard(room_id)
+
+    async def hold(self, room_id: str, seconds: float = 0.002) -> None:
+        """One handling of ``room_id`` that lasts ``seconds``."""
+        self.enter(room_id)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.leave(room_id)
+
+
 class Recorder:
     """A handler that records deliveries and acks with ``ok:<payload>`` unless ``decide`` says
-    otherwise. Tracks per-room concurrency."""
+    otherwise. Tracks per-room concurrency (in ``check``, which several recorders may share)."""
 
     def __init__(
         self,
         decide: Callable[[str, bytes, DeliveryInfo], Awaitable[HandlerResult | None]] | None = None,
+        *,
+        check: OverlapCheck | None = None,
     ) -> None:
         self.deliveries: list[Delivery] = []
         self.by_room: dict[str, list[bytes]] = defaultdict(list)
         self.acked: dict[str, list[bytes]] = defaultdict(list)
-        self.active: set[str] = set()
-        self.overlaps = 0
+        self.check = check or OverlapCheck()
         self.decide = decide
         self.changed = asyncio.Event()
 
+    @property
+    def active(self) -> set[str]:
+        return self.check.active
+
+    @property
+    def overlaps(self) -> int:
+        return self.check.overlaps
+
     async def __call__(self, room_id: str, payload: bytes, info: DeliveryInfo) -> HandlerResult:
-        if room_id in self.active:
-            self.overlaps += 1
-        self.active.add(room_id)
+        self.check.enter(room_id)
         try:
             self.deliveries.append(Delivery(room_id, payload, info, time.monotonic()))
             self.by_room[room_id].append(payload)
@@ -66,7 +98,7 @@ class Recorder:
                 self.acked[room_id].append(payload)
             return result
         finally:
-            self.active.discard(room_id)
+            self.check.leave(room_id)
             self.changed.set()
 
     def total_acked(self) -> int:

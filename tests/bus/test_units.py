@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from roomserver.bus import Bus, DeliveryInfo, EmbeddedNatsServer, Handler, HandlerResult, workers
-from tests.bus.helpers import Recorder, eventually, fast_config
+from tests.bus.helpers import OverlapCheck, Recorder, eventually, fast_config
 
 ROOM = "!unit:example.org"
 
@@ -249,18 +249,12 @@ async def test_without_the_purge_the_kept_results_settle_the_messages_on_deliver
 async def test_two_processes_with_units_keep_each_room_in_order(
     nats_server: EmbeddedNatsServer,
 ) -> None:
-    active: set[str] = set()
-    overlaps = 0
+    check = OverlapCheck()
     first_handled: dict[str, list[bytes]] = {}
     seen: set[bytes] = set()
 
     async def handle(room_id: str, payloads: list[bytes]) -> None:
-        nonlocal overlaps
-        if room_id in active:
-            overlaps += 1
-        active.add(room_id)
-        await asyncio.sleep(0.002)
-        active.discard(room_id)
+        await check.hold(room_id)
         for payload in payloads:  # a second handling (idempotent) records nothing new
             if payload not in seen:
                 seen.add(payload)
@@ -285,7 +279,7 @@ async def test_two_processes_with_units_keep_each_room_in_order(
     for start in range(0, 300, 30):  # bursts, so that input queues behind heads
         await buses[start // 30 % 2].publish_inputs(items[start : start + 30])
     await eventually(lambda: _true(len(seen) == 300))
-    assert overlaps == 0
+    assert check.overlaps == 0
     for i in range(3):
         room = f"!shared{i}:x"
         assert first_handled[room] == [p for r, p in items if r == room]

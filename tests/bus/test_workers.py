@@ -7,7 +7,7 @@ import time
 import pytest
 
 from roomserver.bus import Bus, DeliveryInfo, EmbeddedNatsServer, HandlerResult, SyncReplyTimeout
-from tests.bus.helpers import Recorder, eventually, fast_config
+from tests.bus.helpers import OverlapCheck, Recorder, eventually, fast_config
 
 
 async def open_bus(
@@ -170,24 +170,18 @@ async def test_idle_workers_stop_and_wake_without_losing_messages(
 async def test_two_processes_never_handle_one_room_at_once(
     nats_server: EmbeddedNatsServer,
 ) -> None:
-    active: set[str] = set()
-    overlaps = 0
+    check = OverlapCheck()
     handled: dict[str, list[bytes]] = {}
     counts = {"a": 0, "b": 0}
 
     def handler_for(name: str) -> Recorder:
         async def decide(room_id: str, payload: bytes, info: DeliveryInfo) -> None:
-            nonlocal overlaps
-            if room_id in active:
-                overlaps += 1
-            active.add(room_id)
             await asyncio.sleep(0.002)
-            active.discard(room_id)
             handled.setdefault(room_id, []).append(payload)
             counts[name] += 1
             return None
 
-        return Recorder(decide)
+        return Recorder(decide, check=check)
 
     bus_a = await open_bus(nats_server, handler_for("a"))
     bus_b = await open_bus(nats_server, handler_for("b"))
@@ -199,7 +193,7 @@ async def test_two_processes_never_handle_one_room_at_once(
         return sum(counts.values()) == 200
 
     await eventually(all_handled)
-    assert overlaps == 0
+    assert check.overlaps == 0
     for i in range(4):
         assert handled[f"!shared{i}:x"] == [p for r, p in items if r == f"!shared{i}:x"]
     assert counts["a"] > 0 and counts["b"] > 0
