@@ -15,16 +15,15 @@ from roomserver.core.pdu import Event
 from roomserver.input import Disposition, handle_message
 from roomserver.input.write_behind import WriteBehind
 from roomserver.ports import (
-    EventStatus,
     EventWrite,
     InputReads,
     MembershipChange,
     PersistResult,
-    RoomUpdate,
     SnapshotId,
     StateDelta,
 )
 from roomserver.testing.builder import RoomBuilder
+from tests.storage.helpers import linear_write
 
 from .fakes import MemoryStorage
 from .helpers import ALICE, BOB, Harness, new_room
@@ -74,18 +73,12 @@ def _write(event: Event, base: SnapshotId | None, version: int | None) -> EventW
         if event.type == "m.room.member"
         else ()
     )
-    return EventWrite(
-        event=event,
-        status=EventStatus.STATEFUL,
+    return linear_write(
+        event,
+        expected_version=version,
         state_before=StateDelta(base, {}),
-        room_update=RoomUpdate(
-            expected_version=version,
-            room_version="10",
-            forward_extremities=(event.event_id,),
-            current_state=StateDelta(base, {key: event.event_id}),
-            last_sent_event_id=event.event_id,
-            membership_changes=membership,
-        ),
+        current_state=StateDelta(base, {key: event.event_id}),
+        memberships=membership,
     )
 
 
