@@ -132,7 +132,7 @@ class SqliteEngine:
         self._checkpointer = None if in_memory else _Lane("roomserver-sqlite-checkpoint")
         self._checkpointing: asyncio.Task[None] | None = None
         self._last_checkpoint = float("-inf")  # loop time the last checkpoint started
-        #: Checkpoints run (for tests and operators).
+        #: Checkpoints completed (the tests read it).
         self.checkpoints = 0
         self.fault_injector: Callable[[str], None] | None = None
         self._queued: list[tuple[TxFunction[Any], asyncio.Future[Any]]] = []
