@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import sys
@@ -46,9 +45,8 @@ from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Outcome
 from roomserver.app import Roomserver
 from roomserver.bus.embedded import EmbeddedNatsServer
 from roomserver.bus.subjects import input_stream_name
-from roomserver.core.base64 import encode_base64
 from roomserver.testing.builder import RoomBuilder
-from tests.e2e.child import start_child, stop_children
+from tests.e2e.child import start_child, stop_children, write_child_config
 
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
@@ -124,9 +122,7 @@ async def run_scenario(
     label: str, builders: list[RoomBuilder], processes: int, args: argparse.Namespace, *,
     count_consumers: bool = False,
 ) -> Result:  # fmt: skip
-    keys: dict[str, list[str]] = {}
-    for b in builders[:1]:
-        keys.update({s: [kid, encode_base64(bytes(k))] for s, (kid, k) in b.keys.items()})
+    keys = builders[0].keys
     name = f"bench_scaleout_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(f"{args.pg}/postgres", timeout=10)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -143,11 +139,10 @@ async def run_scenario(
                 )  # fmt: skip
                 try:
                     for n in range(processes):
-                        config = base / f"child{n}.json"
-                        config.write_text(json.dumps({
-                            "data_dir": str(base / f"child{n}"), "nats_url": server.url,
-                            "database_url": database_url, "keys": keys,
-                        }))  # fmt: skip
+                        config = write_child_config(
+                            base / f"child{n}.json", data_dir=base / f"child{n}",
+                            nats_url=server.url, database_url=database_url, keys=keys,
+                        )  # fmt: skip
                         log_path = args.logs / f"{name}-{n}.log"
                         with log_path.open("ab") as log:
                             children.append(await start_child(config, stderr=log))

@@ -3,8 +3,8 @@
 CONFIG: {"data_dir", "nats_url", "database_url", "keys": {server: [key_id, seed_b64]},
 "max_missing_processing_s", "replicas"}. Prints "ready" once its workers run; runs until killed.
 
-``start_child`` and ``stop_children`` run such processes for the fault and cluster tests and
-for ``bench/bench_scaleout.py``.
+``write_child_config``, ``start_child`` and ``stop_children`` run such processes for the fault
+and cluster tests and for ``bench/bench_scaleout.py``.
 """
 
 from __future__ import annotations
@@ -14,16 +14,36 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 from nacl.signing import SigningKey
 
 from roomserver.app import Roomserver
-from roomserver.core.base64 import decode_base64
+from roomserver.core.base64 import decode_base64, encode_base64
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def write_child_config(
+    path: Path,
+    *,
+    data_dir: Path,
+    nats_url: str,
+    database_url: str,
+    keys: Mapping[str, tuple[str, SigningKey | bytes]],
+    **extra: object,
+) -> Path:
+    """Write the CONFIG of a child process to ``path`` (returned): it trusts ``keys`` (server ->
+    key ID, signing key or its 32-byte seed); ``extra``: the optional settings above."""
+    config = {
+        "data_dir": str(data_dir), "nats_url": nats_url, "database_url": database_url,
+        "keys": {s: [kid, encode_base64(bytes(key))] for s, (kid, key) in keys.items()},
+        **extra,
+    }  # fmt: skip
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
 
 
 async def start_child(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
 from collections import Counter, defaultdict
@@ -25,12 +24,11 @@ from roomserver.app import DEFAULT_OUTPUT_DURABLE, Roomserver, SharedSQLiteError
 from roomserver.bus import Bus
 from roomserver.bus.embedded import EmbeddedNatsCluster
 from roomserver.bus.subjects import input_stream_name, room_consumer_name
-from roomserver.core.base64 import encode_base64
 from roomserver.ports import OutboxEntry
 from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
 from tests.bus.helpers import Recorder, fast_config
-from tests.e2e.child import start_child, stop_children
+from tests.e2e.child import start_child, stop_children, write_child_config
 from tests.e2e.helpers import ALICE, BOB, drain_outputs, submit, wait_for
 from tests.natsutil import running_nats
 from tests.pgutil import fresh_schema_url
@@ -58,7 +56,7 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
 ) -> None:
     database_url = await fresh_schema_url(pg_database)
     builders = _rooms()
-    keys = {s: [kid, encode_base64(bytes(k))] for s, (kid, k) in builders[0].keys.items()}
+    keys = builders[0].keys
     async with EmbeddedNatsCluster(tmp_path / "nats") as cluster:
         client = await Roomserver.open(
             data_dir=tmp_path / "client", server_name="rs.test", nats_url=cluster.url,
@@ -70,12 +68,11 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
             assert info.config.num_replicas == 3
             subscription = await client.bus.output_subscription("cluster-fault")
             for n in range(2):
-                config = tmp_path / f"child{n}.json"
-                config.write_text(json.dumps({
-                    "data_dir": str(tmp_path / f"child{n}"), "nats_url": cluster.url,
-                    "database_url": database_url, "keys": keys, "replicas": 3,
-                    "max_missing_processing_s": 5.0,
-                }))  # fmt: skip
+                config = write_child_config(
+                    tmp_path / f"child{n}.json", data_dir=tmp_path / f"child{n}",
+                    nats_url=cluster.url, database_url=database_url, keys=keys, replicas=3,
+                    max_missing_processing_s=5.0,
+                )  # fmt: skip
                 children.append(await start_child(config))
             # Interleave the rooms' events so that every room is busy throughout.
             pdus = [b.pdus() for b in builders]
@@ -297,7 +294,7 @@ async def _run_processes(
 ) -> tuple[dict[str, Outcome], dict[str, list[str]], dict[str, object]]:
     """Submit every room's events asynchronously to ``processes`` roomservers on one
     nats-server; return each event's outcome, each room's new_room_event outputs and state."""
-    keys = {s: [kid, encode_base64(bytes(k))] for s, (kid, k) in builders[0].keys.items()}
+    keys = builders[0].keys
     async with running_nats(base / "nats") as server:
         client = await Roomserver.open(
             data_dir=base / "client", server_name="rs.test", nats_url=server.url,
@@ -307,11 +304,10 @@ async def _run_processes(
         try:
             subscription = await client.bus.output_subscription("equivalence")
             for n in range(processes):
-                config = base / f"child{n}.json"
-                config.write_text(json.dumps({
-                    "data_dir": str(base / f"child{n}"), "nats_url": server.url,
-                    "database_url": database_url, "keys": keys,
-                }))  # fmt: skip
+                config = write_child_config(
+                    base / f"child{n}.json", data_dir=base / f"child{n}", nats_url=server.url,
+                    database_url=database_url, keys=keys,
+                )  # fmt: skip
                 children.append(await start_child(config))
             pdus = [b.pdus() for b in builders]
             for start in range(0, max(len(p) for p in pdus), 5):

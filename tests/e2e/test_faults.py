@@ -7,7 +7,6 @@ the same final state, and no output is duplicated.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,11 +24,10 @@ from roomserver.api import (
 from roomserver.app import Roomserver
 from roomserver.bus import EmbeddedNatsServer, OutputSubscription
 from roomserver.bus.blobs import JetStreamBlobStore
-from roomserver.core.base64 import encode_base64
 from roomserver.core.hashes import compute_event_id
 from roomserver.testing.builder import RoomBuilder
 from roomserver.testing.joins import build_join_room
-from tests.e2e.child import start_child, stop_children
+from tests.e2e.child import start_child, stop_children, write_child_config
 from tests.e2e.helpers import (
     ALICE,
     BOB,
@@ -57,23 +55,6 @@ def _room(messages: int) -> RoomBuilder:
     for i in range(messages):
         b.message(BOB if i % 3 else ALICE, f"m{i}")
     return b
-
-
-def _child_config(
-    tmp_path: Path,
-    nats: EmbeddedNatsServer,
-    database_url: str,
-    keys: dict[str, tuple[str, bytes]],
-    **extra: object,
-) -> Path:
-    """The config of a roomserver process (``tests.e2e.child``) trusting ``keys`` (server ->
-    key ID, 32-byte seed)."""
-    config = tmp_path / "child.json"
-    config.write_text(json.dumps({
-        "data_dir": str(tmp_path / "child"), "nats_url": nats.url, "database_url": database_url,
-        "keys": {s: [kid, encode_base64(seed)] for s, (kid, seed) in keys.items()}, **extra,
-    }))  # fmt: skip
-    return config
 
 
 async def _client(tmp_path: Path, nats: EmbeddedNatsServer, database_url: str) -> Roomserver:
@@ -112,8 +93,10 @@ async def test_sigkill_mid_room_then_restart_processes_everything_once(
     tmp_path: Path, nats: EmbeddedNatsServer, database_url: str
 ) -> None:
     b = _room(1500)
-    keys = {s: (kid, bytes(k)) for s, (kid, k) in b.keys.items()}
-    config = _child_config(tmp_path, nats, database_url, keys, max_missing_processing_s=2.0)
+    config = write_child_config(
+        tmp_path / "child.json", data_dir=tmp_path / "child", nats_url=nats.url,
+        database_url=database_url, keys=b.keys, max_missing_processing_s=2.0,
+    )  # fmt: skip
     child = await start_child(config, ready_within=60)
     client = await _client(tmp_path, nats, database_url)
     try:
@@ -175,7 +158,10 @@ async def test_sigkill_while_a_join_with_a_state_list_blob_is_handled(
     outcome (accepted), one output, the state it names, and the blob is deleted once that is
     stored."""
     room = build_join_room(1500, seed=3)
-    config = _child_config(tmp_path, nats, database_url, room.keys)
+    config = write_child_config(
+        tmp_path / "child.json", data_dir=tmp_path / "child", nats_url=nats.url,
+        database_url=database_url, keys=room.keys,
+    )  # fmt: skip
     child = await start_child(config, ready_within=60)
     client = await _client(tmp_path, nats, database_url)
     client.inline_state_ids_max_bytes = 4 * 1024  # the state list goes as a blob
