@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_e2e.py [--events 10000] [--rooms 100] [--per-room 100]
                                         [--request 50] [--callers 8] [--singles 5000]
                                         [--latency 200] [--database-url URL] [--phases]
-                                        [--profile]
+                                        [--profile] [--statements]
 
 Signature verification is on (events are signed by a server whose key is given out of band).
 Scenarios, in one run (the issue's table):
@@ -17,10 +17,13 @@ Scenarios, in one run (the issue's table):
   server.
 
 Each throughput line gives events/s and the CPU time per event of this process (roomserver and
-the benchmark's own callers, all threads) and of the embedded nats-server. ``--phases`` adds
-wall-clock µs per event of the storage calls, signature checks and output publishing of the
-first two scenarios (each its own report); ``--profile`` prints a cProfile of the first
-(tottime, top 30).
+the benchmark's own callers, all threads) and of the embedded nats-server, then that CPU time
+by thread (the event loop, the SQLite threads, the signature threads) with how busy each was.
+``--phases`` adds wall-clock µs per event of the storage calls, signature checks and output
+publishing of the first two scenarios (each its own report); ``--profile`` prints a cProfile of
+the first (tottime, top 30); ``--statements`` (SQLite) the statements each storage thread ran
+per event, with their wall-clock and CPU time: far more wall than CPU is time spent waiting for
+the GIL (see ``docs/performance.md``, "The GIL is the saturated resource").
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import cProfile
 import functools
 import os
 import pstats
+import re
 import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -94,7 +99,11 @@ def _nats_server_pids() -> list[int]:
 
 
 def _cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _cpu_of_path(Path(f"/proc/{pid}/stat"))
+
+
+def _cpu_of_path(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
@@ -109,13 +118,32 @@ class Cpu:
         return usage.ru_utime + usage.ru_stime, sum(_cpu_of(p) for p in self.nats)
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, by role: the event loop (the main
+    thread), and each pool by its name (``roomserver-sqlite-write``, ``roomserver-verify``...:
+    its threads together)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = defaultdict(float)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            seconds = _cpu_of_path(Path(f"/proc/self/task/{tid}/stat"))
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(tid), "other")
+        name = "event loop" if name == "MainThread" else re.sub(r"_\d+$", "", name)
+        out[name.removeprefix("roomserver-")] += seconds
+    return out
+
+
 @contextmanager
 def measured(label: str, events: int, cpu: Cpu) -> Iterator[None]:
     ours0, nats0 = cpu.sample()
+    threads0 = thread_cpu()
     t = time.perf_counter()
     yield
     elapsed = time.perf_counter() - t
     ours1, nats1 = cpu.sample()
+    threads1 = thread_cpu()
     if events == 0:
         return
     print(
@@ -123,6 +151,13 @@ def measured(label: str, events: int, cpu: Cpu) -> Iterator[None]:
         f"CPU/event: ours {1e6 * (ours1 - ours0) / events:5.0f} µs, "
         f"nats-server {1e6 * (nats1 - nats0) / events:4.0f} µs"
     )
+    used = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
+    parts = [
+        f"{name} {1e6 * seconds / events:.0f} µs ({100 * seconds / elapsed:.0f}% busy)"
+        for name, seconds in sorted(used.items(), key=lambda kv: -kv[1])
+        if seconds > 0
+    ]
+    print(f"  our threads, CPU/event: {', '.join(parts)}")
 
 
 class Phases:
@@ -154,6 +189,62 @@ class Phases:
                 f"{1e6 * self.seconds[name] / events:7.1f} µs/event"
             )
         self.seconds.clear()
+        self.calls.clear()
+
+
+class Statements:
+    """SQLite statements run by the storage threads: per thread, how many per event and their
+    wall-clock and CPU time (``time.thread_time``). The driver releases the GIL around each
+    step of a statement, and a storage thread gets it back only when the event loop lets it
+    go: wall far above CPU is time spent waiting for the GIL, not writing."""
+
+    def __init__(self) -> None:
+        self.wall: dict[tuple[str, str], float] = defaultdict(float)
+        self.cpu: dict[tuple[str, str], float] = defaultdict(float)
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)
+        from roomserver.storage.sqlite import SqliteTx
+
+        for method in ("execute", "executemany", "fetch", "fetchrow"):
+            self._wrap(SqliteTx, method)
+
+    def _wrap(self, cls: Any, method: str) -> None:
+        inner: Callable[..., Awaitable[Any]] = getattr(cls, method)
+
+        @functools.wraps(inner)
+        async def timed(tx: Any, sql: str, *args: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return await inner(tx, sql, *args)
+            finally:
+                thread = threading.current_thread().name.removeprefix("roomserver-")
+                key = (re.sub(r"_\d+$", "", thread), " ".join(sql.split()[:4]))
+                self.wall[key] += time.perf_counter() - wall
+                self.cpu[key] += time.thread_time() - cpu
+                self.calls[key] += 1
+
+        setattr(cls, method, timed)
+
+    def report_and_reset(self, events: int) -> None:
+        threads = sorted({thread for thread, _ in self.calls})
+        print(f"  SQLite statements (per event over {events} events):")
+        for thread in threads:
+            keys = [k for k in self.calls if k[0] == thread]
+            wall = sum(self.wall[k] for k in keys)
+            cpu = sum(self.cpu[k] for k in keys)
+            calls = sum(self.calls[k] for k in keys)
+            ratio = wall / max(cpu, 1e-9)
+            print(
+                f"    {thread:<14} {calls / events:5.2f} statements, "
+                f"wall {1e6 * wall / events:6.1f} µs, CPU {1e6 * cpu / events:6.1f} µs "
+                f"(wall/CPU {ratio:4.1f})"
+            )
+            for k in sorted(keys, key=lambda k: -self.wall[k])[:3]:
+                print(
+                    f"      {k[1]:<40} wall {1e6 * self.wall[k] / self.calls[k]:7.1f} µs, "
+                    f"CPU {1e6 * self.cpu[k] / self.calls[k]:6.1f} µs per statement"
+                )
+        self.wall.clear()
+        self.cpu.clear()
         self.calls.clear()
 
 
@@ -212,6 +303,7 @@ async def run(args: argparse.Namespace) -> None:
                     phases.wrap(rs.storage, name, f"storage.{name}")
                 phases.wrap(rs.keyring, "verify_event", "keyring.verify_event")
                 phases.wrap(rs.bus, "publish_room_outputs", "publish outputs")
+            statements = Statements() if args.statements and args.database_url is None else None
             profiler = cProfile.Profile(time.process_time) if args.profile else None
 
             n = len(single.events)
@@ -225,6 +317,8 @@ async def run(args: argparse.Namespace) -> None:
                 pstats.Stats(profiler).sort_stats(args.sort).print_stats(40)
             if phases is not None:
                 phases.report_and_reset(n)
+            if statements is not None:
+                statements.report_and_reset(n)
 
             n = sum(len(b.events) for b in many)
             queue: asyncio.Queue[RoomBuilder] = asyncio.Queue()
@@ -240,6 +334,8 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.gather(*(caller() for _ in range(args.callers)))
             if phases is not None:
                 phases.report_and_reset(n)
+            if statements is not None:
+                statements.report_and_reset(n)
 
             n = len(singles.events)
             with measured("one room, single async submissions", n, cpu):
@@ -247,6 +343,8 @@ async def run(args: argparse.Namespace) -> None:
                     one = InputRoomEventsRequest([InputRoomEvent(event=pdu)], asynchronous=True)
                     await rs.input_room_events(one)
                 await wait_done(rs, [singles], limit_s=600)
+            if statements is not None:
+                statements.report_and_reset(n)
 
             setup = InputRoomEventsRequest(
                 events=[InputRoomEvent(event=e.pdu) for e in list(latency_room.events.values())[:5]]
@@ -282,6 +380,11 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--phases", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="SQLite: the storage threads' statements, wall and CPU per event",
+    )
     parser.add_argument("--sort", default="tottime", help="profile order (tottime, cumulative)")
     asyncio.run(run(parser.parse_args()))
 
