@@ -17,8 +17,9 @@ Scenarios, in one run (the issue's table):
   server.
 
 Each throughput line gives events/s and the CPU time per event of this process (roomserver and
-the benchmark's own callers, all threads) and of the embedded nats-server, then that CPU time
-by thread (the event loop, the SQLite threads, the signature threads) with how busy each was.
+the benchmark's own callers, all threads, and its signature-checking worker processes) and of
+the embedded nats-server, then that CPU time by thread (the event loop, the SQLite threads, the
+signature threads) and for the workers, with how busy each was.
 ``--phases`` adds wall-clock µs per event of the storage calls, signature checks and output
 publishing of the first two scenarios (each its own report); ``--profile`` prints a cProfile of
 the first (tottime, top 30); ``--statements`` (SQLite) the statements each storage thread ran
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import functools
 import os
@@ -82,6 +84,16 @@ def trust(rs: Roomserver, builders: list[RoomBuilder]) -> None:
 
 def _nats_server_pids() -> list[int]:
     """The nats-server processes this process started (the embedded one)."""
+    return [pid for pid, comm, _ in _children() if comm == "nats-server"]
+
+
+def _verify_worker_pids() -> list[int]:
+    """This process's signature-checking workers (``roomserver.verify_worker``)."""
+    return [pid for pid, _, cmdline in _children() if b"roomserver.verify_worker" in cmdline]
+
+
+def _children() -> list[tuple[int, str, bytes]]:
+    """This process's children: pid, command name, command line."""
     me = os.getpid()
     out = []
     for entry in os.listdir("/proc"):
@@ -89,12 +101,12 @@ def _nats_server_pids() -> list[int]:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) != me:
+                continue
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if comm == "nats-server" and int(fields[1]) == me:
-            out.append(int(entry))
+        out.append((int(entry), stat[stat.index("(") + 1 : stat.rindex(")")], cmdline))
     return out
 
 
@@ -108,14 +120,25 @@ def _cpu_of_path(stat: Path) -> float:
 
 
 class Cpu:
-    """CPU seconds of this process (all threads) and of the embedded nats-server."""
+    """CPU seconds of this process (all threads and its signature-checking workers) and of the
+    embedded nats-server."""
 
     def __init__(self) -> None:
         self.nats = _nats_server_pids()
 
     def sample(self) -> tuple[float, float]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime, sum(_cpu_of(p) for p in self.nats)
+        return usage.ru_utime + usage.ru_stime + self.workers(), sum(_cpu_of(p) for p in self.nats)
+
+    @staticmethod
+    def workers() -> float:
+        """CPU seconds of the signature-checking workers running now (started lazily, at the
+        first message to check: counted from their start)."""
+        total = 0.0
+        for pid in _verify_worker_pids():
+            with contextlib.suppress(OSError):
+                total += _cpu_of(pid)
+        return total
 
 
 def thread_cpu() -> dict[str, float]:
@@ -139,11 +162,13 @@ def thread_cpu() -> dict[str, float]:
 def measured(label: str, events: int, cpu: Cpu) -> Iterator[None]:
     ours0, nats0 = cpu.sample()
     threads0 = thread_cpu()
+    workers0 = cpu.workers()
     t = time.perf_counter()
     yield
     elapsed = time.perf_counter() - t
     ours1, nats1 = cpu.sample()
     threads1 = thread_cpu()
+    threads1["verify processes"] = cpu.workers() - workers0
     if events == 0:
         return
     print(

@@ -37,6 +37,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
             "ROOMSERVER_FEDERATION__NOTARY_SERVERS": "a.example,b.example",
             "ROOMSERVER_INPUT__MAX_MISSING_PROCESSING_S": "12.5",
             "ROOMSERVER_INPUT__VERIFY_THREADS": "3",
+            "ROOMSERVER_INPUT__VERIFY_PROCESSES": "0",
             # Test and CI switches, not config keys:
             "ROOMSERVER_REQUIRE_POSTGRES": "1",
             "ROOMSERVER_REQUIRE_SYNAPSE": "1",
@@ -51,6 +52,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert config.federation.notary_servers == ["a.example", "b.example"]
     assert config.input.max_missing_processing_s == 12.5
     assert config.input.verify_threads == 3
+    assert config.input.verify_processes == 0
 
 
 @pytest.mark.parametrize(
@@ -64,6 +66,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("", {"ROOMSERVER_INPUT__MAX_MISSING_PROCESSING_S": "soon"}, "expected a number"),
         ("input:\n  verify_threads: -1\n", {}, "verify_threads: expected an integer of 0 or"),
         ("input:\n  verify_threads: true\n", {}, "verify_threads: expected an integer of 0 or"),
+        ("input:\n  verify_processes: -2\n", {}, "verify_processes: expected an integer of 0"),
     ],
 )
 def test_bad_config_names_the_key(

@@ -196,6 +196,8 @@ class InputConfig:
     max_missing_processing_s: float = 300.0
     #: Threads checking a message's signatures beside the event loop; 0: inline.
     verify_threads: int = field(default=2, metadata=_parsed_by(_parse_thread_count))
+    #: Worker processes checking them instead (the threads check while they start); 0: none.
+    verify_processes: int = field(default=2, metadata=_parsed_by(_parse_thread_count))
 
 
 @dataclass(frozen=True, slots=True)

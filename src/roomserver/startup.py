@@ -255,6 +255,7 @@ async def open_parts(
             config=InputConfig(
                 max_missing_processing_s=config.input.max_missing_processing_s,
                 verify_threads=config.input.verify_threads,
+                verify_processes=config.input.verify_processes,
                 # The federation fetcher verifies what it returns already.
                 verify_fetched_events=False,
             ),

@@ -16,7 +16,7 @@ from roomserver.core.pdu import Event, parse_event
 from roomserver.federation.errors import RemoteRejected, RemoteUnavailable
 from roomserver.federation.keyring import KeyRing
 from roomserver.input import Disposition, InputConfig, handle_message
-from roomserver.input.verify import INLINE_AT_MOST, BatchVerifier
+from roomserver.input.verify import INLINE_AT_MOST, BatchVerifier, VerifiedBatch
 from roomserver.testing.builder import RoomBuilder
 from tests.input.helpers import ALICE, BOB, HarnessFactory, new_room
 
@@ -100,7 +100,13 @@ async def _alone(ring: KeyRing, events: Sequence[Event]) -> list[str | None]:
 
 
 async def _batched(verifier: BatchVerifier, events: Sequence[Event]) -> list[str | None]:
-    batch = verifier.start(events)
+    return await _taken(verifier, events, verifier.start(events))
+
+
+async def _taken(
+    verifier: BatchVerifier, events: Sequence[Event], batch: VerifiedBatch | None
+) -> list[str | None]:
+    """Each event's check, in order, taken from ``batch``: ``None`` or the exception raised."""
     out: list[str | None] = []
     for event in events:
         try:

@@ -272,6 +272,7 @@ def verify_event(
     verify_keys: Mapping[str, Mapping[str, VerifyKey]],
     now_ms: int | None = None,
     key_validity: Mapping[str, Mapping[str, int]] | None = None,
+    signed_bytes: bytes | None = None,
 ) -> None:
     """Check the signatures on a received event; raise ``InvalidSignature`` if they fail.
 
@@ -287,12 +288,15 @@ def verify_event(
     ``expired_ts``) makes keys that expired before the event's ``origin_server_ts`` unusable;
     with ``now_ms``, a key's validity counts at most 7 days past now. Keys without an entry are
     not limited. Room versions 1-4 ignore ``key_validity``, as the spec requires.
+
+    ``signed_bytes``: what the signatures sign (the redacted event as canonical JSON, without
+    ``signatures`` and ``unsigned``), when the caller has it already (``Event.signed_bytes``
+    sent to another process); computed from ``pdu`` otherwise.
     """
     rules = _room_version(room_version)
     event_id: str | None = None
-    signed_bytes: bytes | None = None
     if isinstance(pdu, Event):
-        if pdu.rules is rules:
+        if pdu.rules is rules and signed_bytes is None:
             signed_bytes = pdu.signed_bytes  # computed for the event ID already
         event_id, pdu = pdu.event_id, pdu.pdu
     if not isinstance(pdu, Mapping):

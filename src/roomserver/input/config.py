@@ -18,6 +18,8 @@ class InputConfig:
     after the room has been idle this long (storage permitting; see ``OutboxSender``).
     ``verify_threads``: threads that check a message's signatures beside the event loop
     (``input/verify.py``); 0 checks every event inline, at its turn.
+    ``verify_processes``: worker processes that check them instead (``verify_workers.py``;
+    the threads check while they start); 0: none.
     """
 
     max_missing_processing_s: float = 300.0
@@ -26,3 +28,4 @@ class InputConfig:
     concurrent_update_retries: int = 3
     outbox_mark_idle_s: float = 0.5
     verify_threads: int = 2
+    verify_processes: int = 0

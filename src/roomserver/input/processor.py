@@ -105,7 +105,11 @@ class InputProcessor:
             store = self._write_behind
         self._store = store
         self._keyring = keyring
-        self._verifier = BatchVerifier(keyring, threads=self.config.verify_threads)
+        self._verifier = BatchVerifier(
+            keyring,
+            threads=self.config.verify_threads,
+            processes=self.config.verify_processes,
+        )
         self._publisher = publisher
         self._server_name = server_name
         self._events = EventCache(store)
@@ -286,7 +290,7 @@ class InputProcessor:
     async def close(self) -> None:
         """Mark sent every output published but not marked yet (see ``OutboxSender``)."""
         await self._outbox.close()
-        self._verifier.close()
+        await self._verifier.aclose()
 
     # -- one input event ------------------------------------------------------------------------
     async def _process_item(self, item: InputRoomEvent) -> EventResult:
