@@ -103,7 +103,7 @@ class VerifyProcesses:
         body = pickle.dumps((self._ids, list(checks)), protocol=pickle.HIGHEST_PROTOCOL)
         stdin = worker.process.stdin
         if stdin is None or stdin.is_closing():
-            self._lost(worker, "its input is closed")
+            self._lost(worker, "its input is closed", kill=True)
             future.set_exception(WorkerGone("the signature worker's input is closed"))
             return future
         worker.pending[self._ids] = (future, len(checks))
@@ -157,7 +157,6 @@ class VerifyProcesses:
     async def _read(self, worker: _Worker) -> None:
         stdout = worker.process.stdout
         assert stdout is not None
-        why = "it exited"
         try:
             while True:
                 (size,) = FRAME.unpack(await stdout.readexactly(FRAME.size))
@@ -166,19 +165,20 @@ class VerifyProcesses:
                 worker.queued -= count
                 if not future.done():
                     future.set_result([a == 1 for a in answers])
-        except asyncio.IncompleteReadError:
-            pass
-        except Exception as exc:  # a frame we did not write: stop using this worker
-            why = f"{type(exc).__name__}: {exc}"
-        self._lost(worker, why)
+        except asyncio.IncompleteReadError:  # its output ended: it is exiting
+            self._lost(worker, "it exited")
+        except Exception as exc:  # a frame it should not have written: stop it
+            self._lost(worker, f"{type(exc).__name__}: {exc}", kill=True)
 
-    def _lost(self, worker: _Worker, why: str) -> None:
+    def _lost(self, worker: _Worker, why: str, *, kill: bool = False) -> None:
         if worker in self._workers:
             self._workers.remove(worker)
             if not self._closed:
                 log.warning("a signature worker stopped (%s); its checks run here", why)
         _fail(worker, why)
-        if worker.process.returncode is None:
+        # Not once it exits: signalling polls the process, which would reap it under the
+        # event loop's child watcher.
+        if kill and worker.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()
 
