@@ -117,6 +117,60 @@ async def test_sigkill_mid_room_then_restart_processes_everything_once(
     assert not killed, "the roomserver process did not stop on SIGTERM within 30 s"
 
 
+def _verify_workers_of(pid: int) -> list[int]:
+    """The signature-checking worker processes (``roomserver.verify_worker``) of ``pid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and b"verify_worker" in cmdline:
+            out.append(int(entry.name))
+    return out
+
+
+def _running(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] != "Z":  # a zombie has exited
+            alive.append(pid)
+    return alive
+
+
+async def test_sigkill_leaves_no_signature_worker_behind(
+    tmp_path: Path, nats: EmbeddedNatsServer, database_url: str
+) -> None:
+    b = _room(200)
+    config = write_child_config(
+        tmp_path / "child.json", data_dir=tmp_path / "child", nats_url=nats.url,
+        database_url=database_url, keys=b.keys,
+    )  # fmt: skip
+    child = await start_child(config, ready_within=60)
+    client = await _client(tmp_path, nats, database_url)
+    try:
+        pdus = b.pdus()
+        for start in range(0, len(pdus), 50):  # messages of 50: checked by the workers
+            response = await submit(client, pdus[start : start + 50])
+            assert {r.outcome for r in response.results} == {Outcome.ACCEPTED}
+        workers = await wait_for(lambda: _verify_workers_of(child.pid), timeout=30)
+        assert len(workers) == 2
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        # Their input closed with the process: they exit (and are reparented, then reaped).
+        await wait_for(lambda: not _running(workers), timeout=30)
+    finally:
+        await stop_children([child], within=30)
+        await client.close(grace=2.0)
+
+
 async def test_nats_server_restart_under_load_loses_nothing(
     tmp_path: Path, nats: EmbeddedNatsServer, database_url: str
 ) -> None:
