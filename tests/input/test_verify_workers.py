@@ -98,6 +98,28 @@ async def test_a_killed_worker_leaves_its_events_checked_here_and_is_started_aga
         await verifier.aclose()
 
 
+async def test_a_hung_worker_is_killed_and_its_events_checked_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(verify_workers, "ANSWER_TIMEOUT_S", 0.5)
+    events, expected, ring = await _room()
+    verifier = BatchVerifier(ring, threads=0, processes=1)
+    try:
+        assert verifier.processes is not None
+        assert await verifier.processes.started(timeout_s=30)
+        (pid,) = verifier.processes.pids()
+        os.kill(pid, signal.SIGSTOP)  # alive, never answers
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await _batched(verifier, events) == expected
+        assert loop.time() - started < 10  # the timeout, not the message's deadline
+        assert ring.inline == len(events)
+        assert await _exited([pid])  # killed
+        assert verifier.processes.pids() == []
+    finally:
+        await verifier.aclose()
+
+
 async def test_a_closed_pool_takes_no_checks() -> None:
     processes = VerifyProcesses(1)
     assert await processes.started(timeout_s=30)

@@ -9,9 +9,10 @@ its own, and its pipes are read by the event loop like a socket: no thread of ou
 ``VerifyProcesses`` starts ``count`` workers (``python -m roomserver.verify_worker``)
 when first asked, and until they are up says it is not ``ready`` (the caller checks in
 threads meanwhile). ``submit`` sends one chunk of checks to the least busy worker and returns
-a future of one ``bool`` per check. A worker that exits or breaks fails its pending futures
-with ``WorkerGone`` (the caller checks those events itself) and is started again at the next
-``submit``, at most once per ``RESTART_AFTER_S``.
+a future of one ``bool`` per check. A worker that exits, breaks or does not answer within
+``ANSWER_TIMEOUT_S`` (killed then) fails its pending futures with ``WorkerGone`` (the caller
+checks those events itself) and is started again at the next message, at most once per
+``RESTART_AFTER_S``.
 
 What a worker is sent and answers is in ``roomserver/verify_worker.py``. Why a check failed
 is not sent back: the caller checks a failed event again in its own process, which raises the
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds before a worker that exited is started again.
 RESTART_AFTER_S = 5.0
+#: Seconds a worker gets to answer a chunk (a few ms of work) before it is taken for hung:
+#: killed, its chunks checked by the caller, and started again.
+ANSWER_TIMEOUT_S = 10.0
 #: Seconds a closing worker gets to exit once its input is closed, before it is killed.
 CLOSE_TIMEOUT_S = 2.0
 __all__ = ["Check", "VerifyProcesses", "WorkerGone"]
@@ -50,7 +54,8 @@ class _Worker:
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
-        self.pending: dict[int, tuple[asyncio.Future[list[bool]], int]] = {}
+        # request ID -> (its answer, how many checks, the timer that gives up on it)
+        self.pending: dict[int, tuple[asyncio.Future[list[bool]], int, asyncio.TimerHandle]] = {}
         self.queued = 0  # checks sent, not answered
         self.reader: asyncio.Task[None] | None = None
 
@@ -106,10 +111,17 @@ class VerifyProcesses:
             self._lost(worker, "its input is closed", kill=True)
             future.set_exception(WorkerGone("the signature worker's input is closed"))
             return future
-        worker.pending[self._ids] = (future, len(checks))
+        overdue = asyncio.get_running_loop().call_later(
+            ANSWER_TIMEOUT_S, self._overdue, worker, self._ids
+        )
+        worker.pending[self._ids] = (future, len(checks), overdue)
         worker.queued += len(checks)
         stdin.write(FRAME.pack(len(body)) + body)
         return future
+
+    def _overdue(self, worker: _Worker, request_id: int) -> None:
+        if request_id in worker.pending:
+            self._lost(worker, f"it did not answer within {ANSWER_TIMEOUT_S:g} s", kill=True)
 
     async def close(self) -> None:
         """Stop the workers: their input is closed, they exit (killed if they do not)."""
@@ -161,7 +173,8 @@ class VerifyProcesses:
             while True:
                 (size,) = FRAME.unpack(await stdout.readexactly(FRAME.size))
                 request_id, answers = pickle.loads(await stdout.readexactly(size))
-                future, count = worker.pending.pop(request_id)
+                future, count, overdue = worker.pending.pop(request_id)
+                overdue.cancel()
                 worker.queued -= count
                 if not future.done():
                     future.set_result([a == 1 for a in answers])
@@ -186,7 +199,8 @@ class VerifyProcesses:
 def _fail(worker: _Worker, why: str) -> None:
     pending, worker.pending = worker.pending, {}
     worker.queued = 0
-    for future, _ in pending.values():
+    for future, _, overdue in pending.values():
+        overdue.cancel()
         if not future.done():
             future.set_exception(WorkerGone(f"the signature worker stopped: {why}"))
             future.exception()  # retrieved: an event not taken any more must not log it
