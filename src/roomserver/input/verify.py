@@ -85,8 +85,9 @@ class VerifiedBatch:
 
 
 class BatchVerifier:
-    """Verifies event signatures for ``InputProcessor``: a message's in a pool of ``threads``
-    threads (``start``), any other inline through ``keyring`` (``verify``)."""
+    """Verifies event signatures for ``InputProcessor``: a message's in ``processes`` worker
+    processes when they are up, else in a pool of ``threads`` threads (``start``), any other
+    inline through ``keyring`` (``verify``)."""
 
     def __init__(self, keyring: KeyRing, *, threads: int, processes: int = 0) -> None:
         if threads < 0:
