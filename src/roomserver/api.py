@@ -537,8 +537,7 @@ def _payload_from_json(cls: type[Any], obj: Mapping[str, Any]) -> OutputPayload:
     return payload
 
 
-_OUTPUT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_json_string: Callable[[str], str] = json.encoder.encode_basestring  # as _OUTPUT_JSON does
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # as _dumps writes
 
 
 def encode_output_event(output: OutputEvent, *, event_json: bytes | None = None) -> bytes:
@@ -548,24 +547,14 @@ def encode_output_event(output: OutputEvent, *, event_json: bytes | None = None)
     kind = output.type.value
     payload = _payload_to_json(output.payload)
     if event_json is None or "event" not in payload:
-        return _encode_output(
-            {"v": WIRE_VERSION, "type": kind, "room_id": output.room_id, kind: payload}
-        )
+        return _dumps({"v": WIRE_VERSION, "type": kind, "room_id": output.room_id, kind: payload})
     del payload["event"]  # the first member: spliced in first
-    rest = _encode_output(payload)
+    rest = _dumps(payload)
     # What the encoder writes for the envelope's members (``kind`` is a plain identifier).
     room_id = _json_string(output.room_id)
     head = f'{{"v":{WIRE_VERSION},"type":"{kind}","room_id":{room_id},"{kind}":{{"event":'
     tail = b"," + rest[1:] if len(rest) > 2 else b"}"
     return b"".join((head.encode(), event_json, tail, b"}"))
-
-
-def _encode_output(value: Mapping[str, Any]) -> bytes:
-    """``_dumps`` with one encoder for every output (no encoder built per call)."""
-    try:
-        return _OUTPUT_JSON.encode(value).encode("utf-8")
-    except RecursionError:  # a hostile event nested thousands deep: say so, as ValueError does
-        raise ValueError("event: nested too deeply to encode") from None
 
 
 def decode_output_event(data: bytes | str) -> OutputEvent:
