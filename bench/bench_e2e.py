@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_e2e.py [--events 10000] [--rooms 100] [--per-room 100]
                                         [--request 50] [--callers 8] [--singles 5000]
                                         [--latency 200] [--database-url URL] [--phases]
-                                        [--profile] [--statements]
+                                        [--profile] [--statements] [--python-gc]
 
 Signature verification is on (events are signed by a server whose key is given out of band).
 Scenarios, in one run (the issue's table):
@@ -24,7 +24,9 @@ signature threads) and for the workers, with how busy each was.
 publishing of the first two scenarios (each its own report); ``--profile`` prints a cProfile of
 the first (tottime, top 30); ``--statements`` (SQLite) the statements each storage thread ran
 per event, with their wall-clock and CPU time: far more wall than CPU is time spent waiting for
-the GIL (see ``docs/performance.md``, "The GIL is the saturated resource").
+the GIL (see ``docs/performance.md``, "The GIL is the saturated resource"). The garbage
+collector is set as ``roomserver serve`` sets it (``service/gc_tuning.py``) unless
+``--python-gc``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Outcome
 from roomserver.app import Roomserver
+from roomserver.service.gc_tuning import tune_gc
 from roomserver.testing.builder import RoomBuilder
 
 ALICE = "@alice:example.org"
@@ -406,12 +409,20 @@ def main() -> None:
     parser.add_argument("--phases", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="keep Python's collector settings (default: as roomserver serve sets them)",
+    )
+    parser.add_argument(
         "--statements",
         action="store_true",
         help="SQLite: the storage threads' statements, wall and CPU per event",
     )
     parser.add_argument("--sort", default="tottime", help="profile order (tottime, cumulative)")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    if not args.python_gc:
+        tune_gc()  # as `roomserver serve` does
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from bench_e2e import ALICE, build_room, trust
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Outcome
 from roomserver.app import Roomserver
 from roomserver.bus import workers
+from roomserver.service.gc_tuning import tune_gc
 
 _marks: dict[str, float] = {}
 
@@ -97,7 +98,11 @@ async def run(calls: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200)
-    asyncio.run(run(parser.parse_args().calls))
+    parser.add_argument("--python-gc", action="store_true", help="as bench_e2e.py's")
+    args = parser.parse_args()
+    if not args.python_gc:
+        tune_gc()  # as `roomserver serve` does
+    asyncio.run(run(args.calls))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_e2e import Cpu, build_room, sync_requests, trust
 
 from roomserver.app import Roomserver
+from roomserver.service.gc_tuning import tune_gc
 
 _wall: dict[str, float] = collections.defaultdict(float)
 _cpu: dict[str, float] = collections.defaultdict(float)
@@ -96,7 +97,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--request", type=int, default=50, help="events per request")
+    parser.add_argument("--python-gc", action="store_true", help="as bench_e2e.py's")
     args = parser.parse_args()
+    if not args.python_gc:
+        tune_gc()  # as `roomserver serve` does
     asyncio.run(run(args.events, args.request))
 
 

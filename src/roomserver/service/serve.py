@@ -10,6 +10,7 @@ import signal
 from aiohttp import web
 
 from roomserver.config import Config
+from roomserver.service.gc_tuning import tune_gc
 from roomserver.service.listener import build_app, load_api_token
 
 log = logging.getLogger("roomserver.serve")
@@ -30,6 +31,7 @@ async def serve(config: Config) -> int:
     """
     from roomserver.app import Roomserver
 
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
