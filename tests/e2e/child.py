@@ -2,6 +2,7 @@
 
 CONFIG: {"data_dir", "nats_url", "database_url", "keys": {server: [key_id, seed_b64]},
 "max_missing_processing_s", "replicas"}. Prints "ready" once its workers run; runs until killed.
+It sets the garbage collector as ``roomserver serve`` does.
 
 ``write_child_config``, ``start_child`` and ``stop_children`` run such processes for the fault
 and cluster tests and for ``bench/bench_scaleout.py``.
@@ -22,6 +23,7 @@ from nacl.signing import SigningKey
 
 from roomserver.app import Roomserver
 from roomserver.core.base64 import decode_base64, encode_base64
+from roomserver.service.gc_tuning import tune_gc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,4 +105,5 @@ async def main(path: str) -> None:
 
 
 if __name__ == "__main__":
+    tune_gc()  # the collector as `roomserver serve` sets it
     asyncio.run(main(sys.argv[1]))
