@@ -120,6 +120,19 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
             await read_until(total + 1, timeout=3.0)  # anything more would be a duplicate
 
             ids = _per_room_ids(seen)
+            # Which rooms lack stored events, and how many (a diagnosis, if any).
+            unstored = [
+                (b, [e for e in b.events if await client.event(e) is None]) for b in builders
+            ]
+            assert not any(missing for _, missing in unstored), (
+                f"{time.monotonic() - leader_killed_at:.0f} s after the stream leader was "
+                "killed, events not stored: "
+                + "; ".join(
+                    f"{b.room_id}: {len(missing)} of {len(b.events)} (first {missing[0]})"
+                    for b, missing in unstored
+                    if missing
+                )
+            )
             soft_failed: set[str] = set()
             for b in builders:
                 room = ids[b.room_id]
