@@ -44,6 +44,7 @@ from roomserver.api import (
 from roomserver.federation.keyring import KeyRing
 from roomserver.input import InputProcessor, handle_message
 from roomserver.ports import OutboxEntry
+from roomserver.service.gc_tuning import tune_gc
 from roomserver.storage import open_storage
 from roomserver.testing.builder import RoomBuilder
 
@@ -193,7 +194,15 @@ def main() -> None:
     parser.add_argument("--phases", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="keep Python's collector settings (default: as roomserver serve sets them)",
+    )
+    args = parser.parse_args()
+    if not args.python_gc:
+        tune_gc()  # as `roomserver serve` does
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
