@@ -147,7 +147,6 @@ class VerifyProcesses:
 
     async def _start(self) -> None:
         try:
-            started: list[_Worker] = []
             for _ in range(self._count - len(self._workers)):
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -157,10 +156,9 @@ class VerifyProcesses:
                     stdout=asyncio.subprocess.PIPE,
                     env=_child_environment(),
                 )
-                started.append(_Worker(process))
-            for worker in started:
+                worker = _Worker(process)  # in use at once: a later start may fail
                 worker.reader = asyncio.get_running_loop().create_task(self._read(worker))
-            self._workers.extend(started)
+                self._workers.append(worker)
         except Exception as exc:  # checked in threads meanwhile; tried again later
             log.warning("signature workers could not start: %s: %s", type(exc).__name__, exc)
         finally:
