@@ -56,11 +56,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Outcome
 from roomserver.app import Roomserver
 from roomserver.service.gc_tuning import tune_gc
+from roomserver.testing import procfs
 from roomserver.testing.builder import RoomBuilder
 
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
-_TICK = os.sysconf("SC_CLK_TCK")
 STORAGE_CALLS = (
     "read_for_input", "persist_many", "persist", "state_entries", "get_events", "room",
     "pending_outbox", "mark_outbox_sent",
@@ -87,39 +87,7 @@ def trust(rs: Roomserver, builders: list[RoomBuilder]) -> None:
 
 def _nats_server_pids() -> list[int]:
     """The nats-server processes this process started (the embedded one)."""
-    return [pid for pid, comm, _ in _children() if comm == "nats-server"]
-
-
-def _verify_worker_pids() -> list[int]:
-    """This process's signature-checking workers (``roomserver.verify_worker``)."""
-    return [pid for pid, _, cmdline in _children() if b"roomserver.verify_worker" in cmdline]
-
-
-def _children() -> list[tuple[int, str, bytes]]:
-    """This process's children: pid, command name, command line."""
-    me = os.getpid()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) != me:
-                continue
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        out.append((int(entry), stat[stat.index("(") + 1 : stat.rindex(")")], cmdline))
-    return out
-
-
-def _cpu_of(pid: int) -> float:
-    return _cpu_of_path(Path(f"/proc/{pid}/stat"))
-
-
-def _cpu_of_path(stat: Path) -> float:
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return [pid for pid, comm, _ in procfs.children() if comm == "nats-server"]
 
 
 class Cpu:
@@ -130,18 +98,20 @@ class Cpu:
         self.nats = _nats_server_pids()
 
     def sample(self) -> tuple[float, float]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime + self.workers(), sum(_cpu_of(p) for p in self.nats)
+        ours, nats, _ = self.split()
+        return ours, nats
 
-    @staticmethod
-    def workers() -> float:
-        """CPU seconds of the signature-checking workers running now (started lazily, at the
-        first message to check: counted from their start)."""
-        total = 0.0
-        for pid in _verify_worker_pids():
-            with contextlib.suppress(OSError):
-                total += _cpu_of(pid)
-        return total
+    def split(self) -> tuple[float, float, float]:
+        """This process with its workers, nats-server, and the workers alone (started lazily,
+        at the first message to check: counted from their start)."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        workers = 0.0
+        for pid, _, cmdline in procfs.children():
+            if b"roomserver.verify_worker" in cmdline:
+                with contextlib.suppress(OSError):  # it ended meanwhile
+                    workers += procfs.cpu_seconds(pid)
+        nats = sum(procfs.cpu_seconds(p) for p in self.nats)
+        return usage.ru_utime + usage.ru_stime + workers, nats, workers
 
 
 def thread_cpu() -> dict[str, float]:
@@ -152,7 +122,7 @@ def thread_cpu() -> dict[str, float]:
     out: dict[str, float] = defaultdict(float)
     for tid in os.listdir("/proc/self/task"):
         try:
-            seconds = _cpu_of_path(Path(f"/proc/self/task/{tid}/stat"))
+            seconds = procfs.cpu_seconds("self", thread=tid)
         except OSError:  # the thread ended meanwhile
             continue
         name = names.get(int(tid), "other")
@@ -163,15 +133,14 @@ def thread_cpu() -> dict[str, float]:
 
 @contextmanager
 def measured(label: str, events: int, cpu: Cpu) -> Iterator[None]:
-    ours0, nats0 = cpu.sample()
+    ours0, nats0, workers0 = cpu.split()
     threads0 = thread_cpu()
-    workers0 = cpu.workers()
     t = time.perf_counter()
     yield
     elapsed = time.perf_counter() - t
-    ours1, nats1 = cpu.sample()
+    ours1, nats1, workers1 = cpu.split()
     threads1 = thread_cpu()
-    threads1["verify processes"] = cpu.workers() - workers0
+    threads1["verify processes"] = workers1 - workers0
     if events == 0:
         return
     print(

@@ -41,9 +41,8 @@ from nacl.signing import SigningKey
 from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Kind, Outcome
 from roomserver.app import Roomserver
 from roomserver.storage import bulk as storage_bulk
+from roomserver.testing import procfs
 from roomserver.testing.joins import JoinRoom, build_join_room
-
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def load_room(members: int, cache_dir: Path) -> JoinRoom:
@@ -81,32 +80,12 @@ def load_room(members: int, cache_dir: Path) -> JoinRoom:
 
 
 def _nats_pids() -> list[int]:
-    me = os.getpid()
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if comm == "nats-server" and ppid == me:
-            out.append(int(entry.name))
-    return out
-
-
-def _cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return [pid for pid, comm, _ in procfs.children() if comm == "nats-server"]
 
 
 def _status_mb(pid: int, field: str) -> float:
     """A memory figure of /proc/PID/status (VmRSS: now, VmHWM: peak) in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return procfs.status_kib(pid, field) / 1024
 
 
 def _own_cpu() -> float:
@@ -148,7 +127,7 @@ async def run(args: argparse.Namespace) -> None:
             for server, (key_id, seed) in room.keys.items():
                 rs.keyring.add_verify_key(server, key_id, SigningKey(seed).verify_key, 2**62)
             nats = _nats_pids()
-            cpu0, nats0 = _own_cpu(), sum(_cpu_of(p) for p in nats)
+            cpu0, nats0 = _own_cpu(), sum(procfs.cpu_seconds(p) for p in nats)
             print(f"join of a room of {args.members} members ({len(room.outliers)} outliers)")
 
             async def submit_outliers() -> list[Any]:
@@ -180,7 +159,7 @@ async def run(args: argparse.Namespace) -> None:
                 f"  join outcome: {joined.results[0].outcome.value}, "
                 f"process CPU {_own_cpu() - cpu_join:.1f} s"
             )
-            cpu1, nats1 = _own_cpu(), sum(_cpu_of(p) for p in nats)
+            cpu1, nats1 = _own_cpu(), sum(procfs.cpu_seconds(p) for p in nats)
             total = t_out + t_join
             events = len(room.outliers) + 1
             print(f"  {'total':<28} {total:7.2f} s   ({events / total:.0f} events/s)")

@@ -45,12 +45,12 @@ from roomserver.api import InputRoomEvent, InputRoomEventsRequest, Outcome
 from roomserver.app import Roomserver
 from roomserver.bus.embedded import EmbeddedNatsServer
 from roomserver.bus.subjects import input_stream_name
+from roomserver.testing import procfs
 from roomserver.testing.builder import RoomBuilder
 from tests.e2e.child import start_child, stop_children, write_child_config
 
 ALICE = "@alice:example.org"
 BOB = "@bob:example.org"
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def build_room(room_id: str, events: int) -> RoomBuilder:
@@ -61,18 +61,6 @@ def build_room(room_id: str, events: int) -> RoomBuilder:
     for i in range(events - 5):
         b.message(BOB if i % 2 else ALICE, f"message {i}")
     return b
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def memory_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def load() -> float:
@@ -178,7 +166,7 @@ async def _measure(
     db = await asyncpg.connect(database_url, timeout=10)
     try:
         load_before = load()
-        cpu0 = [cpu_seconds(p) for p in pids], cpu_seconds(nats_pid)
+        cpu0 = [procfs.cpu_seconds(p) for p in pids], procfs.cpu_seconds(nats_pid)
         started = time.monotonic()
 
         resubmitted = 0
@@ -213,11 +201,11 @@ async def _measure(
         await submitting
         if resubmitted:
             print(f"  {resubmitted} requests could not be queued at first and were sent again")
-        cpu1 = [cpu_seconds(p) for p in pids], cpu_seconds(nats_pid)
+        cpu1 = [procfs.cpu_seconds(p) for p in pids], procfs.cpu_seconds(nats_pid)
         result = Result(
             label, total, elapsed,
             sum(cpu1[0]) - sum(cpu0[0]), cpu1[1] - cpu0[1],
-            [memory_kib(p, "VmHWM") for p in pids], memory_kib(nats_pid, "VmHWM"),
+            [procfs.status_kib(p, "VmHWM") for p in pids], procfs.status_kib(nats_pid, "VmHWM"),
             load_before, load(), len(builders),
         )  # fmt: skip
     finally:
@@ -234,8 +222,8 @@ async def _measure(
                 break
             await asyncio.sleep(1.0)
         result.consumers_quiet, result.quiet_after = consumers, waited
-        result.rss_roomservers_kib = [memory_kib(p, "VmHWM") for p in pids]
-        result.rss_nats_kib = memory_kib(nats_pid, "VmHWM")
+        result.rss_roomservers_kib = [procfs.status_kib(p, "VmHWM") for p in pids]
+        result.rss_nats_kib = procfs.status_kib(nats_pid, "VmHWM")
     return result
 
 

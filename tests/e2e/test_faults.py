@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
+from nacl.signing import SigningKey
 
 from roomserver.api import (
     InputRoomEvent,
@@ -25,6 +26,7 @@ from roomserver.app import Roomserver
 from roomserver.bus import EmbeddedNatsServer, OutputSubscription
 from roomserver.bus.blobs import JetStreamBlobStore
 from roomserver.core.hashes import compute_event_id
+from roomserver.testing import procfs
 from roomserver.testing.builder import RoomBuilder
 from roomserver.testing.joins import build_join_room
 from tests.e2e.child import start_child, stop_children, write_child_config
@@ -55,6 +57,19 @@ def _room(messages: int) -> RoomBuilder:
     for i in range(messages):
         b.message(BOB if i % 3 else ALICE, f"m{i}")
     return b
+
+
+async def _child(
+    tmp_path: Path, nats: EmbeddedNatsServer, database_url: str,
+    keys: Mapping[str, tuple[str, SigningKey | bytes]], **extra: object,
+) -> tuple[Path, asyncio.subprocess.Process]:  # fmt: skip
+    """The roomserver process of a test (and its config, to start it again) trusting ``keys``;
+    ``extra``: ``write_child_config``'s optional settings."""
+    config = write_child_config(
+        tmp_path / "child.json", data_dir=tmp_path / "child", nats_url=nats.url,
+        database_url=database_url, keys=keys, **extra,
+    )  # fmt: skip
+    return config, await start_child(config, ready_within=60)
 
 
 async def _client(tmp_path: Path, nats: EmbeddedNatsServer, database_url: str) -> Roomserver:
@@ -93,11 +108,7 @@ async def test_sigkill_mid_room_then_restart_processes_everything_once(
     tmp_path: Path, nats: EmbeddedNatsServer, database_url: str
 ) -> None:
     b = _room(1500)
-    config = write_child_config(
-        tmp_path / "child.json", data_dir=tmp_path / "child", nats_url=nats.url,
-        database_url=database_url, keys=b.keys, max_missing_processing_s=2.0,
-    )  # fmt: skip
-    child = await start_child(config, ready_within=60)
+    config, child = await _child(tmp_path, nats, database_url, b.keys, max_missing_processing_s=2.0)
     client = await _client(tmp_path, nats, database_url)
     try:
         subscription = await client.bus.output_subscription("fault-kill")
@@ -117,55 +128,26 @@ async def test_sigkill_mid_room_then_restart_processes_everything_once(
     assert not killed, "the roomserver process did not stop on SIGTERM within 30 s"
 
 
-def _verify_workers_of(pid: int) -> list[int]:
-    """The signature-checking worker processes (``roomserver.verify_worker``) of ``pid``."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:  # gone meanwhile
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and b"verify_worker" in cmdline:
-            out.append(int(entry.name))
-    return out
-
-
-def _running(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.rindex(")") + 2] != "Z":  # a zombie has exited
-            alive.append(pid)
-    return alive
-
-
 async def test_sigkill_leaves_no_signature_worker_behind(
     tmp_path: Path, nats: EmbeddedNatsServer, database_url: str
 ) -> None:
     b = _room(200)
-    config = write_child_config(
-        tmp_path / "child.json", data_dir=tmp_path / "child", nats_url=nats.url,
-        database_url=database_url, keys=b.keys,
-    )  # fmt: skip
-    child = await start_child(config, ready_within=60)
+    _, child = await _child(tmp_path, nats, database_url, b.keys)
     client = await _client(tmp_path, nats, database_url)
     try:
         pdus = b.pdus()
         for start in range(0, len(pdus), 50):  # messages of 50: checked by the workers
             response = await submit(client, pdus[start : start + 50])
             assert {r.outcome for r in response.results} == {Outcome.ACCEPTED}
-        workers = await wait_for(lambda: _verify_workers_of(child.pid), timeout=30)
+        workers = await wait_for(
+            lambda: [p for p, _, cmd in procfs.children(child.pid) if b"verify_worker" in cmd],
+            timeout=30,
+        )
         assert len(workers) == 2
         child.send_signal(signal.SIGKILL)
         await child.wait()
         # Their input closed with the process: they exit (and are reparented, then reaped).
-        await wait_for(lambda: not _running(workers), timeout=30)
+        await wait_for(lambda: not any(map(procfs.running, workers)), timeout=30)
     finally:
         await stop_children([child], within=30)
         await client.close(grace=2.0)
@@ -212,11 +194,7 @@ async def test_sigkill_while_a_join_with_a_state_list_blob_is_handled(
     outcome (accepted), one output, the state it names, and the blob is deleted once that is
     stored."""
     room = build_join_room(1500, seed=3)
-    config = write_child_config(
-        tmp_path / "child.json", data_dir=tmp_path / "child", nats_url=nats.url,
-        database_url=database_url, keys=room.keys,
-    )  # fmt: skip
-    child = await start_child(config, ready_within=60)
+    config, child = await _child(tmp_path, nats, database_url, room.keys)
     client = await _client(tmp_path, nats, database_url)
     client.inline_state_ids_max_bytes = 4 * 1024  # the state list goes as a blob
     assert isinstance(client.blobs, JetStreamBlobStore)

@@ -28,6 +28,21 @@ async def _room() -> tuple[list[Event], list[str | None], _CountingKeyRing]:
     return events, expected, ring
 
 
+async def _one_stopped_worker(ring: _CountingKeyRing) -> tuple[BatchVerifier, int]:
+    """A verifier with one worker process and no threads, its worker up and then stopped
+    (SIGSTOP): it takes checks and never answers. Returns the verifier and the worker's pid."""
+    verifier = BatchVerifier(ring, threads=0, processes=1)
+    try:
+        assert verifier.processes is not None
+        assert await verifier.processes.started(timeout_s=30)
+        (pid,) = verifier.processes.pids()
+        os.kill(pid, signal.SIGSTOP)
+    except BaseException:
+        await verifier.aclose()
+        raise
+    return verifier, pid
+
+
 async def _exited(pids: list[int]) -> bool:
     """Whether every process of ``pids`` is gone (reaped) within a few seconds."""
     for _ in range(100):
@@ -79,12 +94,9 @@ async def test_a_killed_worker_leaves_its_events_checked_here_and_is_started_aga
 ) -> None:
     monkeypatch.setattr(verify_workers, "RESTART_AFTER_S", 0.0)
     events, expected, ring = await _room()
-    verifier = BatchVerifier(ring, threads=0, processes=1)
+    verifier, pid = await _one_stopped_worker(ring)  # it takes the checks, and never answers
     try:
         assert verifier.processes is not None
-        assert await verifier.processes.started(timeout_s=30)
-        (pid,) = verifier.processes.pids()
-        os.kill(pid, signal.SIGSTOP)  # it takes the checks, and never answers
         batch = verifier.start(events)
         assert batch is not None
         os.kill(pid, signal.SIGKILL)
@@ -103,12 +115,9 @@ async def test_a_hung_worker_is_killed_and_its_events_checked_here(
 ) -> None:
     monkeypatch.setattr(verify_workers, "ANSWER_TIMEOUT_S", 0.5)
     events, expected, ring = await _room()
-    verifier = BatchVerifier(ring, threads=0, processes=1)
+    verifier, pid = await _one_stopped_worker(ring)  # alive, never answers
     try:
         assert verifier.processes is not None
-        assert await verifier.processes.started(timeout_s=30)
-        (pid,) = verifier.processes.pids()
-        os.kill(pid, signal.SIGSTOP)  # alive, never answers
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert await _batched(verifier, events) == expected
