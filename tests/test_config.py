@@ -38,6 +38,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
             "ROOMSERVER_INPUT__MAX_MISSING_PROCESSING_S": "12.5",
             "ROOMSERVER_INPUT__VERIFY_THREADS": "3",
             "ROOMSERVER_INPUT__VERIFY_PROCESSES": "0",
+            "ROOMSERVER_INPUT__OPTIMISTIC_READS": "false",
             # Test and CI switches, not config keys:
             "ROOMSERVER_REQUIRE_POSTGRES": "1",
             "ROOMSERVER_REQUIRE_SYNAPSE": "1",
@@ -53,6 +54,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert config.input.max_missing_processing_s == 12.5
     assert config.input.verify_threads == 3
     assert config.input.verify_processes == 0
+    assert config.input.optimistic_reads is False
 
 
 @pytest.mark.parametrize(

@@ -198,6 +198,9 @@ class InputConfig:
     verify_threads: int = field(default=2, metadata=_parsed_by(_parse_thread_count))
     #: Worker processes checking them instead (the threads check while they start); 0: none.
     verify_processes: int = field(default=2, metadata=_parsed_by(_parse_thread_count))
+    #: Decide a cached room's message without reading first; the commit checks what was
+    #: assumed (``roomserver.input.InputConfig.optimistic_reads``).
+    optimistic_reads: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,12 @@ class ConcurrentUpdate(StorageError):
     transient = True
 
 
+class StaleRead(ConcurrentUpdate):
+    """What a message assumed of storage instead of reading it (``InputAssumption``) did not
+    hold when its writes were to be committed: nothing was written; process the message
+    again with real reads."""
+
+
 class CorruptData(StorageError):
     """A stored row cannot be decoded (truncated JSON, impossible values)."""
 
@@ -218,6 +224,20 @@ class PersistResult:
 
 
 @dataclass(frozen=True, slots=True)
+class InputAssumption:
+    """What a message's gather assumed of storage instead of reading it: its room's cached row
+    is the stored one, and the reads it skipped would have answered "nothing". Checked first
+    in the transaction that commits the message's writes (``BatchPersist.persist_many``),
+    which raises ``StaleRead`` and writes nothing if any of it is false."""
+
+    room_id: RoomId
+    room_row_version: int  # the room row's ``RoomInfo.version``
+    not_stored: tuple[EventId, ...] = ()  # get_events(these) is empty
+    not_cited: tuple[EventId, ...] = ()  # referenced_as_prev(room_id, these) is empty
+    not_redacted: tuple[EventId, ...] = ()  # redactions_for(each of these) is empty
+
+
+@dataclass(frozen=True, slots=True)
 class InputReads:
     """The reads the input pipeline makes before deciding on one event, answered at once
     (``InputReadBatch.read_for_input``)."""
@@ -303,11 +323,14 @@ class InputReadBatch(Protocol):
 
 
 class BatchPersist(Protocol):
-    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+    async def persist_many(
+        self, writes: Sequence[EventWrite], *, expect: InputAssumption | None = None
+    ) -> list[PersistResult]:
         """Persist ``writes`` in order in ONE transaction (all or nothing). A ``StateDelta``
         base may be a placeholder (a negative ``SnapshotId``) named by an earlier write's
         ``snapshot_placeholders``; it is replaced by the real snapshot. Only the last result
-        of each room reports ``pending_outbox``."""
+        of each room reports ``pending_outbox``. ``expect``: checked first, in the same
+        transaction (``StaleRead`` if false; ``writes`` may then be empty)."""
         ...
 
 

@@ -256,6 +256,7 @@ async def open_parts(
                 max_missing_processing_s=config.input.max_missing_processing_s,
                 verify_threads=config.input.verify_threads,
                 verify_processes=config.input.verify_processes,
+                optimistic_reads=config.input.optimistic_reads,
                 # The federation fetcher verifies what it returns already.
                 verify_fetched_events=False,
             ),

@@ -24,12 +24,14 @@ from roomserver.ports import (
     EventStatus,
     EventWrite,
     HaveEvents,
+    InputAssumption,
     MemberFacts,
     OutboxEntry,
     PersistResult,
     RedactionRecord,
     RoomInfo,
     SnapshotId,
+    StaleRead,
     StateDelta,
     StateKey,
     record_placeholders,
@@ -99,8 +101,22 @@ class MemoryStorage:
         self.snapshots[snapshot] = state
         return SnapshotId(snapshot)
 
-    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
-        """In order, with placeholder snapshots resolved (not atomic: a fake)."""
+    async def persist_many(
+        self, writes: Sequence[EventWrite], *, expect: InputAssumption | None = None
+    ) -> list[PersistResult]:
+        """In order, with placeholder snapshots resolved (not atomic: a fake), after checking
+        ``expect`` as the real storage does."""
+        if expect is not None:
+            room = self.rooms.get(expect.room_id)
+            if room is None or room.version != expect.room_row_version:
+                raise StaleRead(f"room {expect.room_id} moved on")
+            if any(i in self.events for i in expect.not_stored):
+                raise StaleRead("an event is stored already")
+            if await self.referenced_as_prev(expect.room_id, expect.not_cited):
+                raise StaleRead("an assumed-uncited event is cited")
+            for event_id in expect.not_redacted:
+                if await self.redactions_for(event_id):
+                    raise StaleRead("an assumed-unredacted event has a redaction")
         resolved: dict[int, int | None] = {}
         results = []
         for write in writes:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from roomserver.api import EventResult, InputRoomEvent, Kind, Outcome, StoredEvent
 from roomserver.core.pdu import Event
 from roomserver.input import InputConfig, InputProcessor, InputStore
-from roomserver.ports import EventWrite, MissingEventFetcher, PersistResult
+from roomserver.ports import EventWrite, InputAssumption, MissingEventFetcher, PersistResult
 from roomserver.testing.builder import RoomBuilder
 from tests.input.fakes import FakeKeyRing, MemoryStorage, RecordingPublisher
 
@@ -30,7 +30,9 @@ class FaultyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+    async def persist_many(
+        self, writes: Sequence[EventWrite], *, expect: InputAssumption | None = None
+    ) -> list[PersistResult]:
         """One transaction: a failure planned for any of ``writes`` fails them all."""
         for write in writes:
             if write.event.event_id in self.poisoned:
@@ -42,7 +44,7 @@ class FaultyStore:
                 exc, self.fail_next_persist = self.fail_next_persist, None
                 self.persists_before_failing = 0
                 raise exc
-        result: list[PersistResult] = await self.inner.persist_many(writes)
+        result: list[PersistResult] = await self.inner.persist_many(writes, expect=expect)
         return result
 
     async def persist(self, write: EventWrite) -> PersistResult:

@@ -16,6 +16,7 @@ from roomserver.input import Disposition, handle_message
 from roomserver.input.write_behind import WriteBehind
 from roomserver.ports import (
     EventWrite,
+    InputAssumption,
     InputReads,
     MembershipChange,
     PersistResult,
@@ -37,10 +38,12 @@ class CountingStorage(MemoryStorage):
         self.flushes: Counter[str] = Counter()
         self.batched_reads: list[tuple[str, list[str], list[str]]] = []
 
-    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+    async def persist_many(
+        self, writes: Sequence[EventWrite], *, expect: InputAssumption | None = None
+    ) -> list[PersistResult]:
         for room_id in {w.event.room_id for w in writes}:
             self.flushes[room_id] += 1
-        return await super().persist_many(writes)
+        return await super().persist_many(writes, expect=expect)
 
     async def read_for_input(
         self,
@@ -249,9 +252,11 @@ class _SlowStorage(CountingStorage):
         super().__init__()
         self.release = asyncio.Event()
 
-    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
+    async def persist_many(
+        self, writes: Sequence[EventWrite], *, expect: InputAssumption | None = None
+    ) -> list[PersistResult]:
         await self.release.wait()
-        return await super().persist_many(writes)
+        return await super().persist_many(writes, expect=expect)
 
 
 async def test_a_read_waits_for_a_commit_under_way_of_the_buffer_it_depends_on() -> None:

@@ -20,6 +20,9 @@ class InputConfig:
     (``input/verify.py``); 0 checks every event inline, at its turn.
     ``verify_processes``: worker processes that check them instead (``verify_workers.py``;
     the threads check while they start); 0: none.
+    ``optimistic_reads``: a message of a cached room whose prev events are cached reads
+    nothing before deciding; what it assumed is checked when it commits, and the message is
+    processed again with real reads if that fails (``processor.InputProcessor._gather``).
     """
 
     max_missing_processing_s: float = 300.0
@@ -29,3 +32,4 @@ class InputConfig:
     outbox_mark_idle_s: float = 0.5
     verify_threads: int = 2
     verify_processes: int = 0
+    optimistic_reads: bool = True

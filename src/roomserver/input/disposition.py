@@ -4,6 +4,8 @@
 |--------------------------------------------------|------------------------------------|
 | ACCEPTED, SOFT_FAILED, REJECTED, INVALID         | ACK (outcome recorded / reason)    |
 | undecodable message (``WireFormatError``)        | TERMINATE (logged with stream seq) |
+| ``StaleRead`` (an optimistic read was wrong;     | processed again at once, reading   |
+| nothing was written), the first time             | for real                           |
 | ``StorageError`` with ``transient`` (database    | RETRY with backoff                 |
 | unavailable, ``ConcurrentUpdate``)               |                                    |
 | ``MissingData(transient=True)``, timeouts,       | RETRY with backoff                 |
@@ -36,7 +38,7 @@ from roomserver.api import (
 from roomserver.core.ids import RoomId
 from roomserver.input.errors import MissingData, event_id_of_failure, is_transient_fetch_error
 from roomserver.ports import Disposition as Disposition
-from roomserver.ports import StorageError, backoff_delay
+from roomserver.ports import StaleRead, StorageError, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,24 @@ class MessageProcessor(Protocol):
 
     async def end_message(self, room_id: RoomId) -> None: ...
 
-    def abort_message(self, room_id: RoomId) -> None: ...
+    def abort_message(self, room_id: RoomId, *, stale: bool = False) -> None: ...
+
+
+def is_stale_read(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was caused by, ``StaleRead``: the message assumed what it did
+    not read, wrongly, and wrote nothing (``InputConfig.optimistic_reads``)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a failed flush wraps its cause once or twice
+        if seen is None:
+            return False
+        if isinstance(seen, StaleRead):
+            return True
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return False
+
+
+class _Stale(Exception):
+    """An event of the message failed with a stale read: the message is processed again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +247,13 @@ async def _handle_items(
     max_attempts: int,
     *,
     batched: bool = True,
+    stale_once: bool = False,
 ) -> Decision:
     """Open the message, process its events, close it. ``batched``: its writes are committed
     together; when that keeps failing for good, the message is processed again with each
-    event committed on its own, so the event that cannot be stored fails alone."""
+    event committed on its own, so the event that cannot be stored fails alone. A message
+    whose assumed reads proved stale (nothing of it was written) is processed again at once,
+    reading for real (``stale_once``: this is that second time)."""
     attempt = info.num_delivered
     results: list[EventResult] = []
     try:
@@ -242,10 +264,19 @@ async def _handle_items(
             room_id, attempt, type(exc).__name__, exc,
         )  # fmt: skip
         return _retry(attempt, results, exc)
-    retry = await _process_items(processor, room_id, items, results, info, max_attempts)
     try:
+        retry = await _process_items(
+            processor, room_id, items, results, info, max_attempts, stale_once=stale_once
+        )
         await processor.end_message(room_id)
     except Exception as exc:
+        if not stale_once and is_stale_read(exc):
+            log.info("room %s moved on since it was cached; processing its input again", room_id)
+            processor.abort_message(room_id, stale=True)
+            return await _handle_items(
+                processor, room_id, version, items, info, max_attempts,
+                batched=batched, stale_once=True,
+            )  # fmt: skip
         gives_up = (
             disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts)
             is not Disposition.RETRY
@@ -277,8 +308,11 @@ async def _process_items(
     results: list[EventResult],
     info: DeliveryInfo,
     max_attempts: int,
+    *,
+    stale_once: bool = False,
 ) -> Decision | None:
-    """Process ``items`` in order, appending to ``results``; a ``RETRY`` decision stops it.
+    """Process ``items`` in order, appending to ``results``; a ``RETRY`` decision stops it,
+    and a stale read (the first time) is raised as ``_Stale``.
 
     An event of another room than the message's is not processed (INVALID): a room's worker
     handles its own room's events only, or per-room exclusivity would not hold."""
@@ -302,6 +336,8 @@ async def _process_items(
             results.append(await processor.process_or_raise(item))
             continue
         except Exception as exc:
+            if not stale_once and is_stale_read(exc):
+                raise _Stale(str(exc)) from exc
             disposition = disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts)
             reason = f"{type(exc).__name__}: {exc}"
             failed = EventResult(event_id_of_failure(exc, item), Outcome.ERROR, reason)

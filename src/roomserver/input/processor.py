@@ -12,16 +12,19 @@
 instead, for ``disposition.handle_message`` to classify (retry or terminate).
 
 A bus message (a batch of one room's events) is bracketed by ``begin_message`` and
-``end_message``: the first proves the cached room row fresh (another process may have handled
-the room's previous message), reads what the message's events need at once and opens one
-deadline for the message's fetches; the second commits the message's writes in one
-transaction and publishes its outputs, pipelined, with one wait.
+``end_message``: the first reads what the message's events need at once, with the room row
+(another process may have handled the room's previous message, so a cached row is not trusted
+unread), and opens one deadline for the message's fetches; the second commits the message's
+writes in one transaction and publishes its outputs, pipelined, with one wait. For a cached
+room whose prev events are cached, the read is skipped and its answers assumed instead; the
+commit's transaction checks them first (``optimistic_reads``, see ``_gather``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -59,6 +62,11 @@ from roomserver.ports import (
 )
 
 log = logging.getLogger(__name__)
+
+#: After a stale optimistic read, how many of the room's next messages read for real.
+ASSUME_PAUSE = 16
+#: At most this many rooms are remembered as paused (the oldest is forgotten first).
+ASSUME_PAUSED_ROOMS = 10_000
 
 
 @dataclass(slots=True)
@@ -134,6 +142,9 @@ class InputProcessor:
         self._commit = Commit(store, self._events, self._rooms, self._outbox, self._snapshots)
         self._pipeline = EventPipeline(self._gatherer, self._effects, self._commit, self._fetch)
         self._messages: dict[RoomId, _Message] = {}  # rooms with an open message
+        #: Messages whose optimistic reads proved stale (``abort_message(stale=True)``).
+        self.stale_reads = 0
+        self._assume_paused: OrderedDict[RoomId, int] = OrderedDict()  # room -> messages left
 
     # -- entry points ---------------------------------------------------------------------------
     async def process(self, item: InputRoomEvent) -> EventResult:
@@ -183,7 +194,7 @@ class InputProcessor:
             assert self._write_behind is not None
             self._write_behind.open(room_id)
         if gather and cached is not None and items:
-            stored = await self._gather(cached, items, message)
+            stored = await self._gather(cached, items, message, cached=True)
         else:
             stored = await self._store.room(room_id)
             known = stored if stored is not None else _created_by(room_id, items)
@@ -195,12 +206,25 @@ class InputProcessor:
             self._rooms.remember(stored)
 
     async def _gather(
-        self, room: RoomInfo, items: Sequence[InputRoomEvent], message: _Message
+        self,
+        room: RoomInfo,
+        items: Sequence[InputRoomEvent],
+        message: _Message,
+        *,
+        cached: bool = False,
     ) -> RoomInfo | None:
         """Parse the message's events once (``room``: for its ID, version and extremities; it
         may be stale), and read at once what each will ask storage first (stored already?
         their prev events; which are cited as prevs; redactions) with the room row as stored,
-        which is returned."""
+        which is returned.
+
+        Optimistic reads (``InputConfig.optimistic_reads``): when ``room`` is this process's
+        ``cached`` row and every prev event outside the message is cached, nothing is read:
+        the answers are assumed to be those of a room that did not move since (``room`` as
+        stored, none of the events stored, cited or redacted), and the message's first commit
+        checks that in its transaction (``WriteBehind.assume``). When it does not hold, the
+        commit raises ``StaleRead``, and ``handle_message`` processes the message again at
+        once, with real reads."""
         assert self._write_behind is not None
         ids: list[EventId] = []
         prevs: set[EventId] = set()
@@ -228,6 +252,14 @@ class InputProcessor:
             *ids,
             *sorted(p for p in prevs - in_message if not self._gatherer.stateful_cached([p])),
         ]
+        if cached and ids and len(wanted) == len(ids) and self._may_assume(room.room_id):
+            self._write_behind.assume(
+                room,
+                ids,
+                referenced_ids=sorted(in_message | set(room.forward_extremities)),
+                redactions_of=ids,
+            )
+            return room
         return await self._write_behind.prefetch(
             room.room_id,
             wanted,
@@ -254,13 +286,33 @@ class InputProcessor:
         if message is not None and message.has_outputs:
             await self._outbox.publish(room_id, pending)
 
-    def abort_message(self, room_id: RoomId) -> None:
+    def abort_message(self, room_id: RoomId, *, stale: bool = False) -> None:
         """The message of ``room_id`` was cancelled mid-way (its handler timed out, or the
-        process is stopping): drop its buffered writes and what was cached from them."""
+        process is stopping), or (``stale``) what it assumed instead of reading was false:
+        drop its buffered writes and what was cached from them. After a stale read the room's
+        next ``ASSUME_PAUSE`` messages read for real (another process may be writing it)."""
         self._messages.pop(room_id, None)
         if self._write_behind is not None:
             self._write_behind.discard(room_id)
         self._forget_room(room_id)
+        if stale:
+            self.stale_reads += 1
+            self._assume_paused[room_id] = ASSUME_PAUSE
+            self._assume_paused.move_to_end(room_id)
+            while len(self._assume_paused) > ASSUME_PAUSED_ROOMS:
+                self._assume_paused.popitem(last=False)
+
+    def _may_assume(self, room_id: RoomId) -> bool:
+        if not self.config.optimistic_reads:
+            return False
+        paused = self._assume_paused.get(room_id)
+        if paused is None:
+            return True
+        if paused <= 1:
+            del self._assume_paused[room_id]
+        else:
+            self._assume_paused[room_id] = paused - 1
+        return False
 
     def _forget_room(self, room_id: RoomId) -> None:
         self._rooms.forget(room_id)

@@ -57,6 +57,7 @@ from roomserver.ports import (
     EventFacts,
     EventStatus,
     EventWrite,
+    InputAssumption,
     InputReads,
     MemberFacts,
     PersistResult,
@@ -100,6 +101,8 @@ class _Buffer:
     marked: set[int] = field(default_factory=set)  # outbox sequences marked by flushed writes
     failed: BaseException | None = None
     prefetch: MessagePrefetch | None = None
+    # What the prefetch assumed instead of reading (``assume``): checked by the first commit.
+    expect: InputAssumption | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -138,6 +141,8 @@ class WriteBehind(FlushFirstReads):
             return None, set(), []
         try:
             await self._flush(buffer)
+            if buffer.expect is not None:  # nothing written: what was assumed is checked alone
+                await self._flush(buffer, check_only=True)
         finally:
             self._drop(buffer)
             del self._buffers[room_id]
@@ -173,6 +178,42 @@ class WriteBehind(FlushFirstReads):
         for event_id in redactions_of:
             self._prefetched[event_id] = buffer
         return reads.room
+
+    def assume(
+        self,
+        room: RoomInfo,
+        event_ids: Sequence[EventId],
+        *,
+        referenced_ids: Sequence[EventId],
+        redactions_of: Sequence[EventId],
+    ) -> None:
+        """``prefetch`` without reading: answer as storage would if ``room`` (a cached row) is
+        the stored one, which holds none of ``event_ids``, no redaction of them, and no event
+        of its DAG citing any of ``referenced_ids`` (what a room whose row has not moved since
+        this process wrote it holds, unless a redaction came before its target). The first
+        commit of the message checks that in its transaction (``InputAssumption``); when it
+        does not hold, nothing is written and ``StaleRead`` is raised, wrapped in
+        ``BufferedWriteFailed``, as any failed flush is."""
+        buffer = self._buffers.get(room.room_id)
+        if buffer is None or buffer.writes:
+            raise RuntimeError(f"assume for room {room.room_id}: its message is not just opened")
+        buffer.prefetch = MessagePrefetch(
+            frozenset(event_ids),
+            {},
+            frozenset(referenced_ids),
+            frozenset(),
+            frozenset(redactions_of),
+            (),
+        )
+        buffer.expect = InputAssumption(
+            room.room_id,
+            room.version,
+            tuple(event_ids),
+            tuple(referenced_ids),
+            tuple(redactions_of),
+        )
+        for event_id in redactions_of:
+            self._prefetched[event_id] = buffer
 
     def discard(self, room_id: RoomId) -> None:
         """Drop the room's buffered writes without committing them (its message was cancelled;
@@ -252,16 +293,19 @@ class WriteBehind(FlushFirstReads):
     def _resolved_write(self, write: EventWrite) -> EventWrite:
         return with_placeholders_resolved(write, self._resolved)
 
-    async def _flush(self, buffer: _Buffer) -> None:
+    async def _flush(self, buffer: _Buffer, *, check_only: bool = False) -> None:
+        """Commit the buffer's writes (with ``check_only``: none, only what it assumed)."""
         async with buffer.lock:
             self._raise_if_failed(buffer)
-            if not buffer.writes:
+            if not buffer.writes and not (check_only and buffer.expect is not None):
                 return
             writes, buffer.writes = buffer.writes, []
+            expect, buffer.expect = buffer.expect, None
             self._narrow_prefetches(writes)
             try:
                 results = await self._store.persist_many(
-                    [with_placeholders_resolved(w, self._resolved, partial=True) for w in writes]
+                    [with_placeholders_resolved(w, self._resolved, partial=True) for w in writes],
+                    expect=expect,
                 )
             except BaseException as exc:
                 buffer.failed = exc
@@ -276,6 +320,8 @@ class WriteBehind(FlushFirstReads):
                 self._settle(current, result.current_state)
                 buffer.marked.update(write.outbox_sent)
                 self._events.pop(write.event.event_id, None)
+            if not results:
+                return
             buffer.last = results[-1]
             # Writes buffered while this flush ran stay buffered.
             buffer.event_ids = [w.event.event_id for w in buffer.writes]

@@ -25,6 +25,7 @@ from roomserver.ports import (
     EventFacts,
     EventStatus,
     EventWrite,
+    InputAssumption,
     MemberFacts,
     OutboxEntry,
     PersistResult,
@@ -32,6 +33,7 @@ from roomserver.ports import (
     RoomInfo,
     RoomUpdate,
     SnapshotId,
+    StaleRead,
     StateDelta,
     StorageError,
 )
@@ -503,6 +505,33 @@ async def referenced_as_prev(tx: Tx, room_id: str, event_ids: list[str]) -> set[
         )
         out.update(r[0] for r in rows)
     return out
+
+
+async def check_assumption(tx: Tx, expect: InputAssumption) -> None:
+    """``StaleRead`` unless what ``expect`` assumed instead of reading holds now: the room row
+    is at its version, and none of the events is stored, cited as a prev event (as
+    ``referenced_as_prev`` counts) or redacting or redacted."""
+    room_id = expect.room_id
+    row = await tx.fetchrow("SELECT version FROM rooms WHERE room_id = ? AND version > 0", room_id)
+    if row is None or int(row[0]) != expect.room_row_version:
+        found = "no row" if row is None else f"version {int(row[0])}"
+        raise StaleRead(
+            f"room {room_id}: its cached row was at version {expect.room_row_version}, "
+            f"storage has {found}"
+        )
+    for part in chunks(sorted(set(expect.not_stored))):
+        stored = await tx.fetchrow("SELECT event_id FROM events WHERE event_id IN @LIST", part)
+        if stored is not None:
+            raise StaleRead(f"room {room_id}: event {stored[0]} is stored already")
+    cited = await referenced_as_prev(tx, room_id, sorted(set(expect.not_cited)))
+    if cited:
+        raise StaleRead(f"room {room_id}: event {min(cited)} is cited as a prev event")
+    redactions = await redactions_for_many(tx, sorted(set(expect.not_redacted)))
+    if redactions:
+        record = redactions[0]
+        raise StaleRead(
+            f"room {room_id}: redaction {record.redaction_id} of {record.target_id} is stored"
+        )
 
 
 async def redactions_for(tx: Tx, event_id: str) -> list[RedactionRecord]:

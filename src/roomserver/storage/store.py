@@ -14,6 +14,7 @@ from roomserver.core.ids import EventId, RoomId, ServerName
 from roomserver.ports import (
     EventFacts,
     EventWrite,
+    InputAssumption,
     InputReads,
     MemberFacts,
     OutboxEntry,
@@ -133,14 +134,19 @@ class SqlStorage:
         encoded = _encode(write)
         return await self._run(lambda tx, cache: events.persist(tx, cache, encoded), write=True)
 
-    async def persist_many(self, writes: Sequence[EventWrite]) -> list[PersistResult]:
-        """``BatchPersist``: the writes in order, in one transaction (JSON encoded first)."""
+    async def persist_many(
+        self, writes: Sequence[EventWrite], *, expect: InputAssumption | None = None
+    ) -> list[PersistResult]:
+        """``BatchPersist``: the writes in order, in one transaction (JSON encoded first),
+        after checking ``expect``."""
         encoded = [_encode(w) for w in writes]
         last_of_room = {w.event.room_id: i for i, w in enumerate(writes)}
         counts = Counter(w.event.event_id for w in writes)
         repeated = {event_id for event_id, n in counts.items() if n > 1}
 
         async def fn(tx: Tx, cache: TxCache) -> list[PersistResult]:
+            if expect is not None:
+                await events.check_assumption(tx, expect)
             resolved: dict[int, int | None] = {}
             batch = WriteBatch()
             results: list[PersistResult] = []
