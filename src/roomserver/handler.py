@@ -125,6 +125,8 @@ class InputHandler:
         )
 
     def _handler_result(self, decision: Decision) -> HandlerResult:
+        if decision.stale_reads:
+            self.metrics.stale_reads.inc(decision.stale_reads)
         if decision.disposition is Disposition.RETRY:
             return HandlerResult.retry(decision.delay_s, reason=decision.reason)
         for result in decision.results:

@@ -39,5 +39,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.stale_reads = Counter(
+            "roomserver_input_stale_reads",
+            "Input messages processed a second time at once because what their optimistic "
+            "gather assumed had changed (another process handled the room, a redelivery, a "
+            "redaction before its target).",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

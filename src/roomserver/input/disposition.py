@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from roomserver.api import (
@@ -137,6 +137,7 @@ class Decision:
     reply: bytes | None
     delay_s: float = 0.0
     reason: str | None = None  # why a message is retried (for operators)
+    stale_reads: int = 0  # 1: processed again because an optimistic read proved stale
 
 
 def _foreign_room(item: InputRoomEvent, room_id: RoomId) -> str | None:
@@ -223,8 +224,11 @@ async def handle_messages(
     start = 0
     for version, message_items in decoded:
         results = decision.results[start : start + len(message_items)]
+        stale = decision.stale_reads if not start else 0  # counted once, with the first
         start += len(message_items)
-        decisions.append(Decision(Disposition.ACK, results, _reply(version, results)))
+        decisions.append(
+            Decision(Disposition.ACK, results, _reply(version, results), stale_reads=stale)
+        )
     return decisions
 
 
@@ -273,10 +277,11 @@ async def _handle_items(
         if not stale_once and is_stale_read(exc):
             log.info("room %s moved on since it was cached; processing its input again", room_id)
             processor.abort_message(room_id, stale=True)
-            return await _handle_items(
+            again = await _handle_items(
                 processor, room_id, version, items, info, max_attempts,
                 batched=batched, stale_once=True,
             )  # fmt: skip
+            return replace(again, stale_reads=again.stale_reads + 1)
         gives_up = (
             disposition_for_exception(exc, attempt=attempt, max_attempts=max_attempts)
             is not Disposition.RETRY
