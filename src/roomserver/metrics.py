@@ -38,7 +38,6 @@ class Metrics:
             "Input messages delivered more than once (retries after failures or crashes).",
             registry=self.registry,
         )
-
         self.stale_reads = Counter(
             "roomserver_input_stale_reads",
             "Input messages processed a second time at once because what their optimistic "
