@@ -507,18 +507,22 @@ async def referenced_as_prev(tx: Tx, room_id: str, event_ids: list[str]) -> set[
     return out
 
 
-async def check_assumption(tx: Tx, expect: InputAssumption) -> None:
+async def check_assumption(tx: Tx, batch: WriteBatch, expect: InputAssumption) -> None:
     """``StaleRead`` unless what ``expect`` assumed instead of reading holds now: the room row
     is at its version, and none of the events is stored, cited as a prev event (as
-    ``referenced_as_prev`` counts) or redacting or redacted."""
+    ``referenced_as_prev`` counts) or redacting or redacted. The room row is read locked
+    (PostgreSQL: no other transaction changes it before this one ends) and kept in ``batch``
+    for the writes that follow, which then do not read it again."""
     room_id = expect.room_id
-    row = await tx.fetchrow("SELECT version FROM rooms WHERE room_id = ? AND version > 0", room_id)
-    if row is None or int(row[0]) != expect.room_row_version:
-        found = "no row" if row is None else f"version {int(row[0])}"
+    row = await _room_row(tx, room_id, lock=True)
+    if row is None or row.version != expect.room_row_version:
+        found = "no row" if row is None else f"version {row.version}"
         raise StaleRead(
             f"room {room_id}: its cached row was at version {expect.room_row_version}, "
             f"storage has {found}"
         )
+    if room_id not in batch.rooms:
+        batch.rooms[room_id] = RoomInTx(row, True, row.version, row.current_state)
     for part in chunks(sorted(set(expect.not_stored))):
         stored = await tx.fetchrow("SELECT event_id FROM events WHERE event_id IN @LIST", part)
         if stored is not None:

@@ -145,10 +145,10 @@ class SqlStorage:
         repeated = {event_id for event_id, n in counts.items() if n > 1}
 
         async def fn(tx: Tx, cache: TxCache) -> list[PersistResult]:
-            if expect is not None:
-                await events.check_assumption(tx, expect)
-            resolved: dict[int, int | None] = {}
             batch = WriteBatch()
+            if expect is not None:
+                await events.check_assumption(tx, batch, expect)
+            resolved: dict[int, int | None] = {}
             results: list[PersistResult] = []
             room_nids: dict[int, int] = {}
             ahead_until = 0  # writes before this index had their event rows inserted ahead
