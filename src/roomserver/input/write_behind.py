@@ -140,9 +140,7 @@ class WriteBehind(FlushFirstReads):
         if buffer is None:
             return None, set(), []
         try:
-            await self._flush(buffer)
-            if buffer.expect is not None:  # nothing written: what was assumed is checked alone
-                await self._flush(buffer, check_only=True)
+            await self._flush(buffer)  # with no write left, what was assumed is checked alone
         finally:
             self._drop(buffer)
             del self._buffers[room_id]
@@ -161,22 +159,11 @@ class WriteBehind(FlushFirstReads):
         """Read at once what ``read_for_input`` will be asked for the events of the room's
         message (one storage round trip instead of one per event), and the room row (the
         message just began: nothing is buffered yet)."""
-        buffer = self._buffers.get(room_id)
-        if buffer is None or buffer.writes:
-            raise RuntimeError(f"prefetch for room {room_id}: its message is not just opened")
+        buffer = self._just_opened(room_id, "prefetch")
         reads = await read_batched(
             self._store, room_id, event_ids, referenced_ids, list(redactions_of), with_room=True
         )
-        buffer.prefetch = MessagePrefetch(
-            frozenset(event_ids),
-            dict(reads.events),
-            frozenset(referenced_ids),
-            frozenset(reads.referenced),
-            frozenset(redactions_of),
-            tuple(reads.redactions),
-        )
-        for event_id in redactions_of:
-            self._prefetched[event_id] = buffer
+        self._set_prefetch(buffer, event_ids, referenced_ids, redactions_of, reads)
         return reads.room
 
     def assume(
@@ -194,23 +181,39 @@ class WriteBehind(FlushFirstReads):
         commit of the message checks that in its transaction (``InputAssumption``); when it
         does not hold, nothing is written and ``StaleRead`` is raised, wrapped in
         ``BufferedWriteFailed``, as any failed flush is."""
-        buffer = self._buffers.get(room.room_id)
-        if buffer is None or buffer.writes:
-            raise RuntimeError(f"assume for room {room.room_id}: its message is not just opened")
-        buffer.prefetch = MessagePrefetch(
-            frozenset(event_ids),
-            {},
-            frozenset(referenced_ids),
-            frozenset(),
-            frozenset(redactions_of),
-            (),
-        )
+        buffer = self._just_opened(room.room_id, "assume")
+        nothing = InputReads({}, frozenset(), ())
+        self._set_prefetch(buffer, event_ids, referenced_ids, redactions_of, nothing)
         buffer.expect = InputAssumption(
             room.room_id,
             room.version,
             tuple(event_ids),
             tuple(referenced_ids),
             tuple(redactions_of),
+        )
+
+    def _just_opened(self, room_id: RoomId, what: str) -> _Buffer:
+        buffer = self._buffers.get(room_id)
+        if buffer is None or buffer.writes:
+            raise RuntimeError(f"{what} for room {room_id}: its message is not just opened")
+        return buffer
+
+    def _set_prefetch(
+        self,
+        buffer: _Buffer,
+        event_ids: Sequence[EventId],
+        referenced_ids: Sequence[EventId],
+        redactions_of: Sequence[EventId],
+        reads: InputReads,
+    ) -> None:
+        """The message's ``read_for_input`` answers, read or assumed."""
+        buffer.prefetch = MessagePrefetch(
+            frozenset(event_ids),
+            dict(reads.events),
+            frozenset(referenced_ids),
+            frozenset(reads.referenced),
+            frozenset(redactions_of),
+            tuple(reads.redactions),
         )
         for event_id in redactions_of:
             self._prefetched[event_id] = buffer
@@ -293,11 +296,12 @@ class WriteBehind(FlushFirstReads):
     def _resolved_write(self, write: EventWrite) -> EventWrite:
         return with_placeholders_resolved(write, self._resolved)
 
-    async def _flush(self, buffer: _Buffer, *, check_only: bool = False) -> None:
-        """Commit the buffer's writes (with ``check_only``: none, only what it assumed)."""
+    async def _flush(self, buffer: _Buffer) -> None:
+        """Commit the buffer's writes, after what its prefetch assumed (``assume``), if that
+        is not checked yet: with no write, the check alone."""
         async with buffer.lock:
             self._raise_if_failed(buffer)
-            if not buffer.writes and not (check_only and buffer.expect is not None):
+            if not buffer.writes and buffer.expect is None:
                 return
             writes, buffer.writes = buffer.writes, []
             expect, buffer.expect = buffer.expect, None
