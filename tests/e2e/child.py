@@ -1,7 +1,9 @@
 """A roomserver process for fault tests: ``python -m tests.e2e.child CONFIG.json``.
 
 CONFIG: {"data_dir", "nats_url", "database_url", "keys": {server: [key_id, seed_b64]},
-"max_missing_processing_s", "replicas"}. Prints "ready" once its workers run; runs until killed.
+"max_missing_processing_s", "replicas", "log_file"}. Prints "ready" once its workers run; runs
+until killed. With "log_file", it logs at INFO to that file (for a failing test to show);
+otherwise warnings go to stderr.
 It sets the garbage collector as ``roomserver serve`` does.
 
 ``write_child_config``, ``start_child`` and ``stop_children`` run such processes for the fault
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -85,6 +88,12 @@ async def stop_children(
 
 async def main(path: str) -> None:
     config = json.loads(Path(path).read_text(encoding="utf-8"))  # noqa: ASYNC240 (start-up)
+    if config.get("log_file"):
+        logging.basicConfig(
+            filename=config["log_file"],
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Roomserver.open(

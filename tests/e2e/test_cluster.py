@@ -71,7 +71,7 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
                 config = write_child_config(
                     tmp_path / f"child{n}.json", data_dir=tmp_path / f"child{n}",
                     nats_url=cluster.url, database_url=database_url, keys=keys, replicas=3,
-                    max_missing_processing_s=5.0,
+                    max_missing_processing_s=5.0, log_file=str(tmp_path / f"child{n}.log"),
                 )  # fmt: skip
                 children.append(await start_child(config))
             # Interleave the rooms' events so that every room is busy throughout.
@@ -124,7 +124,8 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
             unstored = [
                 (b, [e for e in b.events if await client.event(e) is None]) for b in builders
             ]
-            assert not any(missing for _, missing in unstored), (
+            stalled = [b.room_id for b, missing in unstored if missing]
+            assert not stalled, (
                 f"{time.monotonic() - leader_killed_at:.0f} s after the stream leader was "
                 "killed, events not stored: "
                 + "; ".join(
@@ -132,6 +133,7 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
                     for b, missing in unstored
                     if missing
                 )
+                + await _diagnosis(client.bus, stalled, [tmp_path / "child1.log"])
             )
             soft_failed: set[str] = set()
             for b in builders:
@@ -219,6 +221,32 @@ async def test_a_consumer_leader_election_makes_its_waiting_worker_pull_again(
             assert recorder.overlaps == 0
         finally:
             await bus.close(grace=1.0)
+
+
+async def _diagnosis(bus: Bus, room_ids: list[str], logs: list[Path]) -> str:
+    """For a failure message: each stalled room's consumer on the input stream (or why it could
+    not be read) and the log lines of the surviving processes that name it."""
+    lines = []
+    stream = input_stream_name("")
+    for room_id in room_ids:
+        try:
+            info = await bus.js.consumer_info(stream, room_consumer_name("", room_id))
+            lines.append(
+                f"{room_id}: consumer pending {info.num_pending}, ack pending "
+                f"{info.num_ack_pending}, redelivered {info.num_redelivered}, waiting "
+                f"{info.num_waiting}, delivered {info.delivered}, ack floor {info.ack_floor}, "
+                f"leader {info.cluster.leader if info.cluster else None}"
+            )
+        except Exception as exc:
+            lines.append(f"{room_id}: no consumer info ({type(exc).__name__}: {exc})")
+    for log in logs:
+        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        named = [line for line in text.splitlines() if any(r in line for r in room_ids)]
+        lines.append(f"{log.name}: {len(text.splitlines())} lines, naming the rooms:")
+        lines.extend(named[-40:])
+        lines.append(f"{log.name}, last lines:")
+        lines.extend(text.splitlines()[-30:])
+    return "\n" + "\n".join(lines)
 
 
 def _decode(payload: bytes) -> OutputEvent:
