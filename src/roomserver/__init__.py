@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from roomserver import _native
+
+# Before any other module of the package: compiled modules load only if built from these
+# sources (roomserver/_native.py).
+_native.install()
+
 __version__ = "0.1.0"
 
 __all__ = ["Roomserver", "__version__"]

@@ -45,6 +45,7 @@ async def _parsed_way(store: Any, event: Event, diff: _StateDiff) -> Changes:
     return out
 
 
+@pytest.mark.interpreted  # watches LatestEvents._membership_changes
 async def test_has_state_join_membership_changes_match_the_parsed_events(
     harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

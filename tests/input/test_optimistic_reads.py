@@ -66,6 +66,7 @@ async def _final(h: Harness) -> tuple[set[str], dict[tuple[str, str], str]]:
     return await h.extremities(), await h.current_state()
 
 
+@pytest.mark.interpreted  # counts WriteBehind.prefetch calls
 async def test_a_cached_room_reads_nothing_before_deciding(harness: HarnessFactory) -> None:
     builder, events = new_room()
     h = await harness(builder)
@@ -219,6 +220,7 @@ async def test_a_redaction_stored_before_its_target_is_seen(harness: HarnessFact
     assert seen[0][1] == {}  # redacted
 
 
+@pytest.mark.interpreted  # counts WriteBehind.prefetch calls
 async def test_after_a_stale_read_the_room_reads_for_a_while(harness: HarnessFactory) -> None:
     builder, events = new_room()
     h = await harness(builder)

@@ -37,6 +37,9 @@ from roomserver.core.room_versions import EventIdFormat, RoomVersion
 from roomserver.core.room_versions import room_version as rules_for
 from roomserver.core.state_keys import StateKey as StateKey
 
+#: Whether this module runs compiled (roomserver/_native.py): ``Event.__init__`` differs.
+_COMPILED = not __file__.endswith(".py")
+
 MAX_PDU_BYTES = 65_536
 MAX_PREV_EVENTS = 20
 MAX_AUTH_EVENTS = 10
@@ -115,24 +118,43 @@ class Event:
         signed_bytes: bytes | None = None,
         content_hash: bytes | None = None,
     ) -> None:
-        sa = object.__setattr__
-        sa(self, "event_id", event_id)
-        sa(self, "room_id", room_id)
-        sa(self, "type", type)
-        sa(self, "state_key", state_key)
-        sa(self, "sender", sender)
-        sa(self, "content", content)
-        sa(self, "prev_event_ids", prev_event_ids)
-        sa(self, "auth_event_ids", auth_event_ids)
-        sa(self, "depth", depth)
-        sa(self, "origin_server_ts", origin_server_ts)
-        sa(self, "room_version", rules.identifier)
-        sa(self, "rules", rules)
-        sa(self, "redacts", redacts)
-        sa(self, "pdu", pdu)
-        sa(self, "canonical_bytes", canonical_bytes)
-        sa(self, "signed_bytes", signed_bytes)
-        sa(self, "content_hash", content_hash)
+        if _COMPILED:  # compiled code stores its own attributes; __setattr__ guards others
+            self.event_id = event_id
+            self.room_id = room_id
+            self.type = type
+            self.state_key = state_key
+            self.sender = sender
+            self.content = content
+            self.prev_event_ids = prev_event_ids
+            self.auth_event_ids = auth_event_ids
+            self.depth = depth
+            self.origin_server_ts = origin_server_ts
+            self.room_version = rules.identifier
+            self.rules = rules
+            self.redacts = redacts
+            self.pdu = pdu
+            self.canonical_bytes = canonical_bytes
+            self.signed_bytes = signed_bytes
+            self.content_hash = content_hash
+        else:
+            sa = object.__setattr__
+            sa(self, "event_id", event_id)
+            sa(self, "room_id", room_id)
+            sa(self, "type", type)
+            sa(self, "state_key", state_key)
+            sa(self, "sender", sender)
+            sa(self, "content", content)
+            sa(self, "prev_event_ids", prev_event_ids)
+            sa(self, "auth_event_ids", auth_event_ids)
+            sa(self, "depth", depth)
+            sa(self, "origin_server_ts", origin_server_ts)
+            sa(self, "room_version", rules.identifier)
+            sa(self, "rules", rules)
+            sa(self, "redacts", redacts)
+            sa(self, "pdu", pdu)
+            sa(self, "canonical_bytes", canonical_bytes)
+            sa(self, "signed_bytes", signed_bytes)
+            sa(self, "content_hash", content_hash)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Event is immutable (tried to set {name!r})")
@@ -367,7 +389,7 @@ def is_create_event(event: Event) -> bool:
 
 def parse_event(
     pdu: Mapping[str, Any],
-    room_version: str,
+    room_version: str | object,
     *,
     event_id: str | None = None,
     check_edge_counts: bool = True,

@@ -164,9 +164,10 @@ KNOWN_ROOM_VERSIONS: Mapping[str, RoomVersion] = {
 DEFAULT_ROOM_VERSION = "12"  # the default the spec recommends for new rooms
 
 
-def room_version(version_id: str) -> RoomVersion:
-    """Return the rules of ``version_id``, or raise ``UnknownRoomVersion``."""
-    try:
-        return KNOWN_ROOM_VERSIONS[version_id]
-    except (KeyError, TypeError):
-        raise UnknownRoomVersion(version_id) from None
+def room_version(version_id: object) -> RoomVersion:
+    """Return the rules of ``version_id``, or raise ``UnknownRoomVersion`` (also for what is not
+    a string: the parameter is ``object`` so that compiled code raises that, not ``TypeError``)."""
+    rules = KNOWN_ROOM_VERSIONS.get(version_id) if isinstance(version_id, str) else None
+    if rules is None:
+        raise UnknownRoomVersion(version_id)
+    return rules

@@ -29,6 +29,7 @@ async def serve(config: Config) -> int:
     On SIGTERM or SIGINT each room's worker finishes (or releases) its in-flight event, then the
     stream connection, the database and the embedded nats-server are closed in that order.
     """
+    from roomserver import _native
     from roomserver.app import Roomserver
 
     tune_gc()
@@ -52,10 +53,15 @@ async def serve(config: Config) -> int:
             else:
                 log.info("console on http://%s:%d/, API under /_roomserver/v1/", host, port)
         log.info(
-            "roomserver %s ready (nats %s, database %s)",
+            "roomserver %s ready (nats %s, database %s; per-event modules: %s)",
             config.server_name,
             rs.nats_url,
             rs.database_description,
+            (
+                _native.STATE.reason
+                if _native.STATE.compiled
+                else f"pure Python: {_native.STATE.reason}"
+            ),
         )
         try:
             await stop.wait()
