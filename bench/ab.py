@@ -9,10 +9,11 @@ script (``bench/<script>`` with ``ARGS``) in this checkout and in that one, alte
 goes first each round (ABBA...), so a drift during the run weighs on both sides alike. With
 ``--pg`` every run gets a fresh PostgreSQL database (``--database-url``), dropped afterwards.
 
-It reads every figure the scripts print as ``<name> ... = <n> ev/s`` or ``<name> ... median
-<n> ms``, and prints, per figure, each side's values, their medians, the ratio of the medians
+It reads every figure the scripts print as ``<name> ... = <n> ev/s`` (with the CPU per event
+that follows it: this process and nats-server, in µs) or ``<name> ... median <n> ms``, and
+prints, per figure, each side's values, their medians, the ratio of the medians
 (this checkout / base) and in how many rounds this checkout did better (more events/s, fewer
-ms): a figure without its neighbour is hard to trust here.
+ms or µs): a figure without its neighbour is hard to trust here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
 
 # "one room, sync requests of 50   10000 events in 2.96 s =   3,373 ev/s; ..."
 _RATE = re.compile(r"^\s*(?P<name>.+?)\s+[\d,]+ events in .*?=\s*(?P<value>[\d,.]+) ev/s")
+# "...; CPU/event: ours   533 µs, nats-server   64 µs"
+_CPU = re.compile(r"CPU/event: ours\s+(?P<ours>[\d,.]+) µs, nats-server\s+(?P<nats>[\d,.]+) µs")
 # "sync latency, one event, idle:    median 1.65 ms, p99 3.72 ms" / "total: median 2.00 ms"
 _LATENCY = re.compile(
     r"^\s*(?P<name>.+?)[:\s]+median (?P<value>[\d.]+) ms(?:, p99 (?P<p99>[\d.]+))?"
@@ -39,12 +42,20 @@ _LATENCY = re.compile(
 
 
 def figures(output: str) -> dict[str, float]:
-    """The figures of one run: ``name (ev/s)`` or ``name p50 (ms)`` / ``name p99 (ms)``."""
+    """The figures of one run: ``name (ev/s)`` with ``name CPU/event ours (µs)`` and
+    ``name CPU/event nats-server (µs)`` where printed, or ``name p50 (ms)`` / ``name p99
+    (ms)``."""
     out: dict[str, float] = {}
     for line in output.splitlines():
         rate = _RATE.match(line)
         if rate:
             out[f"{rate['name']} (ev/s)"] = float(rate["value"].replace(",", ""))
+            cpu = _CPU.search(line)
+            if cpu:
+                out[f"{rate['name']} CPU/event ours (µs)"] = float(cpu["ours"].replace(",", ""))
+                out[f"{rate['name']} CPU/event nats-server (µs)"] = float(
+                    cpu["nats"].replace(",", "")
+                )
             continue
         latency = _LATENCY.match(line)
         if latency:

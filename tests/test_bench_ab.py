@@ -30,7 +30,11 @@ def test_figures_of_bench_e2e_and_bench_latency() -> None:
     )
     assert _ab().figures(output) == {
         "one room, sync requests of 50 (ev/s)": 3373.0,
+        "one room, sync requests of 50 CPU/event ours (µs)": 318.0,
+        "one room, sync requests of 50 CPU/event nats-server (µs)": 32.0,
         "100 rooms, 8 callers (ev/s)": 2929.0,
+        "100 rooms, 8 callers CPU/event ours (µs)": 401.0,
+        "100 rooms, 8 callers CPU/event nats-server (µs)": 70.0,
         "sync latency, one event, idle p50 (ms)": 1.65,
         "sync latency, one event, idle p99 (ms)": 3.72,
         "total p50 (ms)": 2.0,
