@@ -35,6 +35,8 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
 _RATE = re.compile(r"^\s*(?P<name>.+?)\s+[\d,]+ events in .*?=\s*(?P<value>[\d,.]+) ev/s")
 # "...; CPU/event: ours   533 µs, nats-server   64 µs"
 _CPU = re.compile(r"CPU/event: ours\s+(?P<ours>[\d,.]+) µs, nats-server\s+(?P<nats>[\d,.]+) µs")
+# "  our threads, CPU/event: event loop 184 µs (62% busy), ..." (of the rate line above it)
+_LOOP = re.compile(r"^\s+our threads, CPU/event: event loop\s+(?P<loop>[\d,.]+) µs")
 # "sync latency, one event, idle:    median 1.65 ms, p99 3.72 ms" / "total: median 2.00 ms"
 _LATENCY = re.compile(
     r"^\s*(?P<name>.+?)[:\s]+median (?P<value>[\d.]+) ms(?:, p99 (?P<p99>[\d.]+))?"
@@ -42,13 +44,19 @@ _LATENCY = re.compile(
 
 
 def figures(output: str) -> dict[str, float]:
-    """The figures of one run: ``name (ev/s)`` with ``name CPU/event ours (µs)`` and
-    ``name CPU/event nats-server (µs)`` where printed, or ``name p50 (ms)`` / ``name p99
-    (ms)``."""
+    """The figures of one run: ``name (ev/s)``, with ``name CPU/event ours (µs)``, ``name
+    CPU/event nats-server (µs)`` and ``name CPU/event event loop (µs)`` where printed; or
+    ``name p50 (ms)`` / ``name p99 (ms)``."""
     out: dict[str, float] = {}
+    last_rate = ""
     for line in output.splitlines():
+        loop = _LOOP.match(line)
+        if loop and last_rate:
+            out[f"{last_rate} CPU/event event loop (µs)"] = float(loop["loop"].replace(",", ""))
+            continue
         rate = _RATE.match(line)
         if rate:
+            last_rate = rate["name"]
             out[f"{rate['name']} (ev/s)"] = float(rate["value"].replace(",", ""))
             cpu = _CPU.search(line)
             if cpu:

@@ -32,6 +32,7 @@ def test_figures_of_bench_e2e_and_bench_latency() -> None:
         "one room, sync requests of 50 (ev/s)": 3373.0,
         "one room, sync requests of 50 CPU/event ours (µs)": 318.0,
         "one room, sync requests of 50 CPU/event nats-server (µs)": 32.0,
+        "one room, sync requests of 50 CPU/event event loop (µs)": 184.0,
         "100 rooms, 8 callers (ev/s)": 2929.0,
         "100 rooms, 8 callers CPU/event ours (µs)": 401.0,
         "100 rooms, 8 callers CPU/event nats-server (µs)": 70.0,
