@@ -13,7 +13,9 @@ import contextlib
 import signal
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -36,6 +38,7 @@ from tests.storage.helpers import LinearRoom
 
 ROOMS = 20
 MESSAGES = 60
+T = TypeVar("T")
 
 
 def _rooms() -> list[RoomBuilder]:
@@ -66,7 +69,7 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
         try:
             info = await client.bus.js.stream_info(input_stream_name(""))
             assert info.config.num_replicas == 3
-            subscription = await client.bus.output_subscription("cluster-fault")
+            subscription = await _retried(lambda: client.bus.output_subscription("cluster-fault"))
             for n in range(2):
                 config = write_child_config(
                     tmp_path / f"child{n}.json", data_dir=tmp_path / f"child{n}",
@@ -221,6 +224,19 @@ async def test_a_consumer_leader_election_makes_its_waiting_worker_pull_again(
             assert recorder.overlaps == 0
         finally:
             await bus.close(grace=1.0)
+
+
+async def _retried(call: Callable[[], Awaitable[T]], within: float = 60.0) -> T:
+    """``call()``, again while the cluster answers its JetStream API with a timeout: right after
+    its start a loaded machine may still be electing the leaders of new streams."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await call()
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def _diagnosis(bus: Bus, room_ids: list[str], logs: list[Path]) -> str:

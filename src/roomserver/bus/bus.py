@@ -97,7 +97,8 @@ class Bus:
                 log.warning("nats: disconnected from %s", ", ".join(servers))
 
         async def on_reconnected() -> None:
-            log.warning("nats: reconnected to %s", nc.connected_url)
+            url = nc.connected_url  # a urllib ParseResult
+            log.warning("nats: reconnected to %s", url.geturl() if url is not None else "?")
             if holder:
                 holder[0].wake()
 
