@@ -4,6 +4,7 @@ it was made from is unchanged, and ``ROOMSERVER_NATIVE=0`` runs pure Python."""
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import json
 import os
 import subprocess
@@ -27,7 +28,17 @@ def _manifest(tmp_path: Path, source: Path) -> Path:
         "mtime_ns": status.st_mtime_ns,
         "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
     }
-    manifest.write_text(json.dumps({"modules": {"roomserver.m": facts}}), encoding="utf-8")
+    described = {
+        "ext_suffix": importlib.machinery.EXTENSION_SUFFIXES[0],
+        "modules": {"roomserver.m": facts},
+    }
+    manifest.write_text(json.dumps(described), encoding="utf-8")
+    return manifest
+
+
+def _manifest_of(tmp_path: Path, described: dict[str, object]) -> Path:
+    manifest = tmp_path / "roomserver" / "_native.json"
+    manifest.write_text(json.dumps(described), encoding="utf-8")
     return manifest
 
 
@@ -50,8 +61,15 @@ def test_a_build_is_used_only_while_its_sources_are_unchanged(
     assert not state.compiled and state.reason.startswith("stale")
     assert "roomserver.m" in state.reason
 
+    # Built by another Python: its extensions would not load.
+    source.write_text("X = 1\n", encoding="utf-8")
+    manifest = _manifest(tmp_path, source)
+    described = json.loads(manifest.read_text(encoding="utf-8"))
+    manifest.write_text(json.dumps({**described, "ext_suffix": ".cpython-399-x.so"}), "utf-8")
+    assert _native.check(manifest).reason == "built for another Python (.cpython-399-x.so)"
+
     source.unlink()
-    assert not _native.check(manifest).compiled
+    assert not _native.check(_manifest_of(tmp_path, described)).compiled
     assert not _native.check(tmp_path / "missing.json").compiled
     manifest.write_text("{", encoding="utf-8")
     assert "unreadable" in _native.check(manifest).reason

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.machinery
 import json
 import os
 import shutil
@@ -109,7 +110,12 @@ def compile_all(jobs: int) -> None:
             target = SRC / library.relative_to(build / "lib")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(library, target)
-    manifest = {"built_at": time.time(), "python": sys.version, "modules": facts}
+    manifest = {
+        "built_at": time.time(),
+        "python": sys.version,
+        "ext_suffix": importlib.machinery.EXTENSION_SUFFIXES[0],
+        "modules": facts,
+    }
     MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(
         f"compiled {len(paths)} modules ({len(built)} libraries) in "

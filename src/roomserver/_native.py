@@ -54,6 +54,12 @@ def check(manifest: Path = MANIFEST) -> NativeState:
         return NativeState(False, "not compiled (run ./dev compile)")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return NativeState(False, f"unreadable {manifest.name}: {type(exc).__name__}")
+    suffix = described.get("ext_suffix")
+    if suffix is None:
+        return NativeState(False, "stale: recorded by an older ./dev compile")
+    if suffix != importlib.machinery.EXTENSION_SUFFIXES[0]:
+        # Python would not load these extensions: say so rather than claim them.
+        return NativeState(False, f"built for another Python ({suffix})")
     root = manifest.parent.parent
     for module, facts in modules.items():
         source = root / facts["source"]
