@@ -2,8 +2,8 @@
 
 CONFIG: {"data_dir", "nats_url", "database_url", "keys": {server: [key_id, seed_b64]},
 "max_missing_processing_s", "replicas", "log_file"}. Prints "ready" once its workers run; runs
-until killed. With "log_file", it logs at INFO to that file (for a failing test to show);
-otherwise warnings go to stderr.
+until killed. With "log_file", it logs at INFO (the room workers at DEBUG) to that file, for a
+failing test to show; otherwise warnings go to stderr.
 It sets the garbage collector as ``roomserver serve`` does.
 
 ``write_child_config``, ``start_child`` and ``stop_children`` run such processes for the fault
@@ -94,6 +94,9 @@ async def main(path: str) -> None:
             level=logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # How the room workers settle units and purges (debug: only in these test logs).
+        for name in ("roomserver.bus.workers", "roomserver.bus.units"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Roomserver.open(

@@ -15,7 +15,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -24,6 +24,7 @@ import pytest
 from roomserver.api import Outcome, OutputEvent, OutputNewRoomEvent
 from roomserver.app import DEFAULT_OUTPUT_DURABLE, Roomserver, SharedSQLiteError
 from roomserver.bus import Bus
+from roomserver.bus.admin import pending_for_room
 from roomserver.bus.embedded import EmbeddedNatsCluster
 from roomserver.bus.subjects import input_stream_name, room_consumer_name
 from roomserver.ports import OutboxEntry
@@ -81,7 +82,7 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
             pdus = [b.pdus() for b in builders]
             for start in range(0, max(len(p) for p in pdus), 8):
                 batch = [p for room in pdus for p in room[start : start + 8]]
-                await submit(client, batch, asynchronous=True)
+                await _queue_all(client, batch)
 
             seen: list[OutputEvent] = []
             arrival: list[float] = []
@@ -136,7 +137,9 @@ async def test_cluster_survives_a_killed_roomserver_and_a_killed_stream_leader(
                     for b, missing in unstored
                     if missing
                 )
-                + await _diagnosis(client.bus, stalled, [tmp_path / "child1.log"])
+                + await _diagnosis(
+                    client.bus, stalled, [tmp_path / "child0.log", tmp_path / "child1.log"]
+                )
             )
             soft_failed: set[str] = set()
             for b in builders:
@@ -226,6 +229,26 @@ async def test_a_consumer_leader_election_makes_its_waiting_worker_pull_again(
             await bus.close(grace=1.0)
 
 
+async def _queue_all(client: Roomserver, pdus: list[dict[str, Any]]) -> None:
+    """Submit ``pdus`` asynchronously as a caller must: an event answered ``ERROR`` (its message
+    could not be queued in time, as during a leader election on a loaded machine) is sent
+    again, before anything later of its room, so that the test never waits for an event that
+    was not queued."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = await submit(client, pdus, asynchronous=True)
+        failed = [
+            pdu
+            for pdu, result in zip(pdus, response.results, strict=True)
+            if result.outcome is Outcome.ERROR
+        ]
+        if not failed:
+            return
+        assert time.monotonic() < deadline, f"not queued within 60 s: {response.results[0]}"
+        pdus = failed
+        await asyncio.sleep(0.2)
+
+
 async def _retried(call: Callable[[], Awaitable[T]], within: float = 60.0) -> T:
     """``call()``, again while the cluster answers its JetStream API with a timeout: right after
     its start a loaded machine may still be electing the leaders of new streams."""
@@ -255,6 +278,11 @@ async def _diagnosis(bus: Bus, room_ids: list[str], logs: list[Path]) -> str:
             )
         except Exception as exc:
             lines.append(f"{room_id}: no consumer info ({type(exc).__name__}: {exc})")
+        try:
+            left = await pending_for_room(bus.js, bus.config, room_id)
+            lines.append(f"{room_id}: {left} input messages left in the stream")
+        except Exception as exc:
+            lines.append(f"{room_id}: stream not read ({type(exc).__name__}: {exc})")
     for log in logs:
         text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
         named = [line for line in text.splitlines() if any(r in line for r in room_ids)]
@@ -368,8 +396,7 @@ async def _run_processes(
                 children.append(await start_child(config))
             pdus = [b.pdus() for b in builders]
             for start in range(0, max(len(p) for p in pdus), 5):
-                await submit(client, [p for room in pdus for p in room[start : start + 5]],
-                             asynchronous=True)  # fmt: skip
+                await _queue_all(client, [p for room in pdus for p in room[start : start + 5]])
             event_ids = [e for b in builders for e in b.events]
             outcomes: dict[str, Outcome] = {}
             deadline = time.monotonic() + 180
