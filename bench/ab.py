@@ -43,6 +43,10 @@ _LATENCY = re.compile(
 )
 
 
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
 def figures(output: str) -> dict[str, float]:
     """The figures of one run: ``name (ev/s)``, with ``name CPU/event ours (µs)``, ``name
     CPU/event nats-server (µs)`` and ``name CPU/event event loop (µs)`` where printed; or
@@ -52,18 +56,16 @@ def figures(output: str) -> dict[str, float]:
     for line in output.splitlines():
         loop = _LOOP.match(line)
         if loop and last_rate:
-            out[f"{last_rate} CPU/event event loop (µs)"] = float(loop["loop"].replace(",", ""))
+            out[f"{last_rate} CPU/event event loop (µs)"] = _number(loop["loop"])
             continue
         rate = _RATE.match(line)
         if rate:
             last_rate = rate["name"]
-            out[f"{rate['name']} (ev/s)"] = float(rate["value"].replace(",", ""))
+            out[f"{rate['name']} (ev/s)"] = _number(rate["value"])
             cpu = _CPU.search(line)
             if cpu:
-                out[f"{rate['name']} CPU/event ours (µs)"] = float(cpu["ours"].replace(",", ""))
-                out[f"{rate['name']} CPU/event nats-server (µs)"] = float(
-                    cpu["nats"].replace(",", "")
-                )
+                out[f"{rate['name']} CPU/event ours (µs)"] = _number(cpu["ours"])
+                out[f"{rate['name']} CPU/event nats-server (µs)"] = _number(cpu["nats"])
             continue
         latency = _LATENCY.match(line)
         if latency:

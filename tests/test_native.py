@@ -3,7 +3,6 @@ it was made from is unchanged, and ``ROOMSERVER_NATIVE=0`` runs pure Python."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import json
 import os
@@ -19,25 +18,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _manifest(tmp_path: Path, source: Path) -> Path:
-    status = source.stat()
-    manifest = tmp_path / "roomserver" / "_native.json"
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    facts = {
-        "source": str(source.relative_to(tmp_path)),
-        "size": status.st_size,
-        "mtime_ns": status.st_mtime_ns,
-        "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-    }
+    facts = {"source": str(source.relative_to(tmp_path)), **_native.source_facts(source)}
     described = {
         "ext_suffix": importlib.machinery.EXTENSION_SUFFIXES[0],
         "modules": {"roomserver.m": facts},
     }
-    manifest.write_text(json.dumps(described), encoding="utf-8")
-    return manifest
+    return _manifest_of(tmp_path, described)
 
 
 def _manifest_of(tmp_path: Path, described: dict[str, object]) -> Path:
     manifest = tmp_path / "roomserver" / "_native.json"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(described), encoding="utf-8")
     return manifest
 

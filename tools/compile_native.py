@@ -13,7 +13,6 @@ minutes on two cores. Without it everything runs as pure Python, only slower.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.machinery
 import json
 import os
@@ -22,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from roomserver._native import source_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -75,15 +76,11 @@ def compile_all(jobs: int) -> None:
 
     paths = sources()
     started = time.monotonic()
-    facts = {}
-    for relative in paths:
-        status = (SRC / relative).stat()
-        facts[module_name(relative)] = {
-            "source": relative,  # from the directory holding the package
-            "size": status.st_size,
-            "mtime_ns": status.st_mtime_ns,
-            "sha256": hashlib.sha256((SRC / relative).read_bytes()).hexdigest(),
-        }
+    # "source": from the directory holding the package.
+    facts = {
+        module_name(relative): {"source": relative, **source_facts(SRC / relative)}
+        for relative in paths
+    }
     with tempfile.TemporaryDirectory(prefix="roomserver-native-") as tmp:
         build = Path(tmp)
         cwd = os.getcwd()

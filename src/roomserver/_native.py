@@ -43,6 +43,17 @@ class NativeState:
     reason: str
 
 
+def source_facts(source: Path) -> dict[str, int | str]:
+    """What the record keeps of a compiled module's source (``tools/compile_native.py`` writes
+    it, ``check`` compares it): its size and modification time, then its SHA-256."""
+    status = source.stat()
+    return {
+        "size": status.st_size,
+        "mtime_ns": status.st_mtime_ns,
+        "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+    }
+
+
 def check(manifest: Path = MANIFEST) -> NativeState:
     """Whether the compiled build described by ``manifest`` matches its sources."""
     if os.environ.get(ENV, "").strip().lower() in ("0", "off", "false", "no"):
@@ -110,10 +121,10 @@ def install() -> NativeState:
 
 def compiled_modules() -> list[str]:
     """The ``roomserver`` modules imported so far that run compiled."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     return sorted(
         name
         for name, module in list(sys.modules.items())
         if name.startswith("roomserver.")
-        and not str(getattr(module, "__file__", "") or "").endswith((".py", ".pyc"))
-        and getattr(module, "__file__", None) is not None
+        and str(getattr(module, "__file__", None) or "").endswith(suffixes)
     )
